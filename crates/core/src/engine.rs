@@ -1,0 +1,180 @@
+//! What a device runs: one model, one profile, one catalog, and the cached ad side of that
+//! catalog under that model. The browser shell wraps this and nothing more.
+
+use crate::catalog::{Ad, Catalog, Context};
+use crate::error::{HearthError, Result};
+use crate::event::Event;
+use crate::features::{FeatureSpec, Slots};
+use crate::pack::ModelPack;
+use crate::params::Params;
+use crate::profile::Profile;
+use crate::rank::{self, Contribution, RankOptions, Ranked};
+use crate::reference;
+use crate::scorer::{Request, Scorer};
+
+pub struct Engine {
+    pack: ModelPack,
+    scorer: Scorer,
+    profile: Profile,
+    /// The device-only user embedding; zero until local training fits it.
+    local_u: Vec<f32>,
+    catalog: Catalog,
+    /// Ad-side rows of `catalog` under the current model, `catalog.len() × scorer.width()`.
+    catalog_side: Vec<f32>,
+}
+
+impl Engine {
+    pub fn new(pack: ModelPack, profile: Profile) -> Result<Engine> {
+        let scorer = Scorer::new(&pack)?;
+        let local_u = vec![0.0; pack.params.arch.dim];
+        let catalog = Catalog::new(Vec::new(), &pack.manifest.features)?;
+        Ok(Engine { pack, scorer, profile, local_u, catalog, catalog_side: Vec::new() })
+    }
+
+    pub fn pack(&self) -> &ModelPack {
+        &self.pack
+    }
+
+    pub fn spec(&self) -> &FeatureSpec {
+        &self.pack.manifest.features
+    }
+
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn record(&mut self, event: Event) -> Result<()> {
+        self.profile.record(event)
+    }
+
+    pub fn erase_profile(&mut self) {
+        self.profile.erase();
+        self.local_u.iter_mut().for_each(|v| *v = 0.0);
+    }
+
+    /// Swaps in a new model. The catalog is re-hashed under the new feature spec and its ad
+    /// side recomputed; on any error the old model stays.
+    pub fn set_model(&mut self, pack: ModelPack) -> Result<()> {
+        let scorer = Scorer::new(&pack)?;
+        let catalog = Catalog::new(self.catalog.ads.clone(), &pack.manifest.features)?;
+        let side = scorer.ad_side(&catalog.ids, &catalog.weights)?;
+        if pack.params.arch.dim != self.local_u.len() {
+            self.local_u = vec![0.0; pack.params.arch.dim];
+        }
+        (self.pack, self.scorer, self.catalog, self.catalog_side) = (pack, scorer, catalog, side);
+        Ok(())
+    }
+
+    /// Validates and installs a catalog, computing its ad side once.
+    pub fn set_catalog(&mut self, ads: Vec<Ad>) -> Result<usize> {
+        let catalog = Catalog::new(ads, self.spec())?;
+        self.catalog_side = self.scorer.ad_side(&catalog.ids, &catalog.weights)?;
+        self.catalog = catalog;
+        Ok(self.catalog.len())
+    }
+
+    /// The model's request inputs for this profile and page at `now_ms`, with the names of
+    /// the profile features in the user slots.
+    pub fn request(&self, context: &Context, now_ms: i64) -> Result<(Request, Vec<String>)> {
+        let spec = self.spec();
+        let weights = self.profile.weights_at(now_ms);
+        let top: Vec<(&str, f32)> = weights.iter().take(spec.user_slots).map(|(f, w)| (*f, *w as f32)).collect();
+        let request = Request {
+            user: Slots::encode(spec, spec.user_slots, &top),
+            local_u: self.local_u.clone(),
+            context: context.encode(spec)?,
+        };
+        Ok((request, top.iter().map(|(f, _)| f.to_string()).collect()))
+    }
+
+    /// Logits for the whole installed catalog, in catalog order.
+    pub fn catalog_logits(&self, context: &Context, now_ms: i64) -> Result<Vec<f32>> {
+        let (req, _) = self.request(context, now_ms)?;
+        self.scorer.logits(&req, &self.catalog_side)
+    }
+
+    /// Ranks the installed catalog.
+    pub fn rank(&self, context: &Context, opts: &RankOptions) -> Result<Vec<Ranked>> {
+        self.rank_in(&self.catalog, &self.catalog_side, context, opts)
+    }
+
+    /// Ranks a one-off candidate list; its ad side is computed for this call only.
+    pub fn rank_candidates(&self, ads: Vec<Ad>, context: &Context, opts: &RankOptions) -> Result<Vec<Ranked>> {
+        let catalog = Catalog::new(ads, self.spec())?;
+        let side = self.scorer.ad_side(&catalog.ids, &catalog.weights)?;
+        self.rank_in(&catalog, &side, context, opts)
+    }
+
+    fn rank_in(&self, catalog: &Catalog, side: &[f32], context: &Context, opts: &RankOptions) -> Result<Vec<Ranked>> {
+        if opts.k == 0 {
+            return Err(HearthError::InvalidContext("k must be at least 1".into()));
+        }
+        let (req, names) = self.request(context, opts.now_ms)?;
+        let width = self.scorer.width();
+        let candidates = rank::eligible(&self.profile, &catalog.ads, &opts.caps, opts.now_ms);
+        let rows: Vec<f32> = if candidates.len() == catalog.len() {
+            side.to_vec()
+        } else {
+            candidates.iter().flat_map(|&i| &side[i * width..(i + 1) * width]).copied().collect()
+        };
+        let scores = self.scorer.logits(&req, &rows)?;
+        let mut order = rank::by_score(&candidates, &scores, &catalog.ads);
+        if let Some(rule) = &opts.diversity {
+            order = rank::diversify(&order, &catalog.ads, rule);
+        }
+        let score_of: std::collections::HashMap<usize, f32> = candidates.iter().copied().zip(scores).collect();
+        let request_side = reference::request_side(&self.pack.params, &req);
+        let p = &self.pack.params;
+        // Each profile feature's weighted embedding: its share of the pooled user vector.
+        let shares: Vec<Vec<f32>> = names
+            .iter()
+            .zip(req.user.ids.iter().zip(&req.user.weights))
+            .map(|(_, (&id, &w))| reference::pool(p.get("emb"), p.arch.dim, &[id], &[w]))
+            .collect();
+        Ok(order
+            .into_iter()
+            .take(opts.k)
+            .map(|i| {
+                let score = score_of[&i];
+                let row = &side[i * width..(i + 1) * width];
+                Ranked {
+                    ad_id: catalog.ads[i].id.clone(),
+                    score,
+                    probability: rank::sigmoid(score),
+                    why: explain(p, &request_side, row, &names, &shares, opts.explain),
+                }
+            })
+            .collect())
+    }
+}
+
+/// The profile features with the largest first-order share of one ad's logit:
+/// (weight × feature embedding) · ∂logit/∂user.
+fn explain(
+    p: &Params,
+    rs: &reference::RequestSide,
+    side: &[f32],
+    names: &[String],
+    shares: &[Vec<f32>],
+    n: usize,
+) -> Vec<Contribution> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let grad = reference::user_gradient(p, rs, side);
+    let mut out: Vec<Contribution> = names
+        .iter()
+        .zip(shares)
+        .map(|(name, share)| Contribution {
+            feature: name.clone(),
+            contribution: share.iter().zip(&grad).map(|(e, g)| e * g).sum(),
+        })
+        .collect();
+    out.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()).then_with(|| a.feature.cmp(&b.feature)));
+    out.truncate(n);
+    out
+}

@@ -1,0 +1,37 @@
+//! One typed error for everything the core can reject.
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum HearthError {
+    #[error("model file is not valid ONNX: {0}")]
+    OnnxDecode(String),
+    #[error("model file sha256 is {actual}, manifest declares {expected}")]
+    HashMismatch { expected: String, actual: String },
+    #[error("manifest is invalid: {0}")]
+    Manifest(String),
+    #[error("model graph does not match the pack format: {0}")]
+    Graph(String),
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("parameter `{name}` holds a non-finite value at index {index}")]
+    NonFinite { name: String, index: usize },
+    #[error("unknown event kind {0:?}")]
+    UnknownEventKind(String),
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+    #[error("invalid ad: {0}")]
+    InvalidAd(String),
+    #[error("invalid context: {0}")]
+    InvalidContext(String),
+    #[error("{what} has {found} entries; the limit is {limit}")]
+    TooLarge { what: &'static str, found: usize, limit: usize },
+    #[error("stored profile has format version {found}; this build reads up to {supported}")]
+    ProfileVersion { found: u32, supported: u32 },
+    #[error("stored profile is corrupt: {0}")]
+    ProfileCorrupt(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+pub type Result<T> = std::result::Result<T, HearthError>;

@@ -1,0 +1,81 @@
+//! Deterministic feature hashing: a feature string (`topic:sports`, `hour:14`) maps to the same
+//! bucket on every platform, because the hash is defined here over UTF-8 bytes and fixed-width
+//! integer arithmetic, never over a platform hasher.
+
+use serde::{Deserialize, Serialize};
+
+/// Bucket 0 is reserved for padding; real features land in `1..buckets`.
+pub const PADDING: u32 = 0;
+
+/// How feature strings become model inputs. Carried in the model pack manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    /// Hash function name; only `fnv1a64-fmix` is defined.
+    pub hash: String,
+    pub seed: u64,
+    pub buckets: u32,
+    /// Padded slot counts of the graph inputs.
+    pub user_slots: usize,
+    pub context_slots: usize,
+    pub ad_slots: usize,
+}
+
+pub const HASH_NAME: &str = "fnv1a64-fmix";
+
+impl FeatureSpec {
+    pub fn bucket(&self, feature: &str) -> u32 {
+        bucket(self.seed, self.buckets, feature)
+    }
+}
+
+/// FNV-1a over the seed's little-endian bytes then the feature's bytes, finished with the
+/// murmur3 64-bit mixer so that similar strings spread over the whole bucket range.
+pub fn hash64(seed: u64, feature: &str) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    for b in seed.to_le_bytes().iter().chain(feature.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Bucket in `1..buckets` (`buckets` ≥ 2, checked when the manifest is validated).
+pub fn bucket(seed: u64, buckets: u32, feature: &str) -> u32 {
+    1 + (hash64(seed, feature) % u64::from(buckets - 1)) as u32
+}
+
+/// Canonical feature string: `kind:value`, value trimmed and lower-cased so that
+/// "Sports" and " sports" are one feature.
+pub fn feature(kind: &str, value: &str) -> String {
+    format!("{kind}:{}", value.trim().to_lowercase())
+}
+
+/// Weighted features padded to a fixed slot count: ids and weights as the graph takes them.
+/// Weights are normalised to sum of |w| = 1 so that pooling is a weighted mean.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slots {
+    pub ids: Vec<i64>,
+    pub weights: Vec<f32>,
+}
+
+impl Slots {
+    pub fn encode(spec: &FeatureSpec, slots: usize, features: &[(&str, f32)]) -> Slots {
+        let mut ids = vec![i64::from(PADDING); slots];
+        let mut weights = vec![0.0f32; slots];
+        let total: f32 = features.iter().take(slots).map(|(_, w)| w.abs()).sum();
+        if total > 0.0 {
+            for (i, (f, w)) in features.iter().take(slots).enumerate() {
+                ids[i] = i64::from(spec.bucket(f));
+                weights[i] = w / total;
+            }
+        }
+        Slots { ids, weights }
+    }
+}

@@ -1,0 +1,240 @@
+//! The visitor's interest profile. It never leaves the device: events fold into time-decayed
+//! feature weights, both bounded, and the whole profile serialises to a versioned document.
+
+use crate::error::{HearthError, Result};
+use crate::event::{Event, EventKind};
+use crate::features::feature;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+pub const FORMAT: &str = "hearth-profile";
+pub const VERSION: u32 = 1;
+/// Ceilings no configuration may exceed, so a stored profile cannot grow without bound.
+pub const MAX_EVENTS_CEILING: usize = 100_000;
+pub const MAX_FEATURES_CEILING: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// Time for a feature weight to halve, in milliseconds.
+    pub half_life_ms: f64,
+    pub max_events: usize,
+    pub max_features: usize,
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        ProfileConfig { half_life_ms: 14.0 * 86_400_000.0, max_events: 5_000, max_features: 1_000 }
+    }
+}
+
+impl ProfileConfig {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.half_life_ms.is_finite() && self.half_life_ms > 0.0) {
+            return Err(HearthError::ProfileCorrupt(format!("half-life {} ms", self.half_life_ms)));
+        }
+        for (what, found, limit) in [
+            ("profile event cap", self.max_events, MAX_EVENTS_CEILING),
+            ("profile feature cap", self.max_features, MAX_FEATURES_CEILING),
+        ] {
+            if found > limit {
+                return Err(HearthError::TooLarge { what, found, limit });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A feature's weight as of `ts`; it decays from there.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Weight {
+    pub w: f64,
+    pub ts: i64,
+}
+
+/// How much one event moves each feature it touches. Impressions move nothing: being shown
+/// an ad says nothing about interest, but they are kept for frequency caps and training.
+const PAGE_TOPIC: f64 = 1.0;
+const PAGE_KEYWORD: f64 = 0.5;
+const CLICK: f64 = 2.0;
+const CONVERSION: f64 = 4.0;
+const DISMISSAL: f64 = -2.0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    format: String,
+    version: u32,
+    config: ProfileConfig,
+    events: VecDeque<Event>,
+    features: BTreeMap<String, Weight>,
+}
+
+impl Profile {
+    pub fn new(config: ProfileConfig) -> Result<Profile> {
+        config.validate()?;
+        Ok(Profile {
+            format: FORMAT.into(),
+            version: VERSION,
+            config,
+            events: VecDeque::new(),
+            features: BTreeMap::new(),
+        })
+    }
+
+    pub fn config(&self) -> &ProfileConfig {
+        &self.config
+    }
+
+    pub fn events(&self) -> impl ExactSizeIterator<Item = &Event> + DoubleEndedIterator {
+        self.events.iter()
+    }
+
+    pub fn feature_count(&self) -> usize {
+        self.features.len()
+    }
+
+    pub fn record(&mut self, event: Event) -> Result<()> {
+        event.validate()?;
+        for (name, delta) in touched_features(&event) {
+            self.bump(name, delta, event.ts);
+        }
+        self.events.push_back(event);
+        while self.events.len() > self.config.max_events {
+            self.events.pop_front();
+        }
+        self.evict_features();
+        Ok(())
+    }
+
+    /// Decay the stored weight to the event's time and add the delta. An event older than the
+    /// stored time (clocks and batches arrive out of order) adds its delta decayed instead.
+    fn bump(&mut self, name: String, delta: f64, ts: i64) {
+        let half_life = self.config.half_life_ms;
+        let slot = self.features.entry(name).or_insert(Weight { w: 0.0, ts });
+        if ts >= slot.ts {
+            slot.w = slot.w * decay(ts - slot.ts, half_life) + delta;
+            slot.ts = ts;
+        } else {
+            slot.w += delta * decay(slot.ts - ts, half_life);
+        }
+    }
+
+    /// Oldest-updated features go first; ties break by name so eviction is deterministic.
+    fn evict_features(&mut self) {
+        let excess = self.features.len().saturating_sub(self.config.max_features);
+        if excess == 0 {
+            return;
+        }
+        let mut by_age: Vec<(i64, String)> =
+            self.features.iter().map(|(k, v)| (v.ts, k.clone())).collect();
+        by_age.sort();
+        for (_, name) in by_age.into_iter().take(excess) {
+            self.features.remove(&name);
+        }
+    }
+
+    /// Feature weights decayed to `now_ms`, strongest (by magnitude) first, ties by name.
+    pub fn weights_at(&self, now_ms: i64) -> Vec<(&str, f64)> {
+        let half_life = self.config.half_life_ms;
+        let mut out: Vec<(&str, f64)> = self
+            .features
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.w * decay(now_ms.saturating_sub(v.ts).max(0), half_life)))
+            .filter(|(_, w)| *w != 0.0)
+            .collect();
+        out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then_with(|| a.0.cmp(b.0)));
+        out
+    }
+
+    /// Forget everything; the configuration stays.
+    pub fn erase(&mut self) {
+        self.events.clear();
+        self.features.clear();
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("profile serialises: keys are strings, numbers finite")
+    }
+
+    /// Reads a stored profile, checking the format tag, the version and every invariant.
+    /// There is only version 1 so far; a newer version is refused rather than misread.
+    pub fn from_json(json: &str) -> Result<Profile> {
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| HearthError::ProfileCorrupt(e.to_string()))?;
+        if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+            return Err(HearthError::ProfileCorrupt("not a hearth profile".into()));
+        }
+        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if version != u64::from(VERSION) {
+            return Err(HearthError::ProfileVersion {
+                found: u32::try_from(version).unwrap_or(u32::MAX),
+                supported: VERSION,
+            });
+        }
+        let profile: Profile = serde_json::from_value(value)
+            .map_err(|e| HearthError::ProfileCorrupt(e.to_string()))?;
+        profile.validate()?;
+        Ok(profile)
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.config.validate()?;
+        for (what, found, limit) in [
+            ("stored profile events", self.events.len(), self.config.max_events),
+            ("stored profile features", self.features.len(), self.config.max_features),
+        ] {
+            if found > limit {
+                return Err(HearthError::TooLarge { what, found, limit });
+            }
+        }
+        for (name, weight) in &self.features {
+            crate::event::check_text(name).map_err(HearthError::ProfileCorrupt)?;
+            if !weight.w.is_finite() || weight.ts < 0 {
+                return Err(HearthError::ProfileCorrupt(format!("feature {name:?} weight {weight:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a stored profile, or starts a fresh one and says why the stored one was dropped.
+    pub fn load_or_reset(json: &str, config: ProfileConfig) -> Result<(Profile, Option<HearthError>)> {
+        match Profile::from_json(json) {
+            Ok(p) => Ok((p, None)),
+            Err(e) => Ok((Profile::new(config)?, Some(e))),
+        }
+    }
+}
+
+fn decay(elapsed_ms: i64, half_life_ms: f64) -> f64 {
+    (-(elapsed_ms as f64) / half_life_ms).exp2()
+}
+
+/// The features an event moves, with how far.
+pub fn touched_features(event: &Event) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    match event.kind {
+        EventKind::PageView => {
+            out.extend(event.topics.iter().map(|t| (feature("topic", t), PAGE_TOPIC)));
+            out.extend(event.keywords.iter().map(|k| (feature("kw", k), PAGE_KEYWORD)));
+        }
+        EventKind::Impression => {}
+        EventKind::Click | EventKind::Conversion | EventKind::Dismissal => {
+            let delta = match event.kind {
+                EventKind::Click => CLICK,
+                EventKind::Conversion => CONVERSION,
+                _ => DISMISSAL,
+            };
+            if let Some(ad) = &event.ad {
+                out.extend(crate::catalog::ad_feature_names(
+                    &ad.ad_id,
+                    ad.campaign.as_deref(),
+                    ad.advertiser.as_deref(),
+                    ad.category.as_deref(),
+                ).into_iter().map(|f| (f, delta)));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,146 @@
+//! Ranking policy around the model: frequency caps before scoring, top-k and an optional
+//! diversity re-rank after, and "why this ad" from the profile features that moved the score.
+
+use crate::catalog::Ad;
+use crate::event::EventKind;
+use crate::profile::Profile;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// At most `max` impressions within the last `window_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cap {
+    pub max: u32,
+    pub window_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyCaps {
+    #[serde(default)]
+    pub per_ad: Option<Cap>,
+    #[serde(default)]
+    pub per_campaign: Option<Cap>,
+}
+
+/// In the first `slots` places, at most `max_per_advertiser` ads of one advertiser and
+/// `max_per_category` of one category.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Diversity {
+    pub slots: usize,
+    #[serde(default)]
+    pub max_per_advertiser: Option<usize>,
+    #[serde(default)]
+    pub max_per_category: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankOptions {
+    pub now_ms: i64,
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// How many profile features to report per result.
+    #[serde(default = "default_explain")]
+    pub explain: usize,
+    #[serde(default)]
+    pub caps: FrequencyCaps,
+    #[serde(default)]
+    pub diversity: Option<Diversity>,
+}
+
+fn default_k() -> usize {
+    10
+}
+
+fn default_explain() -> usize {
+    3
+}
+
+impl RankOptions {
+    pub fn at(now_ms: i64) -> RankOptions {
+        RankOptions { now_ms, k: default_k(), explain: default_explain(), caps: FrequencyCaps::default(), diversity: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    pub feature: String,
+    /// This feature's share of the logit, to first order.
+    pub contribution: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ranked {
+    pub ad_id: String,
+    pub score: f32,
+    pub probability: f32,
+    pub why: Vec<Contribution>,
+}
+
+/// Indices of the ads still under their caps at `now_ms`.
+pub fn eligible(profile: &Profile, ads: &[Ad], caps: &FrequencyCaps, now_ms: i64) -> Vec<usize> {
+    let mut per_ad: HashMap<&str, u32> = HashMap::new();
+    let mut per_campaign: HashMap<&str, u32> = HashMap::new();
+    let horizon = |cap: &Option<Cap>| cap.map(|c| now_ms.saturating_sub(c.window_ms));
+    let (ad_since, camp_since) = (horizon(&caps.per_ad), horizon(&caps.per_campaign));
+    for e in profile.events().filter(|e| e.kind == EventKind::Impression && e.ts <= now_ms) {
+        let Some(ad) = &e.ad else { continue };
+        if ad_since.is_some_and(|s| e.ts > s) {
+            *per_ad.entry(ad.ad_id.as_str()).or_default() += 1;
+        }
+        if let (Some(s), Some(c)) = (camp_since, &ad.campaign)
+            && e.ts > s
+        {
+            *per_campaign.entry(c.as_str()).or_default() += 1;
+        }
+    }
+    let under = |counts: &HashMap<&str, u32>, key: Option<&str>, cap: &Option<Cap>| match (cap, key) {
+        (Some(c), Some(k)) => counts.get(k).copied().unwrap_or(0) < c.max,
+        _ => true,
+    };
+    (0..ads.len())
+        .filter(|&i| {
+            under(&per_ad, Some(&ads[i].id), &caps.per_ad)
+                && under(&per_campaign, ads[i].campaign.as_deref(), &caps.per_campaign)
+        })
+        .collect()
+}
+
+/// Greedy re-rank: walk the score order and fill the first `slots` places with ads that keep
+/// within the per-advertiser and per-category limits; the ads passed over follow in order.
+pub fn diversify(order: &[usize], ads: &[Ad], rule: &Diversity) -> Vec<usize> {
+    let mut top = Vec::with_capacity(rule.slots);
+    let mut rest = Vec::new();
+    let mut by_adv: HashMap<&str, usize> = HashMap::new();
+    let mut by_cat: HashMap<&str, usize> = HashMap::new();
+    for &i in order {
+        let fits = |counts: &HashMap<&str, usize>, key: Option<&str>, max: Option<usize>| match (key, max) {
+            (Some(k), Some(m)) => counts.get(k).copied().unwrap_or(0) < m,
+            _ => true,
+        };
+        let (adv, cat) = (ads[i].advertiser.as_deref(), ads[i].category.as_deref());
+        if top.len() < rule.slots && fits(&by_adv, adv, rule.max_per_advertiser) && fits(&by_cat, cat, rule.max_per_category) {
+            adv.map(|a| *by_adv.entry(a).or_default() += 1);
+            cat.map(|c| *by_cat.entry(c).or_default() += 1);
+            top.push(i);
+        } else {
+            rest.push(i);
+        }
+    }
+    top.extend(rest);
+    top
+}
+
+/// Indices sorted by descending score, ties by ad id so the order is total and portable.
+pub fn by_score(candidates: &[usize], scores: &[f32], ads: &[Ad]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then_with(|| ads[candidates[a]].id.cmp(&ads[candidates[b]].id)));
+    order.into_iter().map(|i| candidates[i]).collect()
+}
+
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}

@@ -1,0 +1,211 @@
+//! Hearth's browser module: hearth-core behind a JavaScript API. Values cross the boundary as
+//! plain JS objects (serde-wasm-bindgen); every error becomes a thrown `Error` with the typed
+//! message from the core.
+
+use hearth_core::catalog::{Ad, Context};
+use hearth_core::engine::Engine;
+use hearth_core::event::{Event, RawEvent};
+use hearth_core::pack::ModelPack;
+use hearth_core::profile::{Profile, ProfileConfig};
+use hearth_core::rank::RankOptions;
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &str = r#"
+export type EventKind = "page_view" | "impression" | "click" | "conversion" | "dismissal";
+export interface HearthEvent {
+  kind: EventKind;
+  /** Milliseconds since the Unix epoch. */
+  ts: number;
+  topics?: string[];
+  keywords?: string[];
+  ad_id?: string;
+  campaign?: string;
+  advertiser?: string;
+  category?: string;
+}
+export interface Ad {
+  id: string;
+  campaign?: string;
+  advertiser?: string;
+  category?: string;
+  /** Content features in `kind:value` form, e.g. "topic:sports". */
+  features?: string[];
+}
+export interface PageContext {
+  topics?: string[];
+  keywords?: string[];
+  slot?: string;
+  /** Local hour, 0..=23. */
+  hour?: number;
+}
+export interface Cap { max: number; window_ms: number; }
+export interface RankOptions {
+  now_ms: number;
+  k?: number;
+  explain?: number;
+  caps?: { per_ad?: Cap; per_campaign?: Cap };
+  diversity?: { slots: number; max_per_advertiser?: number; max_per_category?: number };
+}
+export interface Contribution { feature: string; contribution: number; }
+export interface RankedAd { ad_id: string; score: number; probability: number; why: Contribution[]; }
+export interface ModelInputs {
+  user_ids: BigInt64Array; user_w: Float32Array; local_u: Float32Array;
+  ctx_ids: BigInt64Array; ctx_w: Float32Array; ad_ids: BigInt64Array; ad_w: Float32Array;
+  n: number; user_slots: number; context_slots: number; ad_slots: number; dim: number;
+}
+"#;
+
+fn js_err(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+fn from_js<T: serde::de::DeserializeOwned>(value: JsValue, what: &str) -> Result<T, JsError> {
+    serde_wasm_bindgen::from_value(value).map_err(|e| JsError::new(&format!("invalid {what}: {e}")))
+}
+
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
+    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(js_err)
+}
+
+#[wasm_bindgen]
+pub struct Hearth {
+    engine: Engine,
+}
+
+#[wasm_bindgen]
+impl Hearth {
+    /// Loads a model pack and a stored profile (or starts an empty one). A stored profile that
+    /// cannot be read is replaced by an empty one, with a console warning saying why.
+    #[wasm_bindgen(constructor)]
+    pub fn new(onnx: &[u8], manifest_json: &str, profile_json: Option<String>) -> Result<Hearth, JsError> {
+        let pack = ModelPack::load(onnx, manifest_json).map_err(js_err)?;
+        let profile = match profile_json {
+            Some(json) => {
+                let (profile, dropped) = Profile::load_or_reset(&json, ProfileConfig::default()).map_err(js_err)?;
+                if let Some(reason) = dropped {
+                    console_warn(&format!("hearth: stored profile reset: {reason}"));
+                }
+                profile
+            }
+            None => Profile::new(ProfileConfig::default()).map_err(js_err)?,
+        };
+        Ok(Hearth { engine: Engine::new(pack, profile).map_err(js_err)? })
+    }
+
+    /// Replaces the model; the profile and catalog stay.
+    #[wasm_bindgen(js_name = setModel)]
+    pub fn set_model(&mut self, onnx: &[u8], manifest_json: &str) -> Result<(), JsError> {
+        let pack = ModelPack::load(onnx, manifest_json).map_err(js_err)?;
+        self.engine.set_model(pack).map_err(js_err)
+    }
+
+    #[wasm_bindgen(getter, js_name = modelVersion)]
+    pub fn model_version(&self) -> f64 {
+        self.engine.pack().manifest.model_version as f64
+    }
+
+    pub fn record(&mut self, #[wasm_bindgen(unchecked_param_type = "HearthEvent")] event: JsValue) -> Result<(), JsError> {
+        let raw: RawEvent = from_js(event, "event")?;
+        self.engine.record(Event::from_raw(raw).map_err(js_err)?).map_err(js_err)
+    }
+
+    /// Validates and installs the catalog; returns the number of ads.
+    #[wasm_bindgen(js_name = setCatalog)]
+    pub fn set_catalog(&mut self, #[wasm_bindgen(unchecked_param_type = "Ad[]")] ads: JsValue) -> Result<usize, JsError> {
+        let ads: Vec<Ad> = from_js(ads, "catalog")?;
+        self.engine.set_catalog(ads).map_err(js_err)
+    }
+
+    /// Ranks the installed catalog.
+    #[wasm_bindgen(unchecked_return_type = "RankedAd[]")]
+    pub fn rank(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "PageContext")] context: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "RankOptions")] options: JsValue,
+    ) -> Result<JsValue, JsError> {
+        let context: Context = from_js(context, "context")?;
+        let options: RankOptions = from_js(options, "rank options")?;
+        to_js(&self.engine.rank(&context, &options).map_err(js_err)?)
+    }
+
+    /// Ranks a one-off candidate list.
+    #[wasm_bindgen(js_name = rankCandidates, unchecked_return_type = "RankedAd[]")]
+    pub fn rank_candidates(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "PageContext")] context: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Ad[]")] ads: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "RankOptions")] options: JsValue,
+    ) -> Result<JsValue, JsError> {
+        let context: Context = from_js(context, "context")?;
+        let ads: Vec<Ad> = from_js(ads, "candidates")?;
+        let options: RankOptions = from_js(options, "rank options")?;
+        to_js(&self.engine.rank_candidates(ads, &context, &options).map_err(js_err)?)
+    }
+
+    /// Logits of the installed catalog, in catalog order.
+    #[wasm_bindgen(js_name = catalogLogits)]
+    pub fn catalog_logits(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "PageContext")] context: JsValue,
+        now_ms: f64,
+    ) -> Result<Vec<f32>, JsError> {
+        let context: Context = from_js(context, "context")?;
+        self.engine.catalog_logits(&context, now_ms as i64).map_err(js_err)
+    }
+
+    /// The exact padded inputs of `model.onnx` for this profile, page and catalog, so another
+    /// ONNX runtime can be checked against this one.
+    #[wasm_bindgen(js_name = modelInputs, unchecked_return_type = "ModelInputs")]
+    pub fn model_inputs(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "PageContext")] context: JsValue,
+        now_ms: f64,
+    ) -> Result<JsValue, JsError> {
+        let context: Context = from_js(context, "context")?;
+        let (req, _) = self.engine.request(&context, now_ms as i64).map_err(js_err)?;
+        let spec = self.engine.spec();
+        let catalog = self.engine.catalog();
+        let out = js_sys::Object::new();
+        let set = |k: &str, v: &JsValue| js_sys::Reflect::set(&out, &k.into(), v).map(|_| ());
+        set("user_ids", &js_sys::BigInt64Array::from(&req.user.ids[..]).into()).map_err(js_value_err)?;
+        set("user_w", &js_sys::Float32Array::from(&req.user.weights[..]).into()).map_err(js_value_err)?;
+        set("local_u", &js_sys::Float32Array::from(&req.local_u[..]).into()).map_err(js_value_err)?;
+        set("ctx_ids", &js_sys::BigInt64Array::from(&req.context.ids[..]).into()).map_err(js_value_err)?;
+        set("ctx_w", &js_sys::Float32Array::from(&req.context.weights[..]).into()).map_err(js_value_err)?;
+        set("ad_ids", &js_sys::BigInt64Array::from(&catalog.ids[..]).into()).map_err(js_value_err)?;
+        set("ad_w", &js_sys::Float32Array::from(&catalog.weights[..]).into()).map_err(js_value_err)?;
+        for (k, v) in [
+            ("n", catalog.len()),
+            ("user_slots", spec.user_slots),
+            ("context_slots", spec.context_slots),
+            ("ad_slots", spec.ad_slots),
+            ("dim", req.local_u.len()),
+        ] {
+            set(k, &JsValue::from(v as f64)).map_err(js_value_err)?;
+        }
+        Ok(out.into())
+    }
+
+    /// The whole profile as a JSON document: what Hearth keeps, for the visitor to see or save.
+    #[wasm_bindgen(js_name = exportProfile)]
+    pub fn export_profile(&self) -> String {
+        self.engine.profile().to_json()
+    }
+
+    #[wasm_bindgen(js_name = eraseProfile)]
+    pub fn erase_profile(&mut self) {
+        self.engine.erase_profile();
+    }
+}
+
+fn js_value_err(v: JsValue) -> JsError {
+    JsError::new(&format!("{v:?}"))
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = warn)]
+    fn console_warn(message: &str);
+}

@@ -1,0 +1,1 @@
+pub fn native(_args: &[String]) -> Result<(), String> { Err("todo".into()) }

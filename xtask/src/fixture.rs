@@ -1,0 +1,30 @@
+//! Native side of the browser-equals-native test: rank a fixture and print the result as JSON.
+
+use crate::{arg, load_pack};
+use hearth_core::catalog::{Ad, Context};
+use hearth_core::engine::Engine;
+use hearth_core::event::Event;
+use hearth_core::profile::{Profile, ProfileConfig};
+use hearth_core::rank::RankOptions;
+use serde_json::Value;
+use std::path::PathBuf;
+
+pub fn rank_fixture(args: &[String]) -> Result<(), String> {
+    let path = args.get(1).ok_or("rank-fixture needs a fixture path")?;
+    let pack = PathBuf::from(arg(args, "--pack").unwrap_or_else(|| "models/default".into()));
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let fixture: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let field = |k: &str| fixture.get(k).cloned().ok_or(format!("fixture lacks `{k}`"));
+    let events: Vec<Event> = serde_json::from_value(field("events")?).map_err(|e| e.to_string())?;
+    let ads: Vec<Ad> = serde_json::from_value(field("ads")?).map_err(|e| e.to_string())?;
+    let context: Context = serde_json::from_value(field("context")?).map_err(|e| e.to_string())?;
+    let options: RankOptions = serde_json::from_value(field("options")?).map_err(|e| e.to_string())?;
+    let mut profile = Profile::new(ProfileConfig::default()).map_err(|e| e.to_string())?;
+    for e in events {
+        profile.record(e).map_err(|e| e.to_string())?;
+    }
+    let engine = Engine::new(load_pack(&pack)?, profile).map_err(|e| e.to_string())?;
+    let ranked = engine.rank_candidates(ads, &context, &options).map_err(|e| e.to_string())?;
+    println!("{}", serde_json::to_string_pretty(&ranked).map_err(|e| e.to_string())?);
+    Ok(())
+}
