@@ -1,1 +1,111 @@
-pub fn native(_args: &[String]) -> Result<(), String> { Err("todo".into()) }
+//! Native ranking benchmark: the same synthetic catalogs and profile as the browser benchmark
+//! (www/bench/workload.mjs), timed through the engine and through the uncut graph.
+
+use crate::{arg, load_pack};
+use hearth_core::catalog::{Ad, Context};
+use hearth_core::engine::Engine;
+use hearth_core::event::Event;
+use hearth_core::profile::{Profile, ProfileConfig};
+use hearth_core::rank::RankOptions;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const NOW: i64 = 1_750_000_000_000;
+const CATEGORIES: [&str; 12] =
+    ["sports", "finance", "travel", "cooking", "tech", "music", "fashion", "health", "autos", "games", "home", "books"];
+
+/// Ad `i` of the synthetic catalog. Mirrored exactly by www/bench/workload.mjs.
+pub fn synthetic_ad(i: usize) -> Ad {
+    let cat = CATEGORIES[i % CATEGORIES.len()];
+    Ad {
+        id: format!("ad{i}"),
+        campaign: Some(format!("camp{}", i % 50)),
+        advertiser: Some(format!("adv{}", i % 100)),
+        category: Some(cat.into()),
+        features: vec![format!("topic:{cat}"), format!("kw:w{}", i % 97), format!("kw:w{}", (i * 7) % 89)],
+    }
+}
+
+/// Fifty page views over the categories, sports most often. Mirrored by workload.mjs.
+pub fn synthetic_profile() -> Profile {
+    let mut p = Profile::new(ProfileConfig::default()).expect("default config is valid");
+    for i in 0..50usize {
+        let topic = if i % 3 == 0 { "sports" } else { CATEGORIES[i % CATEGORIES.len()] };
+        let json = json!({"kind": "page_view", "ts": NOW - 60_000 * (50 - i as i64), "topics": [topic], "keywords": [format!("w{}", i % 97)]});
+        p.record(Event::from_json(&json.to_string()).expect("valid event")).expect("valid event");
+    }
+    p
+}
+
+pub fn bench_context() -> Context {
+    Context { topics: vec!["sports".into()], keywords: vec![], slot: Some("sidebar".into()), hour: Some(14) }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Runs `f` for a warm-up, then enough iterations for ~1 s (at least 20); returns (p50, p95) in ms.
+fn time(mut f: impl FnMut()) -> (f64, f64) {
+    for _ in 0..5 {
+        f();
+    }
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 20 || (start.elapsed().as_secs_f64() < 1.0 && samples.len() < 5000) {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    (percentile(&samples, 0.5), percentile(&samples, 0.95))
+}
+
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "uncommitted".into())
+}
+
+pub fn native(args: &[String]) -> Result<(), String> {
+    let out = PathBuf::from(arg(args, "--out").unwrap_or_else(|| "target/bench/score-native.json".into()));
+    let pack = load_pack(Path::new("models/default"))?;
+    let commit = commit();
+    let mut records = Vec::new();
+    for n in [100usize, 1000, 10_000] {
+        let mut engine = Engine::new(pack.clone(), synthetic_profile()).map_err(|e| e.to_string())?;
+        engine.set_catalog((0..n).map(synthetic_ad).collect()).map_err(|e| e.to_string())?;
+        let context = bench_context();
+        let opts = RankOptions { k: 10, ..RankOptions::at(NOW) };
+        let (p50, p95) = time(|| {
+            engine.rank(&context, &opts).expect("rank");
+        });
+        let (full50, full95) = time(|| {
+            let (req, _) = engine.request(&context, NOW).expect("request");
+            let c = engine.catalog();
+            engine.scorer().logits_full(&req, &c.ids, &c.weights).expect("full graph");
+        });
+        for (engine_name, metric, value) in [
+            ("tract-native", "rank_p50", p50),
+            ("tract-native", "rank_p95", p95),
+            ("tract-native-uncut", "rank_p50", full50),
+            ("tract-native-uncut", "rank_p95", full95),
+        ] {
+            records.push(json!({"metric": metric, "value": value, "unit": "ms", "engine": engine_name, "n": n, "commit": commit}));
+        }
+        println!("native n={n:>6}: rank p50 {p50:.3} ms p95 {p95:.3} ms | uncut graph p50 {full50:.3} ms");
+    }
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&Value::Array(records)).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    println!("wrote {}", out.display());
+    Ok(())
+}

@@ -11,6 +11,7 @@ use crate::profile::Profile;
 use crate::rank::{self, Contribution, RankOptions, Ranked};
 use crate::reference;
 use crate::scorer::{Request, Scorer};
+use std::borrow::Cow;
 
 pub struct Engine {
     pack: ModelPack,
@@ -41,6 +42,10 @@ impl Engine {
 
     pub fn profile(&self) -> &Profile {
         &self.profile
+    }
+
+    pub fn scorer(&self) -> &Scorer {
+        &self.scorer
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -116,17 +121,18 @@ impl Engine {
         let (req, names) = self.request(context, opts.now_ms)?;
         let width = self.scorer.width();
         let candidates = rank::eligible(&self.profile, &catalog.ads, &opts.caps, opts.now_ms);
-        let rows: Vec<f32> = if candidates.len() == catalog.len() {
-            side.to_vec()
+        let rows: Cow<[f32]> = if candidates.len() == catalog.len() {
+            Cow::Borrowed(side)
         } else {
-            candidates.iter().flat_map(|&i| &side[i * width..(i + 1) * width]).copied().collect()
+            Cow::Owned(candidates.iter().flat_map(|&i| &side[i * width..(i + 1) * width]).copied().collect())
         };
         let scores = self.scorer.logits(&req, &rows)?;
-        let mut order = rank::by_score(&candidates, &scores, &catalog.ads);
+        // Diversity may reach past the top k, so it needs the full order.
+        let keep = if opts.diversity.is_some() { None } else { Some(opts.k) };
+        let mut order = rank::by_score(&candidates, &scores, &catalog.ads, keep);
         if let Some(rule) = &opts.diversity {
-            order = rank::diversify(&order, &catalog.ads, rule);
+            order = rank::diversify(&order, |pos| &catalog.ads[candidates[pos]], rule);
         }
-        let score_of: std::collections::HashMap<usize, f32> = candidates.iter().copied().zip(scores).collect();
         let request_side = reference::request_side(&self.pack.params, &req);
         let p = &self.pack.params;
         // Each profile feature's weighted embedding: its share of the pooled user vector.
@@ -138,8 +144,8 @@ impl Engine {
         Ok(order
             .into_iter()
             .take(opts.k)
-            .map(|i| {
-                let score = score_of[&i];
+            .map(|pos| {
+                let (i, score) = (candidates[pos], scores[pos]);
                 let row = &side[i * width..(i + 1) * width];
                 Ranked {
                     ad_id: catalog.ads[i].id.clone(),

@@ -111,7 +111,7 @@ pub fn eligible(profile: &Profile, ads: &[Ad], caps: &FrequencyCaps, now_ms: i64
 
 /// Greedy re-rank: walk the score order and fill the first `slots` places with ads that keep
 /// within the per-advertiser and per-category limits; the ads passed over follow in order.
-pub fn diversify(order: &[usize], ads: &[Ad], rule: &Diversity) -> Vec<usize> {
+pub fn diversify<'a>(order: &[usize], ad_of: impl Fn(usize) -> &'a Ad, rule: &Diversity) -> Vec<usize> {
     let mut top = Vec::with_capacity(rule.slots);
     let mut rest = Vec::new();
     let mut by_adv: HashMap<&str, usize> = HashMap::new();
@@ -121,7 +121,8 @@ pub fn diversify(order: &[usize], ads: &[Ad], rule: &Diversity) -> Vec<usize> {
             (Some(k), Some(m)) => counts.get(k).copied().unwrap_or(0) < m,
             _ => true,
         };
-        let (adv, cat) = (ads[i].advertiser.as_deref(), ads[i].category.as_deref());
+        let ad = ad_of(i);
+        let (adv, cat) = (ad.advertiser.as_deref(), ad.category.as_deref());
         if top.len() < rule.slots && fits(&by_adv, adv, rule.max_per_advertiser) && fits(&by_cat, cat, rule.max_per_category) {
             adv.map(|a| *by_adv.entry(a).or_default() += 1);
             cat.map(|c| *by_cat.entry(c).or_default() += 1);
@@ -134,11 +135,19 @@ pub fn diversify(order: &[usize], ads: &[Ad], rule: &Diversity) -> Vec<usize> {
     top
 }
 
-/// Indices sorted by descending score, ties by ad id so the order is total and portable.
-pub fn by_score(candidates: &[usize], scores: &[f32], ads: &[Ad]) -> Vec<usize> {
+/// Positions into `scores`, best first, ties by ad id so the order is total and portable.
+/// With `keep`, only that many are selected and sorted.
+pub fn by_score(candidates: &[usize], scores: &[f32], ads: &[Ad], keep: Option<usize>) -> Vec<usize> {
+    let cmp = |a: &usize, b: &usize| {
+        scores[*b].total_cmp(&scores[*a]).then_with(|| ads[candidates[*a]].id.cmp(&ads[candidates[*b]].id))
+    };
     let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then_with(|| ads[candidates[a]].id.cmp(&ads[candidates[b]].id)));
-    order.into_iter().map(|i| candidates[i]).collect()
+    if let Some(k) = keep.filter(|&k| k > 0 && k < order.len()) {
+        order.select_nth_unstable_by(k - 1, cmp);
+        order.truncate(k);
+    }
+    order.sort_by(cmp);
+    order
 }
 
 pub fn sigmoid(x: f32) -> f32 {
