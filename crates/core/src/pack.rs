@@ -18,6 +18,9 @@ const MAX_BUCKETS: u32 = 1 << 22;
 const MAX_DIM: usize = 256;
 const MAX_HIDDEN: usize = 1024;
 const MAX_SLOTS: usize = 1024;
+/// 16M parameters (64 MiB of f32): far above any pack meant for a browser, far below what
+/// would exhaust a wasm32 address space.
+pub const MAX_PARAMS: usize = 1 << 24;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +73,10 @@ impl Manifest {
             if !(1..=max).contains(&v) {
                 return bad(format!("{what} {v} outside 1..={max}"));
             }
+        }
+        let total = self.arch().layout().iter().map(ParamSpec::len).sum::<usize>();
+        if total > MAX_PARAMS {
+            return Err(HearthError::TooLarge { what: "model parameters", found: total, limit: MAX_PARAMS });
         }
         if self.parameters != self.arch().layout() {
             return bad("parameter layout does not match the architecture".into());

@@ -12,6 +12,9 @@ pub const VERSION: u32 = 1;
 /// Ceilings no configuration may exceed, so a stored profile cannot grow without bound.
 pub const MAX_EVENTS_CEILING: usize = 100_000;
 pub const MAX_FEATURES_CEILING: usize = 10_000;
+/// Longest stored feature name: a `kind:` prefix plus a term of up to `MAX_TEXT` bytes, which
+/// lower-casing can lengthen (`İ`, 2 bytes, becomes `i̇`, 3 bytes).
+pub const MAX_FEATURE_NAME: usize = 2 * crate::event::MAX_TEXT + 16;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,7 +193,10 @@ impl Profile {
             }
         }
         for (name, weight) in &self.features {
-            crate::event::check_text(name).map_err(HearthError::ProfileCorrupt)?;
+            // Not `check_text`: a name is a prefixed, lower-cased term and may be longer.
+            if name.trim().is_empty() || name.len() > MAX_FEATURE_NAME || name.chars().any(char::is_control) {
+                return Err(HearthError::ProfileCorrupt(format!("feature name {name:?}")));
+            }
             if !weight.w.is_finite() || weight.ts < 0 {
                 return Err(HearthError::ProfileCorrupt(format!("feature {name:?} weight {weight:?}")));
             }

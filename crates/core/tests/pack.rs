@@ -164,6 +164,12 @@ fn bad_manifests_are_refused() {
         assert!(matches!(err(&onnx, &bad), HearthError::Manifest(_)), "{what}");
     }
     assert!(matches!(err(&onnx, "{"), HearthError::Manifest(_)));
+    // A hostile manifest may not ask for gigabytes of parameters.
+    let huge = edit_manifest(&manifest, |m| {
+        m["features"]["buckets"] = (1u32 << 22).into();
+        m["embedding_dim"] = 256.into();
+    });
+    assert!(matches!(err(&onnx, &huge), HearthError::TooLarge { what: "model parameters", .. }));
     // A manifest describing another architecture than the file is a shape error.
     let other = edit_manifest(&manifest, |m| {
         m["hidden_dim"] = (ARCH.hidden + 1).into();
