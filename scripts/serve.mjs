@@ -92,6 +92,12 @@ function handler(quiet) {
       'Content-Length': stat.size,
       // Development server: always revalidate, so a rebuilt www/pkg is picked up.
       'Cache-Control': 'no-cache',
+      // Cross-origin isolation: gives performance.now() 5 us resolution instead
+      // of 100 us (the bench times sub-millisecond calls). Everything is
+      // same-origin, so nothing is blocked by it.
+      'Cross-Origin-Opener-Policy': 'same-origin',
+      'Cross-Origin-Embedder-Policy': 'require-corp',
+      'Cross-Origin-Resource-Policy': 'same-origin',
     });
     if (req.method === 'HEAD') return res.end(), log(200);
     fs.createReadStream(file).pipe(res);

@@ -5,8 +5,8 @@
 use crate::features::FeatureSpec;
 use crate::params::Params;
 use prost::Message;
-use tract_onnx::pb::{
-    self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
+use crate::onnx_pb::{
+    self as pb, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
     ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::Dimension,
     tensor_shape_proto::dimension::Value as DimValue, type_proto,
 };

@@ -8,7 +8,7 @@ use crate::params::{Arch, ParamSpec, Params};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tract_onnx::pb::{ModelProto, TensorProto, tensor_proto::DataType, tensor_shape_proto::dimension::Value as DimValue, type_proto};
+use crate::onnx_pb::{ModelProto, TensorProto, tensor_proto::DataType, tensor_shape_proto::dimension::Value as DimValue, type_proto};
 
 pub const FORMAT: &str = "hearth-model-pack";
 pub const FORMAT_VERSION: u32 = 1;

@@ -7,8 +7,9 @@ use crate::features::Slots;
 use crate::graph::{AD_INPUTS, AD_SIDE, Dim, LOGITS, REQUEST_INPUTS, value_info};
 use crate::pack::ModelPack;
 use std::collections::HashSet;
-use tract_onnx::pb::{GraphProto, ModelProto, ValueInfoProto, tensor_proto::DataType};
-use tract_onnx::prelude::*;
+use crate::onnx_pb::{GraphProto, ModelProto, ValueInfoProto, tensor_proto::DataType};
+use crate::tract_import;
+use tract_core::prelude::*;
 
 type Plan = std::sync::Arc<TypedRunnableModel>;
 
@@ -32,12 +33,9 @@ fn tract_err(e: impl std::fmt::Display) -> HearthError {
     HearthError::Inference(format!("{e:#}"))
 }
 
+/// Imports the graph into tract-core, then optimises it into a runnable plan.
 fn plan(proto: &ModelProto) -> Result<Plan> {
-    tract_onnx::onnx()
-        .model_for_proto_model(proto)
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .map_err(tract_err)
+    tract_import::typed_model(proto)?.into_optimized().and_then(|m| m.into_runnable()).map_err(tract_err)
 }
 
 /// The sub-graph that computes `outputs` from `inputs`: the nodes on a path between them and

@@ -12,7 +12,7 @@ use hearth_core::pack::{Manifest, ModelPack, sha256_hex};
 use hearth_core::params::Params;
 use prost::Message;
 use serde_json::Value;
-use tract_onnx::pb::ModelProto;
+use hearth_core::onnx_pb::ModelProto;
 
 /// Replace the manifest's hash so the ONNX bytes themselves get checked.
 fn rehash(manifest: &str, onnx: &[u8]) -> String {
@@ -100,7 +100,7 @@ fn wrong_input_shape_or_type_is_refused() {
         let i = g.input.iter().position(|v| v.name == "user_ids").unwrap();
         g.input[i] = hearth_core::graph::value_info(
             "user_ids",
-            tract_onnx::pb::tensor_proto::DataType::Int64,
+            hearth_core::onnx_pb::tensor_proto::DataType::Int64,
             &[hearth_core::graph::Dim::Fixed(1), hearth_core::graph::Dim::Fixed(spec().user_slots + 1)],
         );
     });
@@ -110,7 +110,7 @@ fn wrong_input_shape_or_type_is_refused() {
         let i = g.input.iter().position(|v| v.name == "ad_ids").unwrap();
         g.input[i] = hearth_core::graph::value_info(
             "ad_ids",
-            tract_onnx::pb::tensor_proto::DataType::Float,
+            hearth_core::onnx_pb::tensor_proto::DataType::Float,
             &[hearth_core::graph::Dim::Batch, hearth_core::graph::Dim::Fixed(spec().ad_slots)],
         );
     });

@@ -1,0 +1,125 @@
+// Browser half of `make bench` (scripts/bench.sh runs the native half first).
+// Drives www/bench/ in headless Chromium, measures artifact sizes, merges the
+// native records and writes target/bench/score.json (../shared/BENCH_FORMAT.md).
+//
+//   node scripts/bench.mjs [--cold-runs 5] [--out target/bench/score.json]
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { startServer } from './serve.mjs';
+import { launchChromium, openPage } from './browser.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
+const OUT = path.resolve(ROOT, opt('--out', 'target/bench/score.json'));
+const NATIVE = path.resolve(ROOT, 'target/bench/score-native.json');
+const COLD_RUNS = Number(opt('--cold-runs', 5));
+
+function commitId() {
+  try {
+    return execFileSync('git', ['rev-parse', '--verify', '--quiet', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+  } catch {
+    return 'uncommitted';
+  }
+}
+const commit = commitId();
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+
+// Loads a bench page in a fresh browser context (empty HTTP and code caches)
+// and waits for its result.
+async function runPage(browser, url) {
+  const context = await browser.newContext();
+  try {
+    const page = await openPage(context, url);
+    await page.waitForFunction(() => window.__bench && window.__bench.status !== 'running', null, {
+      timeout: 10 * 60_000,
+      polling: 250,
+    });
+    const bench = await page.evaluate(() => window.__bench);
+    if (bench.status !== 'done') throw new Error(`${url}: ${bench.error}`);
+    if (page.problems.length) throw new Error(`${url}:\n${page.problems.join('\n')}`);
+    return bench.result;
+  } finally {
+    await context.close();
+  }
+}
+
+function sizeRecords(artifact, file) {
+  const raw = fs.readFileSync(file);
+  const gz = zlib.gzipSync(raw, { level: 9 });
+  return [
+    { metric: 'size', value: raw.length, unit: 'bytes', artifact, encoding: 'raw' },
+    { metric: 'size', value: gz.length, unit: 'bytes', artifact, encoding: 'gzip' },
+  ];
+}
+
+const records = [];
+const server = await startServer();
+const browser = await launchChromium();
+try {
+  console.error(`bench: ${server.url}/bench/ in ${browser.version()}`);
+  const full = await runPage(browser, `${server.url}/bench/?mode=full`);
+  if (!full.crossOriginIsolated) console.error('bench: warning: page not cross-origin isolated, timer resolution is 100 us');
+  for (const { n, tract, ort, maxAbsDiff } of full.rows) {
+    for (const [engine, t] of [['tract-wasm', tract], ['ort-web-wasm', ort]]) {
+      records.push({ metric: 'rank_p50', value: t.p50, unit: 'ms', engine, n });
+      records.push({ metric: 'rank_p95', value: t.p95, unit: 'ms', engine, n });
+    }
+    records.push({ metric: 'max_abs_diff', value: maxAbsDiff, unit: 'ratio', engine: 'ort-web-wasm', n });
+  }
+
+  const colds = [];
+  for (let i = 0; i < COLD_RUNS; i++) colds.push(await runPage(browser, `${server.url}/bench/?mode=cold`));
+  const coldStart = median(colds.map((c) => c.cold_start));
+  records.push({ metric: 'cold_start', value: coldStart, unit: 'ms', engine: 'tract-wasm' });
+  const phases = Object.fromEntries(Object.keys(colds[0].phases).map((k) => [k, median(colds.map((c) => c.phases[k]))]));
+
+  records.push(...sizeRecords('hearth-wasm', path.join(ROOT, 'www/pkg/hearth_bg.wasm')));
+  records.push(...sizeRecords('hearth-js', path.join(ROOT, 'www/pkg/hearth.js')));
+  if (full.ortWasm.length !== 1) throw new Error(`expected one ort .wasm fetched, got ${JSON.stringify(full.ortWasm)}`);
+  const ortWasm = path.join(ROOT, 'node_modules/onnxruntime-web/dist', path.basename(full.ortWasm[0]));
+  records.push(...sizeRecords('ort-web-wasm', ortWasm));
+  for (const r of records) r.commit = commit;
+
+  // Native records from `xtask bench-native`, stamped with the same commit id.
+  if (fs.existsSync(NATIVE)) {
+    const native = JSON.parse(fs.readFileSync(NATIVE, 'utf8')).map((r) => ({ ...r, commit }));
+    records.unshift(...native);
+  } else {
+    console.error(`bench: ${path.relative(ROOT, NATIVE)} missing; run \`make bench\` for native figures`);
+  }
+
+  fs.mkdirSync(path.dirname(OUT), { recursive: true });
+  fs.writeFileSync(OUT, JSON.stringify(records, null, 2) + '\n');
+  printTable(records, { coldStart, phases, coldRuns: COLD_RUNS, ortWasm: path.basename(ortWasm) });
+  console.log(`wrote ${path.relative(ROOT, OUT)} (${records.length} records, commit ${commit})`);
+} finally {
+  await browser.close();
+  await server.close();
+}
+
+function printTable(records, cold) {
+  const find = (metric, engine, n) => records.find((r) => r.metric === metric && r.engine === engine && r.n === n)?.value;
+  const fmt = (v, d = 3) => (v === undefined ? '-' : v.toFixed(d));
+  const engines = [...new Set(records.filter((r) => r.metric === 'rank_p50').map((r) => r.engine))];
+  const sizes = [...new Set(records.filter((r) => r.n !== undefined).map((r) => r.n))].sort((a, b) => a - b);
+  console.log('\nrank latency, ms (p50 / p95)');
+  console.log(['engine'.padEnd(20), ...sizes.map((n) => `n=${n}`.padStart(20))].join(''));
+  for (const e of engines) {
+    const cells = sizes.map((n) => `${fmt(find('rank_p50', e, n))} / ${fmt(find('rank_p95', e, n))}`.padStart(20));
+    console.log([e.padEnd(20), ...cells].join(''));
+  }
+  const diffs = sizes.map((n) => find('max_abs_diff', 'ort-web-wasm', n)).filter((v) => v !== undefined);
+  console.log(`\nort vs hearth logits, max |diff|: ${diffs.map((d) => d.toExponential(2)).join(', ')}`);
+  const ph = Object.entries(cold.phases).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
+  console.log(`cold start (tract-wasm, median of ${cold.coldRuns}): ${cold.coldStart.toFixed(1)} ms (${ph})`);
+  console.log('\nsizes, bytes (raw / gzip -9)');
+  for (const a of ['hearth-wasm', 'hearth-js', 'ort-web-wasm']) {
+    const s = (enc) => records.find((r) => r.metric === 'size' && r.artifact === a && r.encoding === enc)?.value;
+    console.log(`${a.padEnd(20)}${String(s('raw')).padStart(12)} / ${String(s('gzip')).padStart(10)}${a === 'ort-web-wasm' ? `  (${cold.ortWasm})` : ''}`);
+  }
+  console.log('');
+}

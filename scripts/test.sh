@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every test (`make test`, and CI through .ci/run):
+#   1. native:   cargo test --workspace
+#   2. wasm:     hearth-core's suite in headless Chromium (test-wasm.sh)
+#   3. browser:  build www/pkg, then the Playwright tests in tests/browser/
+#                (module API, parity with native and onnxruntime-web, demo page, server)
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+scripts/setup.sh
+
+log "native: cargo test --workspace"
+cargo test --workspace
+
+scripts/test-wasm.sh
+
+scripts/build-wasm.sh
+
+log "browser: node --test tests/browser/"
+node --test tests/browser/
+
+log "all tests passed"

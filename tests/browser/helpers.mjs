@@ -1,0 +1,51 @@
+// Shared setup for the browser tests: one static server and one Chromium per
+// test file, and pages that have the built module (www/pkg) loaded.
+import { after, before } from 'node:test';
+import { startServer } from '../../scripts/serve.mjs';
+import { launchChromium, openPage } from '../../scripts/browser.mjs';
+
+export const NOW = 1_750_000_000_000;
+
+// Registers before/after hooks; the returned object is filled in by `before`.
+export function useBrowser() {
+  const env = {};
+  before(async () => {
+    env.server = await startServer();
+    env.browser = await launchChromium();
+  });
+  after(async () => {
+    await env.browser?.close();
+    await env.server?.close();
+  });
+  return env;
+}
+
+// A fresh page (own context: no shared storage) on the server's origin with
+//   window.T = {Hearth, onnx, manifest, workload, demo}
+// ready for page.evaluate. The page itself is an empty document supplied by
+// Playwright, so nothing but the module runs in it.
+export async function hearthPage(env) {
+  const context = await env.browser.newContext();
+  const page = await openPage(context);
+  const blank = `${env.server.url}/__blank__.html`;
+  await page.route(blank, (r) => r.fulfill({ contentType: 'text/html', body: '<!doctype html><link rel="icon" href="data:,">' }));
+  await page.goto(blank);
+  await page.evaluate(async () => {
+    const mod = await import('/pkg/hearth.js');
+    await mod.default();
+    const get = async (url) => {
+      const res = await fetch(url);
+      if (!res.ok) throw new Error(`GET ${url}: ${res.status}`);
+      return res;
+    };
+    window.T = {
+      Hearth: mod.Hearth,
+      onnx: new Uint8Array(await (await get('/models/default/model.onnx')).arrayBuffer()),
+      manifest: await (await get('/models/default/manifest.json')).text(),
+      workload: await import('/bench/workload.mjs'),
+      demo: await (await get('/demo/catalog.json')).json(),
+    };
+  });
+  page.closeAll = () => context.close();
+  return page;
+}

@@ -1,0 +1,173 @@
+// The JS API of the built module (www/pkg/hearth.js) in Chromium: shapes and
+// types that cross the wasm-bindgen boundary, profile persistence, and errors
+// for bad input. Ranking semantics are covered by the core suite.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { NOW, hearthPage, useBrowser } from './helpers.mjs';
+
+const env = useBrowser();
+
+async function withPage(fn) {
+  const page = await hearthPage(env);
+  try {
+    return await fn(page);
+  } finally {
+    assert.deepEqual(page.problems, [], 'no console errors or failed requests');
+    await page.closeAll();
+  }
+}
+
+test('loads the default pack and ranks the demo catalog', () =>
+  withPage(async (page) => {
+    const r = await page.evaluate((now) => {
+      const { Hearth, onnx, manifest, demo } = window.T;
+      const h = new Hearth(onnx, manifest);
+      const count = h.setCatalog(demo.ads);
+      const ranked = h.rank({ topics: ['sports'], slot: 'sidebar', hour: 9 }, { now_ms: now, k: 5, explain: 3 });
+      return { version: h.modelVersion, manifestVersion: JSON.parse(manifest).model_version, count, ranked, ids: demo.ads.map((a) => a.id) };
+    }, NOW);
+    assert.equal(r.version, r.manifestVersion);
+    assert.equal(r.count, r.ids.length);
+    assert.equal(r.ranked.length, 5);
+    assert.equal(new Set(r.ranked.map((x) => x.ad_id)).size, 5, 'no ad twice');
+    for (const [i, x] of r.ranked.entries()) {
+      assert.ok(r.ids.includes(x.ad_id), `${x.ad_id} is in the catalog`);
+      assert.ok(Number.isFinite(x.score));
+      assert.ok(Math.abs(x.probability - 1 / (1 + Math.exp(-x.score))) < 1e-6, 'probability = sigmoid(score)');
+      if (i > 0) assert.ok(r.ranked[i - 1].score >= x.score, 'sorted by score');
+      assert.ok(x.why.length <= 3);
+      for (const w of x.why) {
+        assert.equal(typeof w.feature, 'string');
+        assert.ok(Number.isFinite(w.contribution));
+      }
+    }
+  }));
+
+test('rank, rankCandidates and catalogLogits agree', () =>
+  withPage(async (page) => {
+    const r = await page.evaluate((now) => {
+      const { Hearth, onnx, manifest, workload } = window.T;
+      const h = new Hearth(onnx, manifest);
+      for (const e of workload.syntheticProfileEvents()) h.record(e);
+      const ads = workload.syntheticCatalog(300);
+      h.setCatalog(ads);
+      const ctx = workload.benchContext();
+      return {
+        ranked: h.rank(ctx, { now_ms: now, k: 10 }),
+        candidates: h.rankCandidates(ctx, ads, { now_ms: now, k: 10 }),
+        logits: Array.from(h.catalogLogits(ctx, now)),
+        isF32: h.catalogLogits(ctx, now) instanceof Float32Array,
+      };
+    }, NOW);
+    assert.ok(r.isF32, 'catalogLogits is a Float32Array');
+    assert.equal(r.logits.length, 300);
+    assert.deepEqual(r.candidates, r.ranked);
+    const top = [...r.logits].sort((a, b) => b - a).slice(0, 10);
+    assert.deepEqual(r.ranked.map((x) => x.score), top, 'rank = top-10 of catalogLogits without caps or diversity');
+  }));
+
+test('modelInputs has the shapes and types of the ONNX inputs', () =>
+  withPage(async (page) => {
+    const m = await page.evaluate((now) => {
+      const { Hearth, onnx, manifest, workload } = window.T;
+      const h = new Hearth(onnx, manifest);
+      h.setCatalog(workload.syntheticCatalog(7));
+      const m = h.modelInputs(workload.benchContext(), now);
+      const kind = (a) => `${a.constructor.name}:${a.length}`;
+      return Object.fromEntries(Object.entries(m).map(([k, v]) => [k, typeof v === 'number' ? v : kind(v)]));
+    }, NOW);
+    const spec = { U: m.user_slots, C: m.context_slots, A: m.ad_slots, D: m.dim };
+    assert.equal(m.n, 7);
+    assert.ok(spec.U > 0 && spec.C > 0 && spec.A > 0 && spec.D > 0);
+    assert.equal(m.user_ids, `BigInt64Array:${spec.U}`);
+    assert.equal(m.user_w, `Float32Array:${spec.U}`);
+    assert.equal(m.local_u, `Float32Array:${spec.D}`);
+    assert.equal(m.ctx_ids, `BigInt64Array:${spec.C}`);
+    assert.equal(m.ctx_w, `Float32Array:${spec.C}`);
+    assert.equal(m.ad_ids, `BigInt64Array:${7 * spec.A}`);
+    assert.equal(m.ad_w, `Float32Array:${7 * spec.A}`);
+  }));
+
+test('a profile survives export and import, and erase forgets it', () =>
+  withPage(async (page) => {
+    const r = await page.evaluate((now) => {
+      const { Hearth, onnx, manifest, demo } = window.T;
+      const opts = { now_ms: now, k: 8, explain: 2 };
+      const ctx = { topics: ['travel'] };
+      const a = new Hearth(onnx, manifest);
+      a.record({ kind: 'page_view', ts: now - 5000, topics: ['cooking'], keywords: ['pasta'] });
+      a.record({ kind: 'click', ts: now - 1000, ad_id: 'coo-1', advertiser: 'x', category: 'cooking' });
+      a.setCatalog(demo.ads);
+      const exported = a.exportProfile();
+      const b = new Hearth(onnx, manifest, exported);
+      b.setCatalog(demo.ads);
+      const fresh = new Hearth(onnx, manifest);
+      const before = a.rank(ctx, opts);
+      a.eraseProfile();
+      return { exported, again: b.exportProfile(), sameRank: JSON.stringify(b.rank(ctx, opts)) === JSON.stringify(before), erased: a.exportProfile(), fresh: fresh.exportProfile() };
+    }, NOW);
+    const doc = JSON.parse(r.exported);
+    assert.equal(doc.format, 'hearth-profile');
+    assert.equal(doc.events.length, 2);
+    assert.ok('topic:cooking' in doc.features && 'kw:pasta' in doc.features);
+    assert.equal(r.again, r.exported, 'import then export is the identity');
+    assert.ok(r.sameRank, 'an imported profile ranks like the original');
+    assert.equal(r.erased, r.fresh, 'erased = empty profile');
+    assert.equal(JSON.parse(r.erased).events.length, 0);
+  }));
+
+test('an unreadable stored profile is replaced by an empty one, with a warning', () =>
+  withPage(async (page) => {
+    const warnings = [];
+    page.on('console', (m) => m.type() === 'warning' && warnings.push(m.text()));
+    const r = await page.evaluate(() => {
+      const { Hearth, onnx, manifest } = window.T;
+      const docs = ['not json', '{"format":"hearth-profile","version":99}', '[]'];
+      return {
+        exports: docs.map((d) => new Hearth(onnx, manifest, d).exportProfile()),
+        fresh: new Hearth(onnx, manifest).exportProfile(),
+      };
+    });
+    for (const e of r.exports) assert.equal(e, r.fresh);
+    await page.waitForTimeout(50); // console events are delivered asynchronously
+    assert.equal(warnings.filter((w) => w.includes('profile')).length, 3, warnings.join('\n'));
+  }));
+
+test('bad input throws an Error with a message and leaves the instance usable', () =>
+  withPage(async (page) => {
+    const r = await page.evaluate((now) => {
+      const { Hearth, onnx, manifest, demo } = window.T;
+      const outcome = (fn) => {
+        try {
+          fn();
+          return 'no error';
+        } catch (e) {
+          return e instanceof Error && e.message ? 'Error' : `not an Error: ${String(e)}`;
+        }
+      };
+      const tampered = onnx.slice();
+      tampered[tampered.length >> 1] ^= 0xff;
+      const h = new Hearth(onnx, manifest);
+      h.setCatalog(demo.ads);
+      const cases = {
+        tamperedModel: () => new Hearth(tampered, manifest),
+        truncatedModel: () => new Hearth(onnx.subarray(0, 100), manifest),
+        manifestNotJson: () => new Hearth(onnx, '{'),
+        manifestWrongFormat: () => new Hearth(onnx, JSON.stringify({ ...JSON.parse(manifest), format: 'other' })),
+        unknownEventKind: () => h.record({ kind: 'hover', ts: now }),
+        eventWithoutTs: () => h.record({ kind: 'page_view', topics: ['x'] }),
+        clickWithoutAd: () => h.record({ kind: 'click', ts: now }),
+        eventNotObject: () => h.record('page_view'),
+        catalogNotArray: () => h.setCatalog({ id: 'a' }),
+        adWithoutId: () => h.setCatalog([{ campaign: 'c' }]),
+        rankWithoutNow: () => h.rank({}, { k: 3 }),
+        rankContextWrongType: () => h.rank({ topics: 'sports' }, { now_ms: now }),
+        candidatesNotArray: () => h.rankCandidates({}, 'ads', { now_ms: now }),
+        logitsWithoutContext: () => h.catalogLogits(undefined, now),
+      };
+      const results = Object.fromEntries(Object.entries(cases).map(([k, fn]) => [k, outcome(fn)]));
+      return { results, stillRanks: h.rank({}, { now_ms: now, k: 3 }).length, catalog: demo.ads.length };
+    }, NOW);
+    for (const [name, result] of Object.entries(r.results)) assert.equal(result, 'Error', name);
+    assert.equal(r.stillRanks, 3, 'the instance still ranks after the errors');
+  }));

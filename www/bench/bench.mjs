@@ -1,0 +1,174 @@
+// Browser benchmark page. Two modes (?mode=full, the default, and ?mode=cold);
+// the outcome is published on window.__bench = {status: 'running'|'done'|'error', result|error}
+// for scripts/bench.mjs (Playwright) and printed on the page for humans.
+//
+// full: in one page, loads the Hearth wasm module and onnxruntime-web (wasm EP,
+//   1 thread, SIMD) on the same models/default/model.onnx, then for each catalog
+//   size N times
+//     tract-wasm:   hearth.rank(context, {now_ms, k: 10})   (features, model, top-10, all in wasm)
+//     ort-web-wasm: session.run(feeds) + top-10 in JS, with feeds = hearth.modelInputs(...)
+//                   built once outside the timed loop
+//   and checks the ort logits against hearth.catalogLogits.
+// cold: from just before importing the module to the first ranking of a 1000-ad
+//   catalog: JS + wasm fetch, compile/instantiate, model fetch + load,
+//   profile + setCatalog(1000), first rank.
+import { NOW, benchContext, syntheticCatalog, syntheticProfileEvents } from './workload.mjs';
+
+const SIZES = [100, 1000, 10000];
+const K = 10;
+const out = document.getElementById('out');
+const say = (line) => {
+  out.textContent += line + '\n';
+};
+
+async function fetchPack(dir = '/models/default') {
+  const get = async (path) => {
+    const res = await fetch(`${dir}/${path}`);
+    if (!res.ok) throw new Error(`GET ${dir}/${path}: ${res.status}`);
+    return res;
+  };
+  const [onnx, manifest] = await Promise.all([
+    get('model.onnx').then((r) => r.arrayBuffer()).then((b) => new Uint8Array(b)),
+    get('manifest.json').then((r) => r.text()),
+  ]);
+  return { onnx, manifest };
+}
+
+// Same percentile rule as xtask/src/bench.rs: nearest rank on the sorted samples.
+const percentile = (sorted, p) => sorted[Math.round((sorted.length - 1) * p)];
+
+// Warm-up, then at least 20 samples and about 1 s (at most 2000 samples).
+// The warm-up is long (>= 0.5 s) because Chromium compiles wasm with a baseline
+// compiler first and tiers hot functions up to TurboFan in the background; a
+// short warm-up leaves that compilation inside the measured samples.
+async function time(fn) {
+  const warm = performance.now();
+  for (let i = 0; i < 5 || performance.now() - warm < 500; i++) await fn();
+  const samples = [];
+  const start = performance.now();
+  while (samples.length < 20 || (performance.now() - start < 1000 && samples.length < 2000)) {
+    const t = performance.now();
+    await fn();
+    samples.push(performance.now() - t);
+  }
+  samples.sort((a, b) => a - b);
+  return { p50: percentile(samples, 0.5), p95: percentile(samples, 0.95), samples: samples.length };
+}
+
+// Indices of the k largest values, best first (partial selection, O(n k)).
+function topK(values, k) {
+  const best = [];
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (best.length === k && v <= values[best[k - 1]]) continue;
+    let j = Math.min(best.length, k - 1);
+    while (j > 0 && values[best[j - 1]] < v) {
+      best[j] = best[j - 1];
+      j--;
+    }
+    best[j] = i;
+  }
+  return best;
+}
+
+async function loadOrt() {
+  const ort = await import('/ort/ort.wasm.min.mjs');
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.simd = true;
+  ort.env.wasm.proxy = false;
+  ort.env.wasm.wasmPaths = '/ort/';
+  return ort;
+}
+
+function ortFeeds(ort, m) {
+  const t = (type, data, dims) => new ort.Tensor(type, data, dims);
+  return {
+    user_ids: t('int64', m.user_ids, [1, m.user_slots]),
+    user_w: t('float32', m.user_w, [1, m.user_slots]),
+    local_u: t('float32', m.local_u, [1, m.dim]),
+    ctx_ids: t('int64', m.ctx_ids, [1, m.context_slots]),
+    ctx_w: t('float32', m.ctx_w, [1, m.context_slots]),
+    ad_ids: t('int64', m.ad_ids, [m.n, m.ad_slots]),
+    ad_w: t('float32', m.ad_w, [m.n, m.ad_slots]),
+  };
+}
+
+async function full() {
+  const { default: init, Hearth } = await import('/pkg/hearth.js');
+  await init();
+  const pack = await fetchPack();
+  const ort = await loadOrt();
+  // ort gets its own copy: the model bytes are handed to its wasm heap.
+  const session = await ort.InferenceSession.create(pack.onnx.slice(), {
+    executionProviders: ['wasm'],
+    graphOptimizationLevel: 'all',
+  });
+  const hearth = new Hearth(pack.onnx, pack.manifest);
+  for (const e of syntheticProfileEvents()) hearth.record(e);
+  const context = benchContext();
+
+  const rows = [];
+  for (const n of SIZES) {
+    if (hearth.setCatalog(syntheticCatalog(n)) !== n) throw new Error(`setCatalog(${n}) did not take ${n} ads`);
+    const tract = await time(() => hearth.rank(context, { now_ms: NOW, k: K }));
+
+    const inputs = hearth.modelInputs(context, NOW);
+    if (inputs.n !== n) throw new Error(`modelInputs.n = ${inputs.n}, expected ${n}`);
+    const feeds = ortFeeds(ort, inputs);
+    const ortRank = async () => topK((await session.run(feeds)).logits.data, K);
+    const ortT = await time(ortRank);
+
+    // Parity: same logits, and the same top-10 set as the plain top-k of hearth's logits.
+    const reference = hearth.catalogLogits(context, NOW);
+    const logits = (await session.run(feeds)).logits.data;
+    if (logits.length !== n || reference.length !== n) throw new Error(`logit count: ort ${logits.length}, hearth ${reference.length}, n ${n}`);
+    let maxAbsDiff = 0;
+    for (let i = 0; i < n; i++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(logits[i] - reference[i]));
+    rows.push({ n, tract, ort: ortT, maxAbsDiff });
+    say(`n=${n}: tract-wasm p50 ${tract.p50.toFixed(3)} ms p95 ${tract.p95.toFixed(3)} ms | ` +
+      `ort-web-wasm p50 ${ortT.p50.toFixed(3)} ms p95 ${ortT.p95.toFixed(3)} ms | max |Δlogit| ${maxAbsDiff.toExponential(2)}`);
+  }
+  await session.release();
+  return { rows, ortWasm: wasmFilesUnder('/ort/'), crossOriginIsolated };
+}
+
+// Which .wasm files this page actually fetched under a path prefix.
+function wasmFilesUnder(prefix) {
+  return performance
+    .getEntriesByType('resource')
+    .map((e) => new URL(e.name).pathname)
+    .filter((p) => p.startsWith(prefix) && p.endsWith('.wasm'));
+}
+
+async function cold() {
+  const catalog = syntheticCatalog(1000); // built outside the timed span
+  const events = syntheticProfileEvents();
+  const t0 = performance.now();
+  const { default: init, Hearth } = await import('/pkg/hearth.js');
+  await init();
+  const t1 = performance.now();
+  const pack = await fetchPack();
+  const hearth = new Hearth(pack.onnx, pack.manifest);
+  const t2 = performance.now();
+  for (const e of events) hearth.record(e);
+  hearth.setCatalog(catalog);
+  const t3 = performance.now();
+  const ranked = hearth.rank(benchContext(), { now_ms: NOW, k: K });
+  const t4 = performance.now();
+  if (ranked.length !== K) throw new Error(`first rank returned ${ranked.length} ads`);
+  const phases = { module: t1 - t0, model: t2 - t1, catalog: t3 - t2, first_rank: t4 - t3 };
+  say(`cold start ${(t4 - t0).toFixed(1)} ms: ` + Object.entries(phases).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', '));
+  return { cold_start: t4 - t0, phases, crossOriginIsolated };
+}
+
+window.__bench = { status: 'running' };
+const mode = new URLSearchParams(location.search).get('mode') ?? 'full';
+say(`mode=${mode} crossOriginIsolated=${crossOriginIsolated}`);
+try {
+  const result = await (mode === 'cold' ? cold() : full());
+  window.__bench = { status: 'done', result };
+  say('done');
+} catch (e) {
+  window.__bench = { status: 'error', error: String(e?.stack ?? e) };
+  say(`ERROR: ${e?.stack ?? e}`);
+}

@@ -1,0 +1,39 @@
+// The benchmark workload: synthetic catalogs, profile and page context.
+// Mirrors xtask/src/bench.rs (synthetic_ad, synthetic_profile, bench_context,
+// NOW) exactly, so browser and native figures rank the same data. Change both
+// together.
+
+export const NOW = 1_750_000_000_000;
+
+export const CATEGORIES = [
+  'sports', 'finance', 'travel', 'cooking', 'tech', 'music',
+  'fashion', 'health', 'autos', 'games', 'home', 'books',
+];
+
+/** Ad `i` of the synthetic catalog. */
+export function syntheticAd(i) {
+  const cat = CATEGORIES[i % CATEGORIES.length];
+  return {
+    id: `ad${i}`,
+    campaign: `camp${i % 50}`,
+    advertiser: `adv${i % 100}`,
+    category: cat,
+    features: [`topic:${cat}`, `kw:w${i % 97}`, `kw:w${(i * 7) % 89}`],
+  };
+}
+
+export function syntheticCatalog(n) {
+  return Array.from({ length: n }, (_, i) => syntheticAd(i));
+}
+
+/** Fifty page views over the categories, sports most often, one a minute up to NOW. */
+export function syntheticProfileEvents() {
+  return Array.from({ length: 50 }, (_, i) => ({
+    kind: 'page_view',
+    ts: NOW - 60_000 * (50 - i),
+    topics: [i % 3 === 0 ? 'sports' : CATEGORIES[i % CATEGORIES.length]],
+    keywords: [`w${i % 97}`],
+  }));
+}
+
+export const benchContext = () => ({ topics: ['sports'], keywords: [], slot: 'sidebar', hour: 14 });
