@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the browser module into www/pkg/ (hearth.js, hearth_bg.wasm, hearth.d.ts).
 #
-#   cargo (release, +simd128) -> wasm-bindgen --target web -> wasm-opt -O3
+#   cargo (profile wasm-release, +simd128) -> wasm-bindgen --target web -> wasm-opt -O3
 #
 # Notes:
 # - Keep debug info/producers in the cargo output and strip only at the end:
