@@ -7,6 +7,7 @@ use hearth_core::engine::Engine;
 use hearth_core::event::Event;
 use hearth_core::profile::{Profile, ProfileConfig};
 use hearth_core::rank::RankOptions;
+use hearth_core::scorer::WholeGraph;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -76,6 +77,7 @@ fn commit() -> String {
 pub fn native(args: &[String]) -> Result<(), String> {
     let out = PathBuf::from(arg(args, "--out").unwrap_or_else(|| "target/bench/score-native.json".into()));
     let pack = load_pack(Path::new("models/default"))?;
+    let whole = WholeGraph::new(&pack).map_err(|e| e.to_string())?;
     let commit = commit();
     let mut records = Vec::new();
     for n in [100usize, 1000, 10_000] {
@@ -89,7 +91,7 @@ pub fn native(args: &[String]) -> Result<(), String> {
         let (full50, full95) = time(|| {
             let (req, _) = engine.request(&context, NOW).expect("request");
             let c = engine.catalog();
-            engine.scorer().logits_full(&req, &c.ids, &c.weights).expect("full graph");
+            whole.logits(&req, &c.ids, &c.weights).expect("full graph");
         });
         for (engine_name, metric, value) in [
             ("tract-native", "rank_p50", p50),

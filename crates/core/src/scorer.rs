@@ -24,9 +24,15 @@ pub struct Request {
 pub struct Scorer {
     ad_plan: Plan,
     request_plan: Plan,
-    full_plan: Plan,
     ad_slots: usize,
     width: usize,
+}
+
+/// The pack's graph uncut, ids in: what any ONNX runtime computes from `model.onnx`. Ranking
+/// never needs it (so loading a pack does not plan it); tests and benchmarks compare with it.
+pub struct WholeGraph {
+    plan: Plan,
+    ad_slots: usize,
 }
 
 fn tract_err(e: impl std::fmt::Display) -> HearthError {
@@ -86,7 +92,6 @@ impl Scorer {
         Ok(Scorer {
             ad_plan: plan(&ad)?,
             request_plan: plan(&request)?,
-            full_plan: plan(proto)?,
             ad_slots: pack.manifest.features.ad_slots,
             width,
         })
@@ -120,14 +125,19 @@ impl Scorer {
         let out = self.request_plan.run(inputs).map_err(tract_err)?;
         to_vec(&out[0])
     }
+}
 
-    /// Logits from the uncut graph, ids in: what any ONNX runtime computes from `model.onnx`.
-    pub fn logits_full(&self, req: &Request, ids: &[i64], weights: &[f32]) -> Result<Vec<f32>> {
+impl WholeGraph {
+    pub fn new(pack: &ModelPack) -> Result<WholeGraph> {
+        Ok(WholeGraph { plan: plan(&pack.proto)?, ad_slots: pack.manifest.features.ad_slots })
+    }
+
+    pub fn logits(&self, req: &Request, ids: &[i64], weights: &[f32]) -> Result<Vec<f32>> {
         let n = ids.len() / self.ad_slots;
         let mut inputs: TVec<TValue> = request_tensors(req)?;
         inputs.push(tensor(&[n, self.ad_slots], ids)?.into());
         inputs.push(tensor(&[n, self.ad_slots], weights)?.into());
-        let out = self.full_plan.run(inputs).map_err(tract_err)?;
+        let out = self.plan.run(inputs).map_err(tract_err)?;
         to_vec(&out[0])
     }
 }

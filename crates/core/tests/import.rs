@@ -547,7 +547,7 @@ mod damaged {
 fn ort_check_logits() {
     use hearth_core::features::Slots;
     use hearth_core::pack::ModelPack;
-    use hearth_core::scorer::{Request, Scorer};
+    use hearth_core::scorer::{Request, Scorer, WholeGraph};
     use serde_json::{Value, json};
     use std::path::PathBuf;
 
@@ -569,7 +569,7 @@ fn ort_check_logits() {
         context: Slots { ids: ints("ctx_ids"), weights: floats("ctx_w") },
     };
     let (ids, weights) = (ints("ad_ids"), floats("ad_w"));
-    let full = scorer.logits_full(&req, &ids, &weights).unwrap();
+    let full = WholeGraph::new(&pack).unwrap().logits(&req, &ids, &weights).unwrap();
     let cut = scorer.logits(&req, &scorer.ad_side(&ids, &weights).unwrap()).unwrap();
     std::fs::write(var("HEARTH_ORT_OUTPUT"), json!({"full": full, "cut": cut}).to_string()).unwrap();
 }

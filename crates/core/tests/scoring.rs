@@ -8,7 +8,7 @@ mod common;
 use common::{ARCH, random_request, random_slots, spec};
 use hearth_core::params::Gaussian;
 use hearth_core::reference;
-use hearth_core::scorer::Scorer;
+use hearth_core::scorer::{Scorer, WholeGraph};
 
 fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
@@ -24,6 +24,7 @@ fn tract_matches_reference_on_random_inputs() {
     for seed in 0..4 {
         let pack = common::pack(seed);
         let scorer = Scorer::new(&pack).unwrap();
+        let whole = WholeGraph::new(&pack).unwrap();
         let p = &pack.params;
         for n in [1usize, 7, 64] {
             let req = random_request(&mut rng);
@@ -38,7 +39,7 @@ fn tract_matches_reference_on_random_inputs() {
             let rs = reference::request_side(p, &req);
             let expected: Vec<f32> = ref_side.chunks(ARCH.ad_side_width()).map(|row| reference::logit(p, &rs, row)).collect();
             assert_close(&scorer.logits(&req, &side).unwrap(), &expected, 1e-5, "cut graph");
-            assert_close(&scorer.logits_full(&req, &ids, &weights).unwrap(), &expected, 1e-5, "whole graph");
+            assert_close(&whole.logits(&req, &ids, &weights).unwrap(), &expected, 1e-5, "whole graph");
         }
     }
 }
