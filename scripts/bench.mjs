@@ -71,11 +71,19 @@ try {
     records.push({ metric: 'max_abs_diff', value: maxAbsDiff, unit: 'ratio', engine: 'ort-web-wasm', n });
   }
 
-  const colds = [];
-  for (let i = 0; i < COLD_RUNS; i++) colds.push(await runPage(browser, `${server.url}/bench/?mode=cold`));
-  const coldStart = median(colds.map((c) => c.cold_start));
-  records.push({ metric: 'cold_start', value: coldStart, unit: 'ms', engine: 'tract-wasm' });
-  const phases = Object.fromEntries(Object.keys(colds[0].phases).map((k) => [k, median(colds.map((c) => c.phases[k]))]));
+  // Cold starts alternate between the engines so both see the same machine load.
+  const colds = { 'tract-wasm': [], 'ort-web-wasm': [] };
+  for (let i = 0; i < COLD_RUNS; i++) {
+    colds['tract-wasm'].push(await runPage(browser, `${server.url}/bench/?mode=cold`));
+    colds['ort-web-wasm'].push(await runPage(browser, `${server.url}/bench/?mode=cold-ort`));
+  }
+  const cold = {};
+  for (const [engine, runs] of Object.entries(colds)) {
+    const value = median(runs.map((c) => c.cold_start));
+    records.push({ metric: 'cold_start', value, unit: 'ms', engine });
+    const phases = Object.fromEntries(Object.keys(runs[0].phases).map((k) => [k, median(runs.map((c) => c.phases[k]))]));
+    cold[engine] = { value, phases };
+  }
 
   records.push(...sizeRecords('hearth-wasm', path.join(ROOT, 'www/pkg/hearth_bg.wasm')));
   records.push(...sizeRecords('hearth-js', path.join(ROOT, 'www/pkg/hearth.js')));
@@ -94,7 +102,7 @@ try {
 
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
   fs.writeFileSync(OUT, JSON.stringify(records, null, 2) + '\n');
-  printTable(records, { coldStart, phases, coldRuns: COLD_RUNS, ortWasm: path.basename(ortWasm) });
+  printTable(records, { engines: cold, coldRuns: COLD_RUNS, ortWasm: path.basename(ortWasm) });
   console.log(`wrote ${path.relative(ROOT, OUT)} (${records.length} records, commit ${commit})`);
 } finally {
   await browser.close();
@@ -114,8 +122,10 @@ function printTable(records, cold) {
   }
   const diffs = sizes.map((n) => find('max_abs_diff', 'ort-web-wasm', n)).filter((v) => v !== undefined);
   console.log(`\nort vs hearth logits, max |diff|: ${diffs.map((d) => d.toExponential(2)).join(', ')}`);
-  const ph = Object.entries(cold.phases).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
-  console.log(`cold start (tract-wasm, median of ${cold.coldRuns}): ${cold.coldStart.toFixed(1)} ms (${ph})`);
+  for (const [engine, { value, phases }] of Object.entries(cold.engines)) {
+    const ph = Object.entries(phases).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
+    console.log(`cold start ${engine} (median of ${cold.coldRuns}): ${value.toFixed(1)} ms (${ph})`);
+  }
   console.log('\nsizes, bytes (raw / gzip -9)');
   for (const a of ['hearth-wasm', 'hearth-js', 'ort-web-wasm']) {
     const s = (enc) => records.find((r) => r.metric === 'size' && r.artifact === a && r.encoding === enc)?.value;

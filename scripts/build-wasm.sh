@@ -9,9 +9,10 @@
 #   wasm-bindgen reads.
 # - wasm-opt comes from the npm package `binaryen` (node_modules/.bin);
 #   Debian's binaryen is too old for current rustc output.
-# - -O3 rather than -Oz: measured on this module (13.6 MB raw after -O3), -Oz
-#   is 3% smaller raw, the same after gzip (3.6 MB), and no faster to rank or
-#   start. Override with WASM_OPT_LEVEL=-Oz to compare.
+# - Size: cargo opt-level "s" (profile wasm-release) is what keeps the module
+#   under the 1.5 MB gzip budget; measured after wasm-opt -O3 and gzip -9,
+#   opt-level 3 gave 1.73 MB, "s" 1.19 MB, "z" 0.98 MB. `make bench` reports
+#   the size and the ranking speed of what this script builds.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 

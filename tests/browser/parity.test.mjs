@@ -41,9 +41,8 @@ test('onnxruntime-web computes the same logits from modelInputs', async () => {
   const page = await hearthPage(env);
   const r = await page.evaluate(async (now) => {
     const { Hearth, onnx, manifest, workload } = window.T;
-    const ort = await import('/ort/ort.wasm.min.mjs');
-    ort.env.wasm.numThreads = 1;
-    ort.env.wasm.wasmPaths = '/ort/';
+    const { loadOrt, ortFeeds } = await import('/bench/ort.mjs');
+    const ort = await loadOrt();
     const session = await ort.InferenceSession.create(onnx.slice(), { executionProviders: ['wasm'] });
     const h = new Hearth(onnx, manifest);
     for (const e of workload.syntheticProfileEvents()) h.record(e);
@@ -51,16 +50,7 @@ test('onnxruntime-web computes the same logits from modelInputs', async () => {
     for (const n of [1, 257]) {
       h.setCatalog(workload.syntheticCatalog(n));
       const m = h.modelInputs(workload.benchContext(), now);
-      const t = (type, data, dims) => new ort.Tensor(type, data, dims);
-      const out = await session.run({
-        user_ids: t('int64', m.user_ids, [1, m.user_slots]),
-        user_w: t('float32', m.user_w, [1, m.user_slots]),
-        local_u: t('float32', m.local_u, [1, m.dim]),
-        ctx_ids: t('int64', m.ctx_ids, [1, m.context_slots]),
-        ctx_w: t('float32', m.ctx_w, [1, m.context_slots]),
-        ad_ids: t('int64', m.ad_ids, [m.n, m.ad_slots]),
-        ad_w: t('float32', m.ad_w, [m.n, m.ad_slots]),
-      });
+      const out = await session.run(ortFeeds(ort, m));
       const ref = h.catalogLogits(workload.benchContext(), now);
       const got = out.logits.data;
       if (got.length !== n || ref.length !== n) return { error: `lengths ${got.length} ${ref.length} for n=${n}` };

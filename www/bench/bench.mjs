@@ -1,4 +1,4 @@
-// Browser benchmark page. Two modes (?mode=full, the default, and ?mode=cold);
+// Browser benchmark page. Modes: ?mode=full (the default), ?mode=cold and ?mode=cold-ort;
 // the outcome is published on window.__bench = {status: 'running'|'done'|'error', result|error}
 // for scripts/bench.mjs (Playwright) and printed on the page for humans.
 //
@@ -12,7 +12,9 @@
 // cold: from just before importing the module to the first ranking of a 1000-ad
 //   catalog: JS + wasm fetch, compile/instantiate, model fetch + load,
 //   profile + setCatalog(1000), first rank.
+// cold-ort: the same for onnxruntime-web (see coldOrt).
 import { NOW, benchContext, syntheticCatalog, syntheticProfileEvents } from './workload.mjs';
+import { loadOrt, ortFeeds } from './ort.mjs';
 
 const SIZES = [100, 1000, 10000];
 const K = 10;
@@ -69,28 +71,6 @@ function topK(values, k) {
     best[j] = i;
   }
   return best;
-}
-
-async function loadOrt() {
-  const ort = await import('/ort/ort.wasm.min.mjs');
-  ort.env.wasm.numThreads = 1;
-  ort.env.wasm.simd = true;
-  ort.env.wasm.proxy = false;
-  ort.env.wasm.wasmPaths = '/ort/';
-  return ort;
-}
-
-function ortFeeds(ort, m) {
-  const t = (type, data, dims) => new ort.Tensor(type, data, dims);
-  return {
-    user_ids: t('int64', m.user_ids, [1, m.user_slots]),
-    user_w: t('float32', m.user_w, [1, m.user_slots]),
-    local_u: t('float32', m.local_u, [1, m.dim]),
-    ctx_ids: t('int64', m.ctx_ids, [1, m.context_slots]),
-    ctx_w: t('float32', m.ctx_w, [1, m.context_slots]),
-    ad_ids: t('int64', m.ad_ids, [m.n, m.ad_slots]),
-    ad_w: t('float32', m.ad_w, [m.n, m.ad_slots]),
-  };
 }
 
 async function full() {
@@ -161,11 +141,36 @@ async function cold() {
   return { cold_start: t4 - t0, phases, crossOriginIsolated };
 }
 
+// The same span for onnxruntime-web: ort module fetch + instantiate, session from the same
+// model.onnx, first inference of the 1000-ad batch and its top-10. Its inputs come from the
+// Hearth module, loaded and computed before the timed span.
+async function coldOrt() {
+  const { default: init, Hearth } = await import('/pkg/hearth.js');
+  await init();
+  const pack = await fetchPack();
+  const hearth = new Hearth(pack.onnx, pack.manifest);
+  for (const e of syntheticProfileEvents()) hearth.record(e);
+  hearth.setCatalog(syntheticCatalog(1000));
+  const inputs = hearth.modelInputs(benchContext(), NOW);
+  const t0 = performance.now();
+  const ort = await loadOrt();
+  const t1 = performance.now();
+  const onnx = new Uint8Array(await (await fetch('/models/default/model.onnx')).arrayBuffer());
+  const session = await ort.InferenceSession.create(onnx, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+  const t2 = performance.now();
+  const best = topK((await session.run(ortFeeds(ort, inputs))).logits.data, K);
+  const t3 = performance.now();
+  if (best.length !== K) throw new Error(`first ort ranking returned ${best.length} ads`);
+  const phases = { module: t1 - t0, model: t2 - t1, first_rank: t3 - t2 };
+  say(`ort cold start ${(t3 - t0).toFixed(1)} ms: ` + Object.entries(phases).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', '));
+  return { cold_start: t3 - t0, phases, crossOriginIsolated };
+}
+
 window.__bench = { status: 'running' };
 const mode = new URLSearchParams(location.search).get('mode') ?? 'full';
 say(`mode=${mode} crossOriginIsolated=${crossOriginIsolated}`);
 try {
-  const result = await (mode === 'cold' ? cold() : full());
+  const result = await ({ cold, 'cold-ort': coldOrt, full }[mode] ?? full)();
   window.__bench = { status: 'done', result };
   say('done');
 } catch (e) {
