@@ -1,6 +1,7 @@
 // Browser half of `make bench` (scripts/bench.sh runs the native half first).
 // Drives www/bench/ in headless Chromium, measures artifact sizes, merges the
-// native records and writes target/bench/score.json (../shared/BENCH_FORMAT.md).
+// native records and writes target/bench/score.json and target/bench/train.json
+// (../shared/BENCH_FORMAT.md).
 //
 //   node scripts/bench.mjs [--cold-runs 5] [--out target/bench/score.json]
 import fs from 'node:fs';
@@ -17,6 +18,8 @@ const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] 
 const OUT = path.resolve(ROOT, opt('--out', 'target/bench/score.json'));
 const NATIVE = path.resolve(ROOT, 'target/bench/score-native.json');
 const COLD_RUNS = Number(opt('--cold-runs', 5));
+const TRAIN_NATIVE = path.resolve(ROOT, 'target/bench/train-native.json');
+const TRAIN_OUT = path.join(path.dirname(OUT), 'train.json');
 
 function commitId() {
   try {
@@ -100,6 +103,19 @@ try {
     console.error(`bench: ${path.relative(ROOT, NATIVE)} missing; run \`make bench\` for native figures`);
   }
 
+  // Training: the browser's trainAndBuildUpdate beside xtask bench-train's native figures.
+  const trainRecords = (await runPage(browser, `${server.url}/bench/?mode=train`)).rows.map(({ n, train_update }) => ({
+    metric: 'train_update', value: train_update, unit: 'ms', engine: 'wasm', n, commit,
+  }));
+  if (fs.existsSync(TRAIN_NATIVE)) {
+    trainRecords.unshift(...JSON.parse(fs.readFileSync(TRAIN_NATIVE, 'utf8')).map((r) => ({ ...r, commit })));
+  } else {
+    console.error(`bench: ${path.relative(ROOT, TRAIN_NATIVE)} missing; run \`make bench\` for native figures`);
+  }
+  fs.mkdirSync(path.dirname(TRAIN_OUT), { recursive: true });
+  fs.writeFileSync(TRAIN_OUT, JSON.stringify(trainRecords, null, 2) + '\n');
+  printTrain(trainRecords);
+
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
   fs.writeFileSync(OUT, JSON.stringify(records, null, 2) + '\n');
   printTable(records, { engines: cold, coldRuns: COLD_RUNS, ortWasm: path.basename(ortWasm) });
@@ -132,4 +148,10 @@ function printTable(records, cold) {
     console.log(`${a.padEnd(20)}${String(s('raw')).padStart(12)} / ${String(s('gzip')).padStart(10)}${a === 'ort-web-wasm' ? `  (${cold.ortWasm})` : ''}`);
   }
   console.log('');
+}
+
+function printTrain(records) {
+  console.log('\nlocal training + update build, ms');
+  for (const r of records.filter((r) => r.metric === 'train_update')) console.log(`${r.engine.padEnd(8)} n=${String(r.n).padEnd(6)} ${r.value.toFixed(1)}`);
+  for (const r of records.filter((r) => r.metric === 'upload_size')) console.log(`upload ${r.format.padEnd(10)} ${r.value} bytes (${r.params} parameters)`);
 }

@@ -7,7 +7,10 @@ use hearth_core::engine::Engine;
 use hearth_core::event::{Event, RawEvent};
 use hearth_core::pack::ModelPack;
 use hearth_core::profile::{Profile, ProfileConfig};
+use hearth_core::accountant::{self, Deployment};
+use hearth_core::noise::Sampler;
 use hearth_core::rank::RankOptions;
+use hearth_core::round::{self, RoundTask};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
@@ -50,6 +53,27 @@ export interface RankOptions {
 }
 export interface Contribution { feature: string; contribution: number; }
 export interface RankedAd { ad_id: string; score: number; probability: number; why: Contribution[]; }
+export interface AdamConfig { lr: number; beta1: number; beta2: number; eps: number; }
+export interface TrainConfig {
+  reconstruction_steps?: number; reconstruction?: AdamConfig; local_l2?: number;
+  epochs?: number; batch_size?: number; global?: AdamConfig;
+}
+/** A federated round as the aggregator announces it. */
+export interface RoundTask {
+  round_id: number; model_version: number;
+  /** L2 clip norm C; the noise per coordinate has standard deviation noise_multiplier × C. */
+  clip_norm: number; noise_multiplier: number;
+  min_events?: number; encoding?: "f32" | "quantized"; train?: TrainConfig;
+}
+export interface Deployment {
+  population: number;
+  sampling: { clients_per_round: number } | { rate: number };
+  rounds: number; noise_multiplier: number; delta: number;
+}
+export interface PrivacyReport {
+  central_epsilon: number; local_epsilon: number; delta: number; noise_multiplier: number;
+  sampling_rate: number; rounds: number; population: number; best_order: number;
+}
 export interface ModelInputs {
   user_ids: BigInt64Array; user_w: Float32Array; local_u: Float32Array;
   ctx_ids: BigInt64Array; ctx_w: Float32Array; ad_ids: BigInt64Array; ad_w: Float32Array;
@@ -203,6 +227,21 @@ impl Hearth {
         Ok(out.into())
     }
 
+    /// Trains on this device's events for `task` and returns the update to upload: clipped to
+    /// `clip_norm`, noised from `crypto.getRandomValues`, in the versioned wire format. The
+    /// reconstructed local embedding stays in this object; nothing else changes.
+    #[wasm_bindgen(js_name = trainAndBuildUpdate)]
+    pub fn train_and_build_update(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "RoundTask")] task: JsValue,
+    ) -> Result<Vec<u8>, JsError> {
+        // Through JSON, not serde-wasm-bindgen, which reads only the fields it knows: a task
+        // with fields this build does not understand is refused rather than half-followed.
+        let json: String = js_sys::JSON::stringify(&task).map_err(js_value_err)?.into();
+        let task: RoundTask = serde_json::from_str(&json).map_err(|e| JsError::new(&format!("invalid round task: {e}")))?;
+        Ok(round::participate(&mut self.engine, &task, &mut Sampler::os()).map_err(js_err)?.upload)
+    }
+
     /// The whole profile as a JSON document: what Hearth keeps, for the visitor to see or save.
     #[wasm_bindgen(js_name = exportProfile)]
     pub fn export_profile(&self) -> String {
@@ -213,6 +252,15 @@ impl Hearth {
     pub fn erase_profile(&mut self) {
         self.engine.erase_profile();
     }
+}
+
+/// The privacy a deployment gives: ε of the released model and of one upload on its own.
+#[wasm_bindgen(js_name = privacyReport, unchecked_return_type = "PrivacyReport")]
+pub fn privacy_report(
+    #[wasm_bindgen(unchecked_param_type = "Deployment")] deployment: JsValue,
+) -> Result<JsValue, JsError> {
+    let deployment: Deployment = from_js(deployment, "deployment")?;
+    to_js(&accountant::report(&deployment).map_err(js_err)?)
 }
 
 fn js_value_err(v: JsValue) -> JsError {

@@ -21,7 +21,7 @@ export function useBrowser() {
 }
 
 // A fresh page (own context: no shared storage) on the server's origin with
-//   window.T = {Hearth, onnx, manifest, workload, demo}
+//   window.T = {Hearth, privacyReport, onnx, manifest, workload, demo}
 // ready for page.evaluate. The page itself is an empty document supplied by
 // Playwright, so nothing but the module runs in it.
 export async function hearthPage(env) {
@@ -40,6 +40,7 @@ export async function hearthPage(env) {
     };
     window.T = {
       Hearth: mod.Hearth,
+      privacyReport: mod.privacyReport,
       onnx: new Uint8Array(await (await get('/models/default/model.onnx')).arrayBuffer()),
       manifest: await (await get('/models/default/manifest.json')).text(),
       workload: await import('/bench/workload.mjs'),

@@ -171,3 +171,52 @@ test('bad input throws an Error with a message and leaves the instance usable', 
     for (const [name, result] of Object.entries(r.results)) assert.equal(result, 'Error', name);
     assert.equal(r.stillRanks, 3, 'the instance still ranks after the errors');
   }));
+
+test('trainAndBuildUpdate returns the wire-format update and privacyReport the ε of a deployment', () =>
+  withPage(async (page) => {
+    const r = await page.evaluate(() => {
+      const { Hearth, privacyReport, onnx, manifest, workload } = window.T;
+      const h = new Hearth(onnx, manifest);
+      h.setCatalog(workload.syntheticCatalog(200));
+      for (const e of workload.syntheticLocalEvents(200)) h.record(e);
+      const params = JSON.parse(manifest).parameters.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+      const f32 = h.trainAndBuildUpdate(workload.benchTask('f32'));
+      const quantized = h.trainAndBuildUpdate(workload.benchTask('quantized'));
+      const refusals = [
+        { ...workload.benchTask('f32'), model_version: 99 },
+        { ...workload.benchTask('f32'), clip_norm: 0 },
+        { ...workload.benchTask('f32'), min_events: 1e6 },
+        { ...workload.benchTask('f32'), device_id: 'abc' },
+      ].map((task) => {
+        try {
+          h.trainAndBuildUpdate(task);
+          return null;
+        } catch (e) {
+          return String(e.message);
+        }
+      });
+      const deployment = { population: 100000, sampling: { clients_per_round: 1000 }, rounds: 100, noise_multiplier: 1.0, delta: 1e-6 };
+      const report = privacyReport(deployment);
+      let badReport = null;
+      try {
+        privacyReport({ ...deployment, delta: 2 });
+      } catch (e) {
+        badReport = String(e.message);
+      }
+      const magic = (b) => String.fromCharCode(...b.slice(0, 4));
+      return { params, f32: { type: f32.constructor.name, len: f32.length, magic: magic(f32) }, quantized: { len: quantized.length, magic: magic(quantized) }, refusals, report, badReport };
+    });
+    assert.equal(r.f32.type, 'Uint8Array');
+    assert.equal(r.f32.magic, 'HRTU');
+    assert.equal(r.quantized.magic, 'HRTU');
+    assert.ok(r.params > 100000, `${r.params} parameters`);
+    assert.ok(r.f32.len > 4 * r.params && r.f32.len < 4 * r.params + 100, `f32 upload ${r.f32.len} bytes`);
+    assert.ok(r.quantized.len > 2 * r.params && r.quantized.len < 2 * r.params + 100, `quantized upload ${r.quantized.len} bytes`);
+    for (const [i, want] of ['model version', 'clip norm', 'needs', 'device_id'].entries()) {
+      assert.ok(r.refusals[i]?.includes(want), `refusal ${i}: ${r.refusals[i]}`);
+    }
+    assert.ok(r.report.central_epsilon > 0 && r.report.central_epsilon < 20, JSON.stringify(r.report));
+    assert.ok(r.report.local_epsilon > r.report.central_epsilon, 'one upload alone is far less private than the aggregate');
+    assert.equal(r.report.sampling_rate, 0.01);
+    assert.ok(r.badReport?.includes('δ'), r.badReport);
+  }));

@@ -1,4 +1,4 @@
-// Browser benchmark page. Modes: ?mode=full (the default), ?mode=cold and ?mode=cold-ort;
+// Browser benchmark page. Modes: ?mode=full (the default), ?mode=cold, ?mode=cold-ort and ?mode=train;
 // the outcome is published on window.__bench = {status: 'running'|'done'|'error', result|error}
 // for scripts/bench.mjs (Playwright) and printed on the page for humans.
 //
@@ -13,7 +13,7 @@
 //   catalog: JS + wasm fetch, compile/instantiate, model fetch + load,
 //   profile + setCatalog(1000), first rank.
 // cold-ort: the same for onnxruntime-web (see coldOrt).
-import { NOW, benchContext, syntheticCatalog, syntheticProfileEvents } from './workload.mjs';
+import { NOW, benchContext, benchTask, syntheticCatalog, syntheticLocalEvents, syntheticProfileEvents } from './workload.mjs';
 import { loadOrt, ortFeeds } from './ort.mjs';
 
 const SIZES = [100, 1000, 10000];
@@ -166,11 +166,46 @@ async function coldOrt() {
   return { cold_start: t3 - t0, phases, crossOriginIsolated };
 }
 
+// train: one local training + update build (trainAndBuildUpdate) at 100, 1,000 and 10,000
+// local events, each run on a fresh Hearth whose profile holds exactly those events.
+async function train() {
+  const { default: init, Hearth } = await import('/pkg/hearth.js');
+  await init();
+  const pack = await fetchPack();
+  const catalog = syntheticCatalog(200);
+  const rows = [];
+  for (const n of [100, 1000, 10000]) {
+    const events = syntheticLocalEvents(n);
+    const profile = JSON.stringify({
+      format: 'hearth-profile', version: 1,
+      config: { half_life_ms: 14 * 86_400_000, max_events: Math.max(n, 5000), max_features: 1000 },
+      events: [], features: {},
+    });
+    const samples = [];
+    for (let run = 0; run < (n >= 10000 ? 3 : 7); run++) {
+      const hearth = new Hearth(pack.onnx, pack.manifest, profile);
+      for (const e of events) hearth.record(e);
+      hearth.setCatalog(catalog);
+      const kept = JSON.parse(hearth.exportProfile()).events.length;
+      if (kept !== n) throw new Error(`profile kept ${kept} of ${n} events`);
+      const t = performance.now();
+      const bytes = hearth.trainAndBuildUpdate(benchTask('f32'));
+      samples.push(performance.now() - t);
+      if (!(bytes.length > 0)) throw new Error('empty upload');
+      hearth.free();
+    }
+    samples.sort((a, b) => a - b);
+    rows.push({ n, train_update: samples[Math.floor((samples.length - 1) / 2)] });
+    say(`train + update, ${n} events: ${rows.at(-1).train_update.toFixed(1)} ms`);
+  }
+  return { rows };
+}
+
 window.__bench = { status: 'running' };
 const mode = new URLSearchParams(location.search).get('mode') ?? 'full';
 say(`mode=${mode} crossOriginIsolated=${crossOriginIsolated}`);
 try {
-  const result = await ({ cold, 'cold-ort': coldOrt, full }[mode] ?? full)();
+  const result = await ({ cold, 'cold-ort': coldOrt, full, train }[mode] ?? full)();
   window.__bench = { status: 'done', result };
   say('done');
 } catch (e) {

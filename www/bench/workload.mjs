@@ -1,6 +1,6 @@
 // The benchmark workload: synthetic catalogs, profile and page context.
-// Mirrors xtask/src/bench.rs (synthetic_ad, synthetic_profile, bench_context,
-// NOW) exactly, so browser and native figures rank the same data. Change both
+// Mirrors xtask/src/bench.rs (synthetic_ad, synthetic_profile, synthetic_events,
+// bench_task, bench_context, NOW) exactly, so browser and native figures rank the same data. Change both
 // together.
 
 export const NOW = 1_750_000_000_000;
@@ -35,5 +35,20 @@ export function syntheticProfileEvents() {
     keywords: [`w${i % 97}`],
   }));
 }
+
+/** `n` local events: impressions over the first 200 ads, one a minute up to NOW, every fifth
+ * event a click on the ad just shown. */
+export function syntheticLocalEvents(n) {
+  return Array.from({ length: n }, (_, i) => {
+    const click = i % 5 === 4;
+    const shown = click ? i - 1 : i;
+    const ad = syntheticAd((shown * 7) % 200);
+    const ts = click ? NOW - 60_000 * (n - i + 1) + 1_000 : NOW - 60_000 * (n - i);
+    return { kind: click ? 'click' : 'impression', ts, ad_id: ad.id, campaign: ad.campaign, advertiser: ad.advertiser, category: ad.category };
+  });
+}
+
+/** The round the training benchmark runs (xtask bench_task): default training, C = 1, z = 1. */
+export const benchTask = (encoding) => ({ round_id: 1, model_version: 1, clip_norm: 1, noise_multiplier: 1, encoding });
 
 export const benchContext = () => ({ topics: ['sports'], keywords: [], slot: 'sidebar', hour: 14 });

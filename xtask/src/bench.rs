@@ -1,12 +1,15 @@
-//! Native ranking benchmark: the same synthetic catalogs and profile as the browser benchmark
-//! (www/bench/workload.mjs), timed through the engine and through the uncut graph.
+//! Native benchmarks: ranking (timed through the engine and through the uncut graph) and one
+//! round of local training + update build, on the same synthetic workload as the browser
+//! benchmark (www/bench/workload.mjs).
 
 use crate::{arg, load_pack};
 use hearth_core::catalog::{Ad, Context};
 use hearth_core::engine::Engine;
 use hearth_core::event::Event;
 use hearth_core::profile::{Profile, ProfileConfig};
+use hearth_core::noise::Sampler;
 use hearth_core::rank::RankOptions;
+use hearth_core::round::{RoundTask, participate};
 use hearth_core::scorer::WholeGraph;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -37,6 +40,30 @@ pub fn synthetic_profile() -> Profile {
         p.record(Event::from_json(&json.to_string()).expect("valid event")).expect("valid event");
     }
     p
+}
+
+/// `n` local events: impressions over the first 200 synthetic ads, one a minute up to NOW, every
+/// fifth event a click on the ad just shown. Mirrored by workload.mjs.
+pub fn synthetic_events(n: usize) -> Profile {
+    let config = ProfileConfig { max_events: n.max(ProfileConfig::default().max_events), ..ProfileConfig::default() };
+    let mut p = Profile::new(config).expect("valid config");
+    for i in 0..n {
+        let (kind, shown, ts) = if i % 5 == 4 {
+            ("click", i - 1, NOW - 60_000 * (n - i + 1) as i64 + 1_000)
+        } else {
+            ("impression", i, NOW - 60_000 * (n - i) as i64)
+        };
+        let ad = synthetic_ad((shown * 7) % 200);
+        let json = json!({"kind": kind, "ts": ts, "ad_id": ad.id, "campaign": ad.campaign, "advertiser": ad.advertiser, "category": ad.category});
+        p.record(Event::from_json(&json.to_string()).expect("valid event")).expect("valid event");
+    }
+    p
+}
+
+/// The round the training benchmark runs: default training settings, C = 1, z = 1.
+pub fn bench_task(encoding: &str) -> RoundTask {
+    serde_json::from_value(json!({"round_id": 1, "model_version": 1, "clip_norm": 1.0, "noise_multiplier": 1.0, "encoding": encoding}))
+        .expect("valid task")
 }
 
 pub fn bench_context() -> Context {
@@ -103,10 +130,48 @@ pub fn native(args: &[String]) -> Result<(), String> {
         }
         println!("native n={n:>6}: rank p50 {p50:.3} ms p95 {p95:.3} ms | uncut graph p50 {full50:.3} ms");
     }
+    write_records(&out, records)
+}
+
+/// One local training plus update build (the whole `participate`), at 100, 1,000 and 10,000
+/// local events; median of a few runs, each on a fresh engine. Plus the upload sizes.
+pub fn train(args: &[String]) -> Result<(), String> {
+    let out = PathBuf::from(arg(args, "--out").unwrap_or_else(|| "target/bench/train-native.json".into()));
+    let pack = load_pack(Path::new("models/default"))?;
+    let params = pack.params.values.len();
+    let commit = commit();
+    let catalog: Vec<Ad> = (0..200).map(synthetic_ad).collect();
+    let mut records = Vec::new();
+    for n in [100usize, 1000, 10_000] {
+        let runs = if n >= 10_000 { 3 } else { 7 };
+        let mut samples = Vec::new();
+        for _ in 0..runs {
+            let mut engine = Engine::new(pack.clone(), synthetic_events(n)).map_err(|e| e.to_string())?;
+            engine.set_catalog(catalog.clone()).map_err(|e| e.to_string())?;
+            let t = Instant::now();
+            participate(&mut engine, &bench_task("f32"), &mut Sampler::os()).map_err(|e| e.to_string())?;
+            samples.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        samples.sort_by(f64::total_cmp);
+        let median = percentile(&samples, 0.5);
+        records.push(json!({"metric": "train_update", "value": median, "unit": "ms", "engine": "native", "n": n, "commit": commit}));
+        println!("native train + update, {n:>6} events: {median:.1} ms (median of {runs})");
+    }
+    for format in ["f32", "quantized"] {
+        let mut engine = Engine::new(pack.clone(), synthetic_events(100)).map_err(|e| e.to_string())?;
+        let upload = participate(&mut engine, &bench_task(format), &mut Sampler::os()).map_err(|e| e.to_string())?.upload;
+        let size = upload.len();
+        records.push(json!({"metric": "upload_size", "value": size, "unit": "bytes", "format": format, "params": params, "commit": commit}));
+        println!("upload {format}: {size} bytes for {params} parameters");
+    }
+    write_records(&out, records)
+}
+
+fn write_records(out: &Path, records: Vec<Value>) -> Result<(), String> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&Value::Array(records)).map_err(|e| e.to_string())?)
+    std::fs::write(out, serde_json::to_string_pretty(&Value::Array(records)).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     println!("wrote {}", out.display());
     Ok(())

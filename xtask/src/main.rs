@@ -33,7 +33,8 @@ fn main() {
         Some("gen-pack") => gen_pack(&args),
         Some("rank-fixture") => fixture::rank_fixture(&args),
         Some("bench-native") => bench::native(&args),
-        _ => Err("usage: xtask gen-pack [--out DIR] [--seed N] [--version V] | rank-fixture FIXTURE.json [--pack DIR] | bench-native [--out FILE]".into()),
+        Some("bench-train") => bench::train(&args),
+        _ => Err("usage: xtask gen-pack [--out DIR] [--seed N] [--version V] | rank-fixture FIXTURE.json [--pack DIR] | bench-native [--out FILE] | bench-train [--out FILE]".into()),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e}");

@@ -38,6 +38,13 @@ pub fn ad_feature_names(
 }
 
 impl Ad {
+    /// The model's ad input: every feature at equal weight (no validation; see `validate`).
+    pub fn encode(&self, spec: &FeatureSpec) -> Slots {
+        let names = self.feature_names();
+        let weighted: Vec<(&str, f32)> = names.iter().map(|n| (n.as_str(), 1.0)).collect();
+        Slots::encode(spec, spec.ad_slots, &weighted)
+    }
+
     pub fn feature_names(&self) -> Vec<String> {
         let mut out = ad_feature_names(
             &self.id,
@@ -135,9 +142,7 @@ impl Catalog {
             if !seen.insert(ad.id.as_str()) {
                 return Err(HearthError::InvalidAd(format!("duplicate ad id {:?}", ad.id)));
             }
-            let names = ad.feature_names();
-            let weighted: Vec<(&str, f32)> = names.iter().map(|n| (n.as_str(), 1.0)).collect();
-            let slots = Slots::encode(spec, spec.ad_slots, &weighted);
+            let slots = ad.encode(spec);
             ids.extend(slots.ids);
             weights.extend(slots.weights);
         }

@@ -11,6 +11,7 @@ use crate::profile::Profile;
 use crate::rank::{self, Contribution, RankOptions, Ranked};
 use crate::reference;
 use crate::scorer::{Request, Scorer};
+use crate::train;
 use std::borrow::Cow;
 
 pub struct Engine {
@@ -74,6 +75,27 @@ impl Engine {
         Ok(())
     }
 
+    /// The device-only user embedding (zeros until trained).
+    pub fn local_u(&self) -> &[f32] {
+        &self.local_u
+    }
+
+    /// Labelled examples from this device's events; ads still in the catalog contribute their
+    /// content features.
+    pub fn examples(&self) -> Result<Vec<train::Example>> {
+        let by_id: std::collections::HashMap<&str, &Ad> = self.catalog.ads.iter().map(|a| (a.id.as_str(), a)).collect();
+        train::examples(&self.profile, self.spec(), |id| by_id.get(id).copied())
+    }
+
+    /// One round of local training on `examples` (from [`Engine::examples`]). Keeps the
+    /// reconstructed local embedding; returns the global delta for the caller to clip, noise
+    /// and upload.
+    pub fn train(&mut self, examples: &[train::Example], cfg: &train::TrainConfig) -> Result<train::Trained> {
+        let trained = train::train(&self.pack.params, &self.local_u, examples, cfg)?;
+        self.local_u.clone_from(&trained.local_u);
+        Ok(trained)
+    }
+
     /// Validates and installs a catalog, computing its ad side once.
     pub fn set_catalog(&mut self, ads: Vec<Ad>) -> Result<usize> {
         let catalog = Catalog::new(ads, self.spec())?;
@@ -86,14 +108,9 @@ impl Engine {
     /// the profile features in the user slots.
     pub fn request(&self, context: &Context, now_ms: i64) -> Result<(Request, Vec<String>)> {
         let spec = self.spec();
-        let weights = self.profile.weights_at(now_ms);
-        let top: Vec<(&str, f32)> = weights.iter().take(spec.user_slots).map(|(f, w)| (*f, *w as f32)).collect();
-        let request = Request {
-            user: Slots::encode(spec, spec.user_slots, &top),
-            local_u: self.local_u.clone(),
-            context: context.encode(spec)?,
-        };
-        Ok((request, top.iter().map(|(f, _)| f.to_string()).collect()))
+        let (user, names) = user_slots(&self.profile, spec, now_ms);
+        let request = Request { user, local_u: self.local_u.clone(), context: context.encode(spec)? };
+        Ok((request, names))
     }
 
     /// Logits for the whole installed catalog, in catalog order.
@@ -183,4 +200,11 @@ fn explain(
     out.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()).then_with(|| a.feature.cmp(&b.feature)));
     out.truncate(n);
     out
+}
+
+/// The profile's strongest features at `now_ms` as the model's user input, with their names.
+pub fn user_slots(profile: &Profile, spec: &FeatureSpec, now_ms: i64) -> (Slots, Vec<String>) {
+    let weights = profile.weights_at(now_ms);
+    let top: Vec<(&str, f32)> = weights.iter().take(spec.user_slots).map(|(f, w)| (*f, *w as f32)).collect();
+    (Slots::encode(spec, spec.user_slots, &top), top.iter().map(|(f, _)| f.to_string()).collect())
 }

@@ -32,6 +32,12 @@ pub enum HearthError {
     ProfileCorrupt(String),
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error("invalid training settings: {0}")]
+    InvalidTraining(String),
+    #[error("model update: {0}")]
+    Update(#[from] crate::update::UpdateError),
+    #[error("invalid privacy parameters: {0}")]
+    Privacy(String),
 }
 
 pub type Result<T> = std::result::Result<T, HearthError>;

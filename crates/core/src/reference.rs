@@ -17,7 +17,7 @@ pub fn pool(table: &[f32], width: usize, ids: &[i64], weights: &[f32]) -> Vec<f3
 }
 
 /// `x` (len rows) times `m` (rows × cols, row-major).
-fn vec_mat(x: &[f32], m: &[f32], cols: usize) -> Vec<f32> {
+pub fn vec_mat(x: &[f32], m: &[f32], cols: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; cols];
     for (xi, row) in x.iter().zip(m.chunks_exact(cols)) {
         for (o, r) in out.iter_mut().zip(row) {
@@ -27,7 +27,7 @@ fn vec_mat(x: &[f32], m: &[f32], cols: usize) -> Vec<f32> {
     out
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 

@@ -1,7 +1,10 @@
 //! Small packs and inputs shared by the integration tests.
 #![allow(dead_code)]
 
+use hearth_core::catalog::Ad;
+use hearth_core::event::{AdRef, Event, EventKind};
 use hearth_core::features::{FeatureSpec, HASH_NAME, Slots};
+use hearth_core::profile::{Profile, ProfileConfig};
 use hearth_core::pack::ModelPack;
 use hearth_core::params::{Arch, Gaussian, Params};
 use hearth_core::scorer::Request;
@@ -40,4 +43,49 @@ pub fn random_request(rng: &mut Gaussian) -> Request {
         local_u: (0..ARCH.dim).map(|_| 0.3 * rng.next() as f32).collect(),
         context: random_slots(rng, s.context_slots, ARCH.buckets),
     }
+}
+
+pub fn ad_event(kind: EventKind, ts: i64, ad: &Ad) -> Event {
+    Event {
+        kind,
+        ts,
+        topics: vec![],
+        keywords: vec![],
+        ad: Some(AdRef {
+            ad_id: ad.id.clone(),
+            campaign: ad.campaign.clone(),
+            advertiser: ad.advertiser.clone(),
+            category: ad.category.clone(),
+        }),
+    }
+}
+
+pub fn ad(id: &str, category: &str) -> Ad {
+    Ad {
+        id: id.into(),
+        campaign: Some(format!("camp-{category}")),
+        advertiser: Some(format!("adv-{id}")),
+        category: Some(category.into()),
+        features: vec![format!("topic:{category}")],
+    }
+}
+
+/// A visitor who reads sports, clicks sports ads and ignores finance ads.
+pub fn sports_fan(now: i64) -> (Profile, Vec<Ad>) {
+    let ads: Vec<Ad> = (0..6).map(|i| ad(&format!("ad{i}"), if i % 2 == 0 { "sports" } else { "finance" })).collect();
+    let mut profile = Profile::new(ProfileConfig::default()).unwrap();
+    let mut ts = now - 1_000 * 60_000;
+    for round in 0..20 {
+        ts += 60_000;
+        let page = Event { kind: EventKind::PageView, ts, topics: vec!["sports".into()], keywords: vec![], ad: None };
+        profile.record(page).unwrap();
+        for a in &ads {
+            ts += 60_000;
+            profile.record(ad_event(EventKind::Impression, ts, a)).unwrap();
+            if a.category.as_deref() == Some("sports") && round % 2 == 0 {
+                profile.record(ad_event(EventKind::Click, ts + 1_000, a)).unwrap();
+            }
+        }
+    }
+    (profile, ads)
 }

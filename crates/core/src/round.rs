@@ -1,0 +1,86 @@
+//! One device's part in a federated round: the task the aggregator announces, and the path from
+//! the device's events to the bytes it uploads (train, then clip, noise and encode).
+
+use crate::engine::Engine;
+use crate::error::{HearthError, Result};
+use crate::noise::{ByteSource, Sampler};
+use crate::train::{TrainConfig, Trained};
+use crate::update::{BuildStats, Encoding, build_update, check_clip_norm, check_noise_multiplier};
+use serde::{Deserialize, Serialize};
+
+/// What the aggregator asks of a device this round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundTask {
+    pub round_id: u64,
+    /// The model the update must be computed against.
+    pub model_version: u64,
+    /// L2 clip norm C of the update.
+    pub clip_norm: f32,
+    /// Noise standard deviation per coordinate is `noise_multiplier × clip_norm`.
+    pub noise_multiplier: f32,
+    /// Devices with fewer labelled local events sit the round out.
+    #[serde(default)]
+    pub min_events: usize,
+    #[serde(default)]
+    pub encoding: UploadEncoding,
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadEncoding {
+    #[default]
+    F32,
+    Quantized,
+}
+
+/// The upload and what went into it (the latter stays on the device).
+#[derive(Debug, Clone)]
+pub struct Participation {
+    pub upload: Vec<u8>,
+    pub stats: BuildStats,
+    pub trained: Trained,
+    pub examples: usize,
+}
+
+/// Trains on the device's events and builds the clipped, noised, encoded update for `task`.
+/// Refuses a malformed task, a task for another model or a device with too few labelled
+/// events before training, so a refused round leaves the device as it was.
+pub fn participate<S: ByteSource>(engine: &mut Engine, task: &RoundTask, rng: &mut Sampler<S>) -> Result<Participation> {
+    check_clip_norm(task.clip_norm)?;
+    check_noise_multiplier(task.noise_multiplier)?;
+    task.train.validate()?;
+    let have = engine.pack().manifest.model_version;
+    if task.model_version != have {
+        return Err(HearthError::InvalidTraining(format!(
+            "round {} is for model version {}, this device has {have}",
+            task.round_id, task.model_version
+        )));
+    }
+    let examples = engine.examples()?;
+    if examples.len() < task.min_events {
+        return Err(HearthError::InvalidTraining(format!(
+            "{} labelled local events; round {} needs {}",
+            examples.len(),
+            task.round_id,
+            task.min_events
+        )));
+    }
+    let trained = engine.train(&examples, &task.train)?;
+    let encoding = match task.encoding {
+        UploadEncoding::F32 => Encoding::F32,
+        UploadEncoding::Quantized => Encoding::QuantizedI16,
+    };
+    let (update, stats) = build_update(
+        trained.delta.clone(),
+        task.model_version,
+        task.round_id,
+        task.clip_norm,
+        task.noise_multiplier,
+        encoding,
+        rng,
+    )?;
+    Ok(Participation { upload: update.encode(), stats, trained, examples: examples.len() })
+}

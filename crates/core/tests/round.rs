@@ -1,0 +1,86 @@
+//! A device's whole part in a round: events -> training -> clipped, noised, encoded upload,
+//! and the refusals that come before any training.
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+mod common;
+
+use common::{pack, sports_fan};
+use hearth_core::HearthError;
+use hearth_core::engine::Engine;
+use hearth_core::noise::{Sampler, l2_norm};
+use hearth_core::round::{RoundTask, UploadEncoding, participate};
+use hearth_core::update::{Payload, Update, grid_step, rounding_bound};
+
+const NOW: i64 = 1_750_000_000_000;
+
+fn engine() -> Engine {
+    let (profile, ads) = sports_fan(NOW);
+    let mut e = Engine::new(pack(4), profile).unwrap();
+    e.set_catalog(ads).unwrap();
+    e
+}
+
+fn task(encoding: UploadEncoding) -> RoundTask {
+    serde_json::from_value(serde_json::json!({
+        "round_id": 17, "model_version": 3, "clip_norm": 0.5, "noise_multiplier": 1.1, "min_events": 20,
+        "encoding": encoding,
+    }))
+    .unwrap()
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn a_round_trains_and_uploads_only_the_noised_update() {
+    for encoding in [UploadEncoding::F32, UploadEncoding::Quantized] {
+        let mut e = engine();
+        let params = e.pack().params.values.len();
+        let out = participate(&mut e, &task(encoding), &mut Sampler::os()).unwrap();
+        assert!(out.trained.loss_after < out.trained.loss_before);
+        assert!(out.stats.pre_clip_norm > 0.5, "the delta needed clipping: {}", out.stats.pre_clip_norm);
+        // f32: the noised vector is the clipped one. Quantized: the stochastically rounded one,
+        // whose norm conditional rounding holds to C̃ grid units.
+        let bound = match encoding {
+            UploadEncoding::F32 => 0.5,
+            UploadEncoding::Quantized => {
+                let step = f64::from(grid_step(0.5, 1.1).unwrap());
+                rounding_bound(0.5 / step, params) * step
+            }
+        };
+        assert!(out.stats.clipped_norm <= bound * (1.0 + 1e-6), "pre-noise norm {} > {bound}", out.stats.clipped_norm);
+        assert!(e.local_u().iter().any(|v| *v != 0.0), "the device kept its reconstructed embedding");
+
+        let u = Update::decode(&out.upload).unwrap();
+        assert_eq!((u.round_id, u.model_version, u.clip_norm, u.noise_multiplier), (17, 3, 0.5, 1.1));
+        let values = u.values();
+        assert_eq!(values.len(), params);
+        assert!(matches!((&u.payload, encoding), (Payload::F32(_), UploadEncoding::F32) | (Payload::QuantizedI16 { .. }, UploadEncoding::Quantized)));
+        // Noise on every coordinate: the upload's norm is dominated by z·C·√d, far above C.
+        let expected = 1.1 * 0.5 * (params as f64).sqrt();
+        let norm = l2_norm(&values);
+        assert!((norm / expected - 1.0).abs() < 0.05, "upload norm {norm}, noise alone {expected}");
+        // Nothing readable from the profile or catalog travels in the bytes.
+        for needle in ["sports", "finance", "ad0", "adv-", "camp-"] {
+            assert!(!out.upload.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} in upload");
+        }
+    }
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn rounds_for_another_model_or_too_few_events_are_refused_before_training() {
+    let mut e = engine();
+    let before = e.local_u().to_vec();
+    let other = RoundTask { model_version: 4, ..task(UploadEncoding::F32) };
+    assert!(matches!(participate(&mut e, &other, &mut Sampler::os()), Err(HearthError::InvalidTraining(m)) if m.contains("model version")));
+    let greedy = RoundTask { min_events: 10_000, ..task(UploadEncoding::F32) };
+    assert!(matches!(participate(&mut e, &greedy, &mut Sampler::os()), Err(HearthError::InvalidTraining(m)) if m.contains("needs 10000")));
+    let bad_clip = RoundTask { clip_norm: -1.0, ..task(UploadEncoding::F32) };
+    assert!(participate(&mut e, &bad_clip, &mut Sampler::os()).is_err());
+    let unknown: Result<RoundTask, _> = serde_json::from_value(serde_json::json!({
+        "round_id": 1, "model_version": 3, "clip_norm": 1.0, "noise_multiplier": 1.0, "device_id": "x"
+    }));
+    assert!(unknown.is_err(), "tasks with unknown fields are refused");
+    assert_eq!(e.local_u(), &before[..], "refused rounds leave the device as it was");
+}
