@@ -74,14 +74,7 @@ struct Builder {
 impl Builder {
     /// Adds a node whose single output is named `out`; returns `out` for chaining.
     fn op(&mut self, op: &str, inputs: &[&str], out: &str, attrs: Vec<AttributeProto>) -> String {
-        self.nodes.push(NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![out.into()],
-            name: out.into(),
-            op_type: op.into(),
-            attribute: attrs,
-            ..Default::default()
-        });
+        self.nodes.push(node(op, inputs, out, attrs));
         out.into()
     }
 
@@ -122,11 +115,23 @@ impl Builder {
     }
 }
 
-fn ints_attr(name: &str, values: &[i64]) -> AttributeProto {
+/// A default-domain node with one output, named after that output.
+pub fn node(op: &str, inputs: &[&str], out: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        name: out.into(),
+        op_type: op.into(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+pub fn ints_attr(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: values.to_vec(), ..Default::default() }
 }
 
-fn int_attr(name: &str, value: i64) -> AttributeProto {
+pub fn int_attr(name: &str, value: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: value, ..Default::default() }
 }
 

@@ -8,32 +8,13 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 mod common;
 
 use hearth_core::HearthError;
-use hearth_core::graph::{Dim, value_info};
+use hearth_core::graph::{Dim, int_attr, ints_attr, node, value_info};
 use hearth_core::onnx_pb::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
-    attribute_proto::AttributeType, tensor_proto::DataType,
+    tensor_proto::DataType,
 };
 use hearth_core::tract_import::typed_model;
 use tract_core::prelude::*;
-
-fn node(op: &str, inputs: &[&str], out: &str, attrs: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![out.into()],
-        name: out.into(),
-        op_type: op.into(),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i, ..Default::default() }
-}
-
-fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: ints.to_vec(), ..Default::default() }
-}
 
 fn ints(name: &str, values: &[i64]) -> TensorProto {
     TensorProto {
