@@ -150,14 +150,19 @@ impl Engine {
         if let Some(rule) = &opts.diversity {
             order = rank::diversify(&order, |pos| &catalog.ads[candidates[pos]], rule);
         }
-        let request_side = reference::request_side(&self.pack.params, &req);
         let p = &self.pack.params;
-        // Each profile feature's weighted embedding: its share of the pooled user vector.
-        let shares: Vec<Vec<f32>> = names
-            .iter()
-            .zip(req.user.ids.iter().zip(&req.user.weights))
-            .map(|(_, (&id, &w))| reference::pool(p.get("emb"), p.arch.dim, &[id], &[w]))
-            .collect();
+        // Explanations need the request side and each profile feature's weighted embedding (its
+        // share of the pooled user vector); a ranking that asks for none skips both.
+        let (request_side, shares) = if opts.explain == 0 {
+            (None, Vec::new())
+        } else {
+            let shares = names
+                .iter()
+                .zip(req.user.ids.iter().zip(&req.user.weights))
+                .map(|(_, (&id, &w))| reference::pool(p.get("emb"), p.arch.dim, &[id], &[w]))
+                .collect();
+            (Some(reference::request_side(p, &req)), shares)
+        };
         Ok(order
             .into_iter()
             .take(opts.k)
@@ -168,7 +173,7 @@ impl Engine {
                     ad_id: catalog.ads[i].id.clone(),
                     score,
                     probability: rank::sigmoid(score),
-                    why: explain(p, &request_side, row, &names, &shares, opts.explain),
+                    why: request_side.as_ref().map_or_else(Vec::new, |rs| explain(p, rs, row, &names, &shares, opts.explain)),
                 }
             })
             .collect())
@@ -185,9 +190,6 @@ fn explain(
     shares: &[Vec<f32>],
     n: usize,
 ) -> Vec<Contribution> {
-    if n == 0 {
-        return Vec::new();
-    }
     let grad = reference::user_gradient(p, rs, side);
     let mut out: Vec<Contribution> = names
         .iter()
