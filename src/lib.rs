@@ -64,6 +64,8 @@ export interface RoundTask {
   /** L2 clip norm C; the noise per coordinate has standard deviation noise_multiplier × C. */
   clip_norm: number; noise_multiplier: number;
   min_events?: number; encoding?: "f32" | "quantized"; train?: TrainConfig;
+  /** Unix time (ms) after which the aggregator abandons the round. */
+  deadline_ms?: number;
 }
 export interface Deployment {
   population: number;

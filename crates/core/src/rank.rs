@@ -124,8 +124,12 @@ pub fn diversify<'a>(order: &[usize], ad_of: impl Fn(usize) -> &'a Ad, rule: &Di
         let ad = ad_of(i);
         let (adv, cat) = (ad.advertiser.as_deref(), ad.category.as_deref());
         if top.len() < rule.slots && fits(&by_adv, adv, rule.max_per_advertiser) && fits(&by_cat, cat, rule.max_per_category) {
-            adv.map(|a| *by_adv.entry(a).or_default() += 1);
-            cat.map(|c| *by_cat.entry(c).or_default() += 1);
+            if let Some(a) = adv {
+                *by_adv.entry(a).or_default() += 1;
+            }
+            if let Some(c) = cat {
+                *by_cat.entry(c).or_default() += 1;
+            }
             top.push(i);
         } else {
             rest.push(i);

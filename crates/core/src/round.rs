@@ -26,6 +26,10 @@ pub struct RoundTask {
     pub encoding: UploadEncoding,
     #[serde(default)]
     pub train: TrainConfig,
+    /// Unix time (ms) after which the aggregator abandons the round; a device that cannot
+    /// finish by then may sit it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,340 @@
+//! The round keeper: one thread owns the store and the running sum of the open round.
+//!
+//! Request handlers validate uploads in parallel and hand accepted ones over a bounded queue.
+//! The keeper drains the queue in batches, stores each batch in one transaction (group commit),
+//! and only then adds the updates to the running sum and acknowledges them, so every 2xx is on
+//! disk. Memory is one f64 per parameter, whatever the number of updates. On start it rebuilds
+//! the sum of the open round from the stored updates. What handlers read (the model, the task,
+//! the privacy status) is published as an immutable snapshot.
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::optimizer;
+use crate::privacy::{Budget, PrivacyStatus};
+use crate::store::{Closing, OptimizerState, RoundRow, Store, StoredModel};
+use crate::validate::{Expect, Reject};
+use axum::body::Bytes;
+use hearth_core::features::FeatureSpec;
+use hearth_core::pack::{ModelPack, sha256_hex};
+use hearth_core::params::Params;
+use hearth_core::round::RoundTask;
+use hearth_core::update::Update;
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{oneshot, watch};
+
+/// Updates stored per transaction at most.
+const MAX_BATCH: usize = 64;
+/// How often the keeper wakes without uploads, to enforce deadlines.
+const TICK: Duration = Duration::from_millis(500);
+
+/// An update that passed validation, and where to send the verdict.
+pub struct Submission {
+    pub update: Update,
+    pub reply: oneshot::Sender<Result<Accepted, Reject>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    pub round_id: u64,
+    /// Updates the round holds now, this one included.
+    pub accepted: u64,
+}
+
+/// A published model pack as served.
+#[derive(Debug)]
+pub struct Published {
+    pub version: u64,
+    pub onnx: Bytes,
+    pub manifest: Bytes,
+    pub etag: String,
+}
+
+#[derive(Debug)]
+pub struct OpenRound {
+    pub expect: Expect,
+    /// The task as devices fetch it (hearth-core's RoundTask).
+    pub task_json: Bytes,
+}
+
+/// What request handlers see; replaced whole on every change.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub model: Arc<Published>,
+    pub round: Option<OpenRound>,
+    pub privacy: PrivacyStatus,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("model pack: {0}")]
+    Model(#[from] hearth_core::HearthError),
+    #[error("cannot read {path}: {source}")]
+    Read { path: std::path::PathBuf, source: std::io::Error },
+    #[error("stored update of round {round} is unreadable: {detail}")]
+    Corrupt { round: u64, detail: String },
+}
+
+pub struct Keeper {
+    store: Store,
+    config: Config,
+    budget: Budget,
+    features: FeatureSpec,
+    params: Params,
+    optimizer_state: Option<OptimizerState>,
+    model: Arc<Published>,
+    round: Option<RoundRow>,
+    sum: Vec<f64>,
+    count: u64,
+    released: u64,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    metrics: Arc<Metrics>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Keeper {
+    /// Opens the store (seeding it with the initial model), recovers the open round and its
+    /// running sum, opens a round if none is open and the budget allows.
+    pub fn start(config: Config, metrics: Arc<Metrics>) -> Result<(Keeper, watch::Receiver<Arc<Snapshot>>), StartError> {
+        if let Some(dir) = config.database.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StartError::Read { path: dir.into(), source })?;
+        }
+        let mut store = Store::open(&config.database)?;
+        let stored = match store.latest_model()? {
+            Some(m) => m,
+            None => {
+                let m = read_initial_model(&config)?;
+                store.insert_first_model(&m, now_ms())?;
+                m
+            }
+        };
+        let pack = ModelPack::load(&stored.onnx, &stored.manifest)?;
+        let budget = Budget::new(&config)?;
+        let released = store.closed_rounds()?;
+        let round = store.open_round()?;
+        let mut sum = vec![0.0; pack.params.values.len()];
+        let mut count = 0;
+        if let Some(r) = round {
+            let mut bad = None;
+            count = store.for_each_update(r.id, |body| match Update::decode(body) {
+                Ok(u) => add(&mut sum, &u.values()),
+                Err(e) => bad = Some(e.to_string()),
+            })?;
+            if let Some(detail) = bad.or_else(|| (count != r.accepted).then(|| format!("{count} stored updates, {} counted", r.accepted))) {
+                return Err(StartError::Corrupt { round: r.id, detail });
+            }
+        }
+        let optimizer_state = store.optimizer_state()?;
+        let model = Arc::new(published(&stored));
+        let (tx, rx) = watch::channel(Arc::new(Snapshot { model: model.clone(), round: None, privacy: budget.status(released) }));
+        let mut keeper = Keeper {
+            store,
+            config,
+            budget,
+            features: pack.manifest.features.clone(),
+            params: pack.params,
+            optimizer_state,
+            model,
+            round,
+            sum,
+            count,
+            released,
+            snapshot: tx,
+            metrics,
+        };
+        if keeper.round.is_none() && keeper.may_train() {
+            let now = now_ms();
+            keeper.round = Some(keeper.store.start_round(keeper.model.version, now, keeper.deadline_from(now))?);
+        }
+        keeper.metrics.round_holds(keeper.count);
+        keeper.publish();
+        tracing::info!(model_version = keeper.model.version, round = ?keeper.round.map(|r| r.id), recovered_updates = keeper.count, "aggregator ready");
+        Ok((keeper, rx))
+    }
+
+    /// Serves the queue until every sender is gone.
+    pub fn run(mut self, queue: Receiver<Submission>) {
+        loop {
+            let wait = self.round.map_or(TICK, |r| Duration::from_millis((r.deadline_ms - now_ms()).clamp(1, TICK.as_millis() as i64) as u64));
+            match queue.recv_timeout(wait) {
+                Ok(first) => {
+                    let mut batch = vec![first];
+                    batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+                    self.store_batch(batch);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            self.enforce_deadline();
+        }
+    }
+
+    fn may_train(&self) -> bool {
+        self.released < self.budget.rounds_allowed
+    }
+
+    fn deadline_from(&self, now: i64) -> i64 {
+        now + (self.config.round.deadline_secs * 1000) as i64
+    }
+
+    fn store_batch(&mut self, batch: Vec<Submission>) {
+        let Some(round) = self.round else {
+            let reject = self.no_round();
+            batch.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
+            return;
+        };
+        let (current, stale): (Vec<_>, Vec<_>) = batch.into_iter().partition(|s| s.update.round_id == round.id);
+        for s in stale {
+            let detail = format!("round {} ended before this update was stored", s.update.round_id);
+            let _ = s.reply.send(Err(Reject::new(409, "wrong_round", detail)));
+        }
+        if current.is_empty() {
+            return;
+        }
+        let bodies: Vec<Vec<u8>> = current.iter().map(|s| s.update.encode()).collect();
+        let items: Vec<(&[u8; 16], &[u8])> = current.iter().zip(&bodies).map(|(s, b)| (&s.update.nonce, b.as_slice())).collect();
+        let fresh = match self.store.accept(round.id, &items) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "storing updates failed; none acknowledged");
+                let reject = Reject::new(503, "storage_unavailable", "the update could not be stored; retry later");
+                current.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
+                return;
+            }
+        };
+        for (s, is_new) in current.into_iter().zip(fresh) {
+            if is_new {
+                add(&mut self.sum, &s.update.values());
+                self.count += 1;
+                self.metrics.accepted(self.count);
+                let _ = s.reply.send(Ok(Accepted { round_id: round.id, accepted: self.count }));
+            } else {
+                let _ = s.reply.send(Err(Reject::new(409, "duplicate_nonce", "an update with this nonce was already accepted")));
+            }
+        }
+        if self.count >= self.config.round.min_clients {
+            self.close(round);
+        }
+    }
+
+    /// Releases the round: mean, server step, new pack, next round; all or nothing.
+    fn close(&mut self, round: RoundRow) {
+        let mean: Vec<f64> = self.sum.iter().map(|s| s / self.count as f64).collect();
+        let mut params = self.params.clone();
+        let state = optimizer::step(self.config.optimizer, &mut params.values, &mean, self.optimizer_state.clone());
+        let version = self.model.version + 1;
+        let (onnx, manifest) = ModelPack::write(&params, &self.features, version);
+        let model = StoredModel { version, sha256: sha256_hex(&onnx), onnx, manifest };
+        let now = now_ms();
+        let next_deadline = (self.released + 1 < self.budget.rounds_allowed).then(|| self.deadline_from(now));
+        let closing = Closing { round: round.id, accepted: self.count, model: &model, optimizer: state.as_ref(), now_ms: now };
+        match self.store.close_round(&closing, next_deadline) {
+            Ok(next) => {
+                tracing::info!(round = round.id, updates = self.count, model_version = version, "round closed, model published");
+                self.params = params;
+                self.optimizer_state = state;
+                self.model = Arc::new(published(&model));
+                self.released += 1;
+                self.begin(next);
+                self.metrics.round_closed();
+                if next.is_none() {
+                    tracing::warn!(rounds = self.released, "privacy budget spent; training stops");
+                }
+            }
+            // The round stays open with its updates; the next batch or tick retries.
+            Err(e) => tracing::error!(error = %e, round = round.id, "closing the round failed"),
+        }
+    }
+
+    fn enforce_deadline(&mut self) {
+        let Some(round) = self.round else { return };
+        let now = now_ms();
+        if now < round.deadline_ms {
+            return;
+        }
+        match self.store.abandon_round(round.id, self.model.version, now, self.deadline_from(now)) {
+            Ok(next) => {
+                tracing::warn!(round = round.id, updates = self.count, needed = self.config.round.min_clients, "round abandoned at its deadline; nothing released");
+                self.begin(Some(next));
+                self.metrics.round_abandoned();
+            }
+            Err(e) => tracing::error!(error = %e, round = round.id, "abandoning the round failed"),
+        }
+    }
+
+    fn begin(&mut self, next: Option<RoundRow>) {
+        self.round = next;
+        self.sum.iter_mut().for_each(|s| *s = 0.0);
+        self.count = 0;
+        self.metrics.round_holds(0);
+        self.publish();
+    }
+
+    fn no_round(&self) -> Reject {
+        if self.may_train() {
+            Reject::new(503, "no_open_round", "no round is open; retry later")
+        } else {
+            Reject::new(410, "privacy_budget_spent", "the privacy budget is spent; training has stopped")
+        }
+    }
+
+    fn publish(&self) {
+        let r = &self.config.round;
+        let round = self.round.map(|row| {
+            let task = RoundTask {
+                round_id: row.id,
+                model_version: row.model_version,
+                clip_norm: r.clip_norm,
+                noise_multiplier: r.noise_multiplier,
+                min_events: r.min_events,
+                encoding: r.encoding,
+                train: r.train.clone(),
+                deadline_ms: Some(row.deadline_ms),
+            };
+            OpenRound {
+                expect: Expect {
+                    round_id: row.id,
+                    model_version: row.model_version,
+                    clip_norm: r.clip_norm,
+                    noise_multiplier: r.noise_multiplier,
+                    encoding: r.encoding,
+                    params: self.params.values.len(),
+                },
+                task_json: serde_json::to_vec(&task).expect("task serialises").into(),
+            }
+        });
+        self.metrics.published(self.model.version, self.released);
+        self.snapshot.send_replace(Arc::new(Snapshot { model: self.model.clone(), round, privacy: self.budget.status(self.released) }));
+    }
+}
+
+fn add(sum: &mut [f64], values: &[f32]) {
+    sum.iter_mut().zip(values).for_each(|(s, &v)| *s += f64::from(v));
+}
+
+fn published(m: &StoredModel) -> Published {
+    Published {
+        version: m.version,
+        onnx: Bytes::copy_from_slice(&m.onnx),
+        manifest: Bytes::copy_from_slice(m.manifest.as_bytes()),
+        etag: format!("\"v{}-{}\"", m.version, &m.sha256[..16]),
+    }
+}
+
+fn read_initial_model(config: &Config) -> Result<StoredModel, StartError> {
+    let read = |name: &str| {
+        let path = config.initial_model.join(name);
+        std::fs::read(&path).map_err(|source| StartError::Read { path, source })
+    };
+    let onnx = read("model.onnx")?;
+    let manifest = String::from_utf8(read("manifest.json")?).map_err(|e| hearth_core::HearthError::Manifest(e.to_string()))?;
+    let pack = ModelPack::load(&onnx, &manifest)?;
+    Ok(StoredModel { version: pack.manifest.model_version, sha256: sha256_hex(&onnx), onnx, manifest })
+}

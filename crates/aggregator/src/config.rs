@@ -1,0 +1,245 @@
+//! Configuration: a TOML file, then `HEARTH_AGG__SECTION__KEY=value` environment overrides
+//! (value parsed as TOML, else taken as a string), then validation. Every field has a default,
+//! so an empty file is a working local setup.
+
+use hearth_core::round::UploadEncoding;
+use hearth_core::train::TrainConfig;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// No aggregate is ever released from fewer devices than this, whatever the file says.
+pub const MIN_CLIENTS_FLOOR: u64 = 10;
+/// Environment variables with this prefix override the file; `__` separates nested keys.
+pub const ENV_PREFIX: &str = "HEARTH_AGG__";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: String,
+    /// SQLite database file; created with its directory on first start.
+    pub database: PathBuf,
+    /// Model pack (model.onnx + manifest.json) that seeds an empty database.
+    pub initial_model: PathBuf,
+    /// Demo mode: serve this directory statically at `/`.
+    pub www: Option<PathBuf>,
+    /// Whole-body read deadline for an upload; slower senders get 408.
+    pub body_timeout_ms: u64,
+    /// Uploads waiting for the writer; beyond it the server answers 503 with Retry-After.
+    pub queue: usize,
+    pub round: RoundConfig,
+    pub optimizer: Optimizer,
+    pub privacy: PrivacyConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoundConfig {
+    /// K: accepted updates that close a round.
+    pub min_clients: u64,
+    /// A round still below K this long after it opened is abandoned.
+    pub deadline_secs: u64,
+    pub clip_norm: f32,
+    pub noise_multiplier: f32,
+    pub min_events: usize,
+    pub encoding: UploadEncoding,
+    pub train: TrainConfig,
+}
+
+/// The server step applied to the mean update Δ̄ when a round closes.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Optimizer {
+    /// w += lr · Δ̄ (lr = 1 is plain federated averaging).
+    FedAvg { lr: f32 },
+    /// Reddi et al. 2021: m = β1 m + (1−β1) Δ̄, v = β2 v + (1−β2) Δ̄², w += lr · m / (√v + τ).
+    FedAdam { lr: f32, beta1: f32, beta2: f32, tau: f32 },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Central ε the released models may spend in total; training stops before exceeding it.
+    pub epsilon_budget: f64,
+    pub delta: f64,
+    /// Devices that may take part; with K it sets the sampling rate the accountant assumes.
+    pub population: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8000".into(),
+            database: "target/aggregator/hearth.db".into(),
+            initial_model: "models/default".into(),
+            www: None,
+            body_timeout_ms: 10_000,
+            queue: 64,
+            round: RoundConfig::default(),
+            optimizer: Optimizer::default(),
+            privacy: PrivacyConfig::default(),
+        }
+    }
+}
+
+impl Default for RoundConfig {
+    fn default() -> Self {
+        RoundConfig {
+            min_clients: 100,
+            deadline_secs: 24 * 3600,
+            clip_norm: 1.0,
+            noise_multiplier: 1.0,
+            min_events: 20,
+            encoding: UploadEncoding::F32,
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        Optimizer::FedAvg { lr: 1.0 }
+    }
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig { epsilon_budget: 8.0, delta: 1e-6, population: 100_000 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Parse(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `path` (if given), applies the environment overrides in `env`, validates.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?,
+            None => String::new(),
+        };
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        for (key, value) in env {
+            if let Some(path) = key.strip_prefix(ENV_PREFIX) {
+                set_path(&mut table, &path.to_ascii_lowercase(), &value)?;
+            }
+        }
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let r = &self.round;
+        if r.min_clients < MIN_CLIENTS_FLOOR {
+            return bad(format!("round.min_clients = {} is below the floor of {MIN_CLIENTS_FLOOR}", r.min_clients));
+        }
+        if !(r.clip_norm.is_finite() && r.clip_norm > 0.0) {
+            return bad(format!("round.clip_norm = {} must be finite and positive", r.clip_norm));
+        }
+        // Without noise the released model has no finite ε.
+        if !(r.noise_multiplier.is_finite() && r.noise_multiplier > 0.0) {
+            return bad(format!("round.noise_multiplier = {} must be finite and positive", r.noise_multiplier));
+        }
+        if r.deadline_secs == 0 || self.body_timeout_ms == 0 || self.queue == 0 {
+            return bad("round.deadline_secs, body_timeout_ms and queue must be positive".into());
+        }
+        r.train.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let positive = |x: f32| x.is_finite() && x > 0.0;
+        let unit = |x: f32| (0.0..1.0).contains(&x);
+        match self.optimizer {
+            Optimizer::FedAvg { lr } if !positive(lr) => return bad(format!("optimizer.lr = {lr} must be positive")),
+            Optimizer::FedAdam { lr, beta1, beta2, tau } if !(positive(lr) && unit(beta1) && unit(beta2) && positive(tau)) => {
+                return bad("fed_adam needs lr > 0, beta1 and beta2 in [0, 1), tau > 0".into());
+            }
+            _ => {}
+        }
+        let p = &self.privacy;
+        if !(p.epsilon_budget.is_finite() && p.epsilon_budget > 0.0) {
+            return bad(format!("privacy.epsilon_budget = {} must be finite and positive", p.epsilon_budget));
+        }
+        if !(p.delta > 0.0 && p.delta < 1.0) {
+            return bad(format!("privacy.delta = {} must be in (0, 1)", p.delta));
+        }
+        if p.population < r.min_clients {
+            return bad(format!("privacy.population = {} is below round.min_clients = {}", p.population, r.min_clients));
+        }
+        Ok(())
+    }
+}
+
+/// Sets `a__b__c` in `table` to `value`, read as a TOML value where it parses as one.
+fn set_path(table: &mut toml::Table, path: &str, value: &str) -> Result<(), ConfigError> {
+    let mut keys: Vec<&str> = path.split("__").collect();
+    let last = keys.pop().filter(|k| !k.is_empty()).ok_or_else(|| ConfigError::Parse(format!("empty key in {path}")))?;
+    let mut at = table;
+    for key in keys {
+        let entry = at.entry(key).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = entry.as_table_mut().ok_or_else(|| ConfigError::Parse(format!("{key} in {path} is not a table")))?;
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.into()));
+    at.insert(last.into(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_nested_keys() {
+        let dir = std::env::temp_dir().join(format!("hearth-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[round]\nmin_clients = 50\n").unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("HEARTH_AGG__LISTEN", "0.0.0.0:9"),
+                ("HEARTH_AGG__ROUND__CLIP_NORM", "0.5"),
+                ("HEARTH_AGG__OPTIMIZER__KIND", "fed_adam"),
+                ("HEARTH_AGG__OPTIMIZER__LR", "0.01"),
+                ("HEARTH_AGG__OPTIMIZER__BETA1", "0.9"),
+                ("HEARTH_AGG__OPTIMIZER__BETA2", "0.99"),
+                ("HEARTH_AGG__OPTIMIZER__TAU", "0.001"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9");
+        assert_eq!(c.round.min_clients, 50);
+        assert_eq!(c.round.clip_norm, 0.5);
+        assert_eq!(c.optimizer, Optimizer::FedAdam { lr: 0.01, beta1: 0.9, beta2: 0.99, tau: 0.001 });
+    }
+
+    #[test]
+    fn unsafe_or_unknown_settings_are_refused() {
+        for (key, value) in [
+            ("HEARTH_AGG__ROUND__MIN_CLIENTS", "9"),
+            ("HEARTH_AGG__ROUND__NOISE_MULTIPLIER", "0"),
+            ("HEARTH_AGG__ROUND__CLIP_NORM", "-1"),
+            ("HEARTH_AGG__PRIVACY__DELTA", "1"),
+            ("HEARTH_AGG__PRIVACY__POPULATION", "5"),
+            ("HEARTH_AGG__OPTIMIZER__LR", "0"),
+            ("HEARTH_AGG__NO_SUCH_KEY", "1"),
+        ] {
+            assert!(Config::load(None, env(&[(key, value)])).is_err(), "{key}={value} accepted");
+        }
+        assert_eq!(Config::load(None, env(&[])).unwrap().round.min_clients, 100);
+    }
+}

@@ -1,0 +1,263 @@
+//! The HTTP API (documented in `openapi.json`). Handlers read the keeper's snapshot and never
+//! block on each other; uploads are validated here, in parallel, and only valid ones are queued.
+//! Nothing about the caller (address, headers) is logged or stored.
+
+use crate::aggregate::{Accepted, Published, Snapshot, Submission};
+use crate::metrics::Metrics;
+use crate::store;
+use crate::validate::{self, Reject};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+/// The media type of an upload body (hearth-core's update wire format).
+pub const UPDATE_MEDIA_TYPE: &str = "application/vnd.hearth.update";
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every API route, as written in `openapi.json` (a test holds the two together).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/v1/model/manifest.json"),
+    ("get", "/v1/model/model.onnx"),
+    ("get", "/v1/models/{version}/manifest.json"),
+    ("get", "/v1/models/{version}/model.onnx"),
+    ("get", "/v1/round"),
+    ("post", "/v1/updates"),
+    ("get", "/v1/privacy"),
+    ("get", "/v1/openapi.json"),
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+];
+
+#[derive(Clone)]
+pub struct App {
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub queue: SyncSender<Submission>,
+    pub metrics: Arc<Metrics>,
+    pub database: PathBuf,
+    pub body_timeout: Duration,
+}
+
+pub fn router(app: App, www: Option<PathBuf>) -> Router {
+    // Publisher pages on any origin fetch the model and task and upload; `Any` origin forbids
+    // credentials, so no cookie can ride along.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::IF_NONE_MATCH])
+        .expose_headers([header::ETAG]);
+    let api = Router::new()
+        .route("/v1/model/manifest.json", get(current_manifest))
+        .route("/v1/model/model.onnx", get(current_onnx))
+        .route("/v1/models/{version}/manifest.json", get(versioned_manifest))
+        .route("/v1/models/{version}/model.onnx", get(versioned_onnx))
+        .route("/v1/round", get(round_task))
+        .route("/v1/updates", post(upload))
+        .route("/v1/privacy", get(privacy))
+        .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
+        .layer(cors)
+        .with_state(app);
+    match www {
+        // Demo mode. Cross-origin isolation gives the bench page precise timers.
+        Some(dir) => api
+            .fallback_service(ServeDir::new(dir))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::HeaderName::from_static("cross-origin-opener-policy"),
+                HeaderValue::from_static("same-origin"),
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::HeaderName::from_static("cross-origin-embedder-policy"),
+                HeaderValue::from_static("require-corp"),
+            )),
+        None => api.fallback(|| async { reject(Reject::new(404, "not_found", "no such resource")) }),
+    }
+}
+
+fn reject(r: Reject) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut resp = (status, axum::Json(&r)).into_response();
+    if r.code == "busy" {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn snapshot(app: &App) -> Arc<Snapshot> {
+    app.snapshot.borrow().clone()
+}
+
+/// The current pack may change at any round close: revalidate every time (cheap with ETag).
+fn current_pack(headers: &HeaderMap, model: &Published, body: Bytes, content_type: &'static str) -> Response {
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == model.etag)) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, model.etag.clone())]).into_response();
+    }
+    let headers = [
+        (header::CONTENT_TYPE, content_type.to_string()),
+        (header::ETAG, model.etag.clone()),
+        (header::CACHE_CONTROL, "no-cache".to_string()),
+        (header::HeaderName::from_static("x-hearth-model-version"), model.version.to_string()),
+    ];
+    (headers, body).into_response()
+}
+
+async fn current_manifest(State(app): State<App>, headers: HeaderMap) -> Response {
+    let m = snapshot(&app).model.clone();
+    current_pack(&headers, &m, m.manifest.clone(), "application/json")
+}
+
+async fn current_onnx(State(app): State<App>, headers: HeaderMap) -> Response {
+    let m = snapshot(&app).model.clone();
+    current_pack(&headers, &m, m.onnx.clone(), "application/octet-stream")
+}
+
+/// A published version never changes, so it may be cached for good.
+async fn versioned(app: App, version: String, pick: fn(store::StoredModel) -> (Vec<u8>, &'static str)) -> Response {
+    let Ok(version) = version.parse::<u64>() else {
+        return reject(Reject::new(400, "bad_version", "model version must be an integer"));
+    };
+    let path = app.database.clone();
+    let found = tokio::task::spawn_blocking(move || store::connect(&path).and_then(|c| store::model(&c, version))).await;
+    match found {
+        Ok(Ok(Some(m))) => {
+            let etag = format!("\"v{}-{}\"", m.version, &m.sha256[..16]);
+            let (body, content_type) = pick(m);
+            let headers = [
+                (header::CONTENT_TYPE, content_type.to_string()),
+                (header::ETAG, etag),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_string()),
+            ];
+            (headers, body).into_response()
+        }
+        Ok(Ok(None)) => reject(Reject::new(404, "unknown_model_version", format!("no model version {version} was published"))),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "reading a model failed");
+            reject(Reject::new(503, "storage_unavailable", "the model could not be read"))
+        }
+        Err(_) => reject(Reject::new(503, "storage_unavailable", "the model could not be read")),
+    }
+}
+
+async fn versioned_manifest(State(app): State<App>, Path(version): Path<String>) -> Response {
+    versioned(app, version, |m| (m.manifest.into_bytes(), "application/json")).await
+}
+
+async fn versioned_onnx(State(app): State<App>, Path(version): Path<String>) -> Response {
+    versioned(app, version, |m| (m.onnx, "application/octet-stream")).await
+}
+
+async fn round_task(State(app): State<App>) -> Response {
+    let snap = snapshot(&app);
+    match &snap.round {
+        Some(r) => ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], r.task_json.clone()).into_response(),
+        None => reject(no_round(&snap)),
+    }
+}
+
+fn no_round(snap: &Snapshot) -> Reject {
+    if snap.privacy.training {
+        Reject::new(503, "no_open_round", "no round is open; retry later")
+    } else {
+        Reject::new(410, "privacy_budget_spent", "the privacy budget is spent; training has stopped")
+    }
+}
+
+async fn privacy(State(app): State<App>) -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(snapshot(&app).privacy.clone())).into_response()
+}
+
+async fn health(State(app): State<App>) -> Response {
+    let snap = snapshot(&app);
+    // A keeper that stopped drops its queue end; then nothing can be accepted.
+    let keeper_alive = app.snapshot.has_changed().is_ok();
+    let body = serde_json::json!({
+        "status": if keeper_alive { "ok" } else { "keeper_stopped" },
+        "model_version": snap.model.version,
+        "round_id": snap.round.as_ref().map(|r| r.expect.round_id),
+    });
+    let status = if keeper_alive { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let text = app.metrics.render(snapshot(&app).privacy.epsilon_spent);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn upload(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let verdict = accept_upload(&app, &headers, body).await;
+    app.metrics.upload_took(started.elapsed());
+    match verdict {
+        Ok(a) => (StatusCode::ACCEPTED, axum::Json(a)).into_response(),
+        Err(r) => {
+            app.metrics.rejected(r.code);
+            tracing::debug!(reason = r.code, "upload refused");
+            reject(r)
+        }
+    }
+}
+
+/// Header checks, bounded and timed body read, decode, validation, then the keeper's verdict.
+async fn accept_upload(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, Reject> {
+    let media_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap_or("").trim());
+    if !media_type.is_some_and(|t| t.eq_ignore_ascii_case(UPDATE_MEDIA_TYPE)) {
+        return Err(Reject::new(415, "unsupported_media_type", format!("uploads must be {UPDATE_MEDIA_TYPE}")));
+    }
+    if headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() != b"identity") {
+        return Err(Reject::new(415, "unsupported_content_encoding", "uploads must not be content-encoded"));
+    }
+    let snap = snapshot(app);
+    let round = snap.round.as_ref().ok_or_else(|| no_round(&snap))?;
+    let limit = round.expect.body_len();
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let bytes = read_body(body, limit, app.body_timeout).await?;
+    let update = validate::decode(&bytes)?;
+    drop(bytes);
+    validate::check(&update, &round.expect)?;
+    let (reply, verdict) = oneshot::channel();
+    app.queue.try_send(Submission { update, reply }).map_err(|e| match e {
+        TrySendError::Full(_) => Reject::new(503, "busy", "too many uploads in flight; retry shortly"),
+        TrySendError::Disconnected(_) => Reject::new(503, "storage_unavailable", "the aggregator is shutting down"),
+    })?;
+    verdict.await.unwrap_or_else(|_| Err(Reject::new(503, "storage_unavailable", "the aggregator is shutting down")))
+}
+
+fn too_large(limit: usize) -> Reject {
+    Reject::new(413, "payload_too_large", format!("an update for this round is {limit} bytes"))
+}
+
+/// Reads at most `limit` bytes, all within `timeout`: a sender that trickles is cut off.
+async fn read_body(mut body: Body, limit: usize, timeout: Duration) -> Result<Vec<u8>, Reject> {
+    let read = async {
+        let mut buf = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Reject::new(400, "body_read_failed", e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limit {
+                    return Err(too_large(limit));
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or_else(|_| Err(Reject::new(408, "body_timeout", format!("the body did not arrive within {} ms", timeout.as_millis()))))
+}

@@ -1,0 +1,39 @@
+//! hearth-aggregator: the federated aggregator. Devices fetch the model and the round task,
+//! upload clipped and noised updates (hearth-core's wire format); once a round holds K of them
+//! their mean moves the model and the next pack is published.
+
+pub mod aggregate;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod optimizer;
+pub mod privacy;
+pub mod store;
+pub mod validate;
+
+use aggregate::Keeper;
+use config::Config;
+use metrics::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Runs the aggregator on `listener` until `shutdown` resolves; the keeper stores what is in
+/// flight before this returns.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Box<dyn std::error::Error>> {
+    let metrics = Arc::new(Metrics::default());
+    let (keeper, snapshot) = Keeper::start(config.clone(), metrics.clone())?;
+    let (queue, inbox) = std::sync::mpsc::sync_channel(config.queue);
+    let keeper = std::thread::Builder::new().name("round-keeper".into()).spawn(move || keeper.run(inbox))?;
+    let app = http::App {
+        snapshot,
+        queue,
+        metrics,
+        database: config.database.clone(),
+        body_timeout: Duration::from_millis(config.body_timeout_ms),
+    };
+    axum::serve(listener, http::router(app, config.www.clone())).with_graceful_shutdown(shutdown).await?;
+    // The router (and with it the queue's sending end) is gone: the keeper drains and exits.
+    keeper.join().map_err(|_| "the round keeper panicked")?;
+    Ok(())
+}

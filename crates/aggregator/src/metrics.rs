@@ -1,0 +1,95 @@
+//! Prometheus metrics, rendered by hand in the text exposition format: a few counters, gauges
+//! and one latency histogram need no registry.
+
+use crate::validate::REASONS;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the upload latency histogram.
+const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 10.0];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    accepted_total: AtomicU64,
+    rejected: [AtomicU64; REASONS.len()],
+    rounds_closed: AtomicU64,
+    rounds_abandoned: AtomicU64,
+    round_updates: AtomicU64,
+    model_version: AtomicU64,
+    rounds_released: AtomicU64,
+    latency_buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_micros: AtomicU64,
+}
+
+impl Metrics {
+    /// An update was stored; the open round now holds `in_round`.
+    pub fn accepted(&self, in_round: u64) {
+        self.accepted_total.fetch_add(1, Relaxed);
+        self.round_updates.store(in_round, Relaxed);
+    }
+
+    /// The open round holds `n` updates (after a restart, or 0 for a new round).
+    pub fn round_holds(&self, n: u64) {
+        self.round_updates.store(n, Relaxed);
+    }
+
+    pub fn rejected(&self, code: &str) {
+        if let Some(i) = REASONS.iter().position(|r| *r == code) {
+            self.rejected[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn round_closed(&self) {
+        self.rounds_closed.fetch_add(1, Relaxed);
+    }
+
+    pub fn round_abandoned(&self) {
+        self.rounds_abandoned.fetch_add(1, Relaxed);
+    }
+
+    pub fn published(&self, model_version: u64, rounds_released: u64) {
+        self.model_version.store(model_version, Relaxed);
+        self.rounds_released.store(rounds_released, Relaxed);
+    }
+
+    pub fn upload_took(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (bound, count) in BUCKETS.iter().zip(&self.latency_buckets) {
+            if s <= *bound {
+                count.fetch_add(1, Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_micros.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    /// The exposition text; `epsilon_spent` comes from the current snapshot.
+    pub fn render(&self, epsilon_spent: f64) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let get = |a: &AtomicU64| a.load(Relaxed) as f64;
+        let one = |a: &AtomicU64| vec![(String::new(), get(a))];
+        metric("hearth_updates_accepted_total", "counter", "Updates stored and counted in a round.", &one(&self.accepted_total));
+        let rejected: Vec<_> = REASONS.iter().zip(&self.rejected).map(|(r, c)| (format!("{{reason=\"{r}\"}}"), get(c))).collect();
+        metric("hearth_updates_rejected_total", "counter", "Uploads refused, by reason.", &rejected);
+        metric("hearth_rounds_closed_total", "counter", "Rounds released as a new model.", &one(&self.rounds_closed));
+        metric("hearth_rounds_abandoned_total", "counter", "Rounds dropped at their deadline.", &one(&self.rounds_abandoned));
+        metric("hearth_round_updates", "gauge", "Updates held by the open round.", &one(&self.round_updates));
+        metric("hearth_model_version", "gauge", "Version of the published model.", &one(&self.model_version));
+        metric("hearth_rounds_released", "gauge", "Rounds whose aggregate was released.", &one(&self.rounds_released));
+        metric("hearth_epsilon_spent", "gauge", "Central epsilon of the released models.", &[(String::new(), epsilon_spent)]);
+        let mut latency: Vec<_> = BUCKETS.iter().zip(&self.latency_buckets).map(|(b, c)| (format!("_bucket{{le=\"{b}\"}}"), get(c))).collect();
+        latency.push(("_bucket{le=\"+Inf\"}".into(), get(&self.latency_count)));
+        latency.push(("_sum".into(), get(&self.latency_micros) / 1e6));
+        latency.push(("_count".into(), get(&self.latency_count)));
+        metric("hearth_upload_seconds", "histogram", "Time from request to verdict for uploads.", &latency);
+        out
+    }
+}

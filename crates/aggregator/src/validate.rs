@@ -1,0 +1,156 @@
+//! Checks an uploaded update against the open round before anything is stored. Pure: the
+//! HTTP layer reads the body, this decides, the store only ever sees accepted updates.
+
+use hearth_core::HearthError;
+use hearth_core::noise::l2_norm;
+use hearth_core::round::UploadEncoding;
+use hearth_core::update::{Encoding, Payload, Update, UpdateError, grid_step, rounding_bound};
+use serde::Serialize;
+
+/// Noise norms farther than this many standard deviations from their mean are treated as
+/// not noised as declared. ‖noise‖ is 1-Lipschitz in the Gaussian, so an honest update
+/// falls outside with probability at most 2·exp(−t²/2) ≈ 2.5e-14 at t = 8.
+pub const NORM_TAIL_SIGMAS: f64 = 8.0;
+
+/// Why an upload was refused; `code` is the machine-readable reason in the 4xx body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reject {
+    #[serde(skip)]
+    pub status: u16,
+    #[serde(rename = "error")]
+    pub code: &'static str,
+    pub detail: String,
+}
+
+impl Reject {
+    pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Reject {
+        Reject { status, code, detail: detail.into() }
+    }
+}
+
+/// Every reason code an upload can be refused with, for the metrics' label set.
+pub const REASONS: &[&str] = &[
+    "unsupported_media_type",
+    "unsupported_content_encoding",
+    "payload_too_large",
+    "body_timeout",
+    "body_read_failed",
+    "malformed_update",
+    "unsupported_format_version",
+    "non_finite",
+    "no_open_round",
+    "privacy_budget_spent",
+    "stale_model",
+    "wrong_round",
+    "privacy_parameters_mismatch",
+    "wrong_encoding",
+    "wrong_parameter_count",
+    "implausible_norm",
+    "duplicate_nonce",
+    "busy",
+    "storage_unavailable",
+];
+
+/// What the open round expects of an update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expect {
+    pub round_id: u64,
+    pub model_version: u64,
+    pub clip_norm: f32,
+    pub noise_multiplier: f32,
+    pub encoding: UploadEncoding,
+    pub params: usize,
+}
+
+impl Expect {
+    /// Exact byte size of a well-formed upload, which is also the body limit.
+    pub fn body_len(&self) -> usize {
+        use hearth_core::update::{F32_HEADER_LEN, QUANTIZED_HEADER_LEN};
+        match self.encoding {
+            UploadEncoding::F32 => F32_HEADER_LEN + 4 * self.params,
+            UploadEncoding::Quantized => QUANTIZED_HEADER_LEN + 2 * self.params,
+        }
+    }
+}
+
+/// Decodes the body; wire-format defects become 400s.
+pub fn decode(body: &[u8]) -> Result<Update, Reject> {
+    Update::decode(body).map_err(|e| match e {
+        HearthError::Update(UpdateError::UnknownVersion(_)) => Reject::new(400, "unsupported_format_version", e.to_string()),
+        HearthError::NonFinite { .. } => Reject::new(422, "non_finite", e.to_string()),
+        _ => Reject::new(400, "malformed_update", e.to_string()),
+    })
+}
+
+/// Round, model, privacy parameters, encoding, size and norm, in that order.
+pub fn check(update: &Update, expect: &Expect) -> Result<(), Reject> {
+    if update.model_version != expect.model_version {
+        return Err(Reject::new(
+            409,
+            "stale_model",
+            format!("update is for model {}, the open round trains model {}", update.model_version, expect.model_version),
+        ));
+    }
+    if update.round_id != expect.round_id {
+        return Err(Reject::new(409, "wrong_round", format!("update is for round {}, round {} is open", update.round_id, expect.round_id)));
+    }
+    if update.clip_norm != expect.clip_norm || update.noise_multiplier != expect.noise_multiplier {
+        return Err(Reject::new(
+            422,
+            "privacy_parameters_mismatch",
+            format!(
+                "update declares C = {}, z = {}; the round asks C = {}, z = {}",
+                update.clip_norm, update.noise_multiplier, expect.clip_norm, expect.noise_multiplier
+            ),
+        ));
+    }
+    let wanted = match expect.encoding {
+        UploadEncoding::F32 => Encoding::F32,
+        UploadEncoding::Quantized => Encoding::QuantizedI16,
+    };
+    if update.encoding() != wanted {
+        return Err(Reject::new(422, "wrong_encoding", format!("update is {:?}, the round asks {wanted:?}", update.encoding())));
+    }
+    let values = update.values();
+    if values.len() != expect.params {
+        return Err(Reject::new(
+            422,
+            "wrong_parameter_count",
+            format!("{} parameters, the model has {}", values.len(), expect.params),
+        ));
+    }
+    let (low, high) = plausible_norm(update, expect)?;
+    let norm = l2_norm(&values);
+    if !(low..=high).contains(&norm) {
+        return Err(Reject::new(
+            422,
+            "implausible_norm",
+            format!("‖update‖ = {norm:.4} is outside [{low:.4}, {high:.4}], the range of a clipped update noised with the declared C and z"),
+        ));
+    }
+    Ok(())
+}
+
+/// The norms an honest update can have: signal s with ‖s‖ ≤ C plus Gaussian noise n of
+/// standard deviation σ per coordinate, ‖n‖ within NORM_TAIL_SIGMAS·σ of σ√d. The quantized
+/// encoding noises a conditionally rounded signal of norm ≤ C̃γ with σ = zC̃γ and rounds the
+/// result to the grid, which moves the norm by at most γ√d/2.
+fn plausible_norm(update: &Update, expect: &Expect) -> Result<(f64, f64), Reject> {
+    let d = expect.params as f64;
+    let z = f64::from(expect.noise_multiplier);
+    let (signal, sigma, rounding) = match &update.payload {
+        Payload::F32(_) => (f64::from(expect.clip_norm), z * f64::from(expect.clip_norm), 0.0),
+        Payload::QuantizedI16 { step, .. } => {
+            let expected_step = grid_step(expect.clip_norm, expect.noise_multiplier).map_err(|e| Reject::new(422, "malformed_update", e.to_string()))?;
+            if *step != expected_step {
+                return Err(Reject::new(422, "malformed_update", format!("grid step {step} is not {expected_step}, the step C and z give")));
+            }
+            let gamma = f64::from(*step);
+            let bound = rounding_bound(f64::from(expect.clip_norm) / gamma, expect.params) * gamma;
+            (bound, z * bound, gamma * d.sqrt() / 2.0)
+        }
+    };
+    let low = sigma * ((d - 1.0).max(0.0).sqrt() - NORM_TAIL_SIGMAS) - signal - rounding;
+    let high = sigma * (d.sqrt() + NORM_TAIL_SIGMAS) + signal + rounding;
+    Ok((low.max(0.0), high))
+}

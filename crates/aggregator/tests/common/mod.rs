@@ -1,0 +1,237 @@
+//! Runs the real `hearth-aggregator` binary on loopback and talks HTTP to it.
+#![allow(dead_code)]
+
+use hearth_core::features::{FeatureSpec, HASH_NAME};
+use hearth_core::noise::Sampler;
+use hearth_core::pack::ModelPack;
+use hearth_core::params::{Arch, Gaussian, Params};
+use hearth_core::round::RoundTask;
+use hearth_core::update::{Encoding, Update, build_update};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const UPDATE_TYPE: &str = "application/vnd.hearth.update";
+
+/// A scratch directory under the target dir, emptied first.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes a small pack (about 4,400 parameters) to `dir/pack` and returns that directory.
+pub fn small_pack(dir: &Path) -> PathBuf {
+    let arch = Arch { buckets: 512, dim: 8, hidden: 12 };
+    let spec = FeatureSpec { hash: HASH_NAME.into(), seed: 5, buckets: 512, user_slots: 8, context_slots: 4, ad_slots: 6 };
+    let (onnx, manifest) = ModelPack::write(&Params::init(arch, 9), &spec, 1);
+    let out = dir.join("pack");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("model.onnx"), onnx).unwrap();
+    std::fs::write(out.join("manifest.json"), manifest).unwrap();
+    out
+}
+
+pub fn default_pack() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/default")
+}
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+impl Server {
+    /// Starts the binary with `config` (TOML) written to `dir/aggregator.toml`; the database
+    /// lives in `dir` too, so a second start on the same `dir` is a restart.
+    pub fn start(dir: &Path, config: &str) -> Server {
+        let file = dir.join("aggregator.toml");
+        std::fs::write(&file, config).unwrap();
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stderr.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hearth-aggregator"))
+            .arg("--config")
+            .arg(&file)
+            .env("HEARTH_AGG__LISTEN", "\"127.0.0.1:0\"")
+            .env("HEARTH_AGG__DATABASE", format!("{:?}", dir.join("hearth.db")))
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+        assert!(url.starts_with("http://"), "server did not start: {line:?}; see {}", dir.join("stderr.log").display());
+        let server = Server { child, url, dir: dir.into() };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if get(&self.url("/healthz")).0 == 200 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server never became healthy");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn sigkill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn kill(mut self) {
+        self.sigkill();
+    }
+
+    pub fn task(&self) -> RoundTask {
+        let (status, _, body) = get(&self.url("/v1/round"));
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).expect("the task parses as hearth-core's RoundTask")
+    }
+
+    /// A gauge or counter from /metrics (first sample with that exact name and labels).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, _, body) = get(&self.url("/metrics"));
+        let text = String::from_utf8(body).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no metric {name}"))
+            .parse()
+            .unwrap()
+    }
+
+    pub fn post(&self, body: &[u8]) -> (u16, serde_json::Value) {
+        post(&self.url("/v1/updates"), UPDATE_TYPE, body)
+    }
+
+    /// Waits until the open round is no longer `round`.
+    pub fn wait_round_after(&self, round: u64) -> RoundTask {
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            let t = self.task();
+            if t.round_id != round {
+                return t;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("round {round} never closed");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// (status, headers as lower-case pairs, body)
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut req = agent().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.call().unwrap();
+    let hs = resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+    let body = resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap();
+    (resp.status().as_u16(), hs, body)
+}
+
+pub fn get(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    get_with(url, &[])
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+pub fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let mut resp = agent().post(url).header("Content-Type", content_type).send(body).unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// An honest update for `task`: a random delta of norm about C, clipped, noised and encoded by
+/// hearth-core, with a fresh nonce.
+pub fn honest_update(task: &RoundTask, params: usize, seed: u64, encoding: Encoding) -> Update {
+    let mut g = Gaussian::new(seed);
+    let scale = task.clip_norm / (params as f32).sqrt();
+    let delta = (0..params).map(|_| g.next() as f32 * scale).collect();
+    build_update(delta, task.model_version, task.round_id, task.clip_norm, task.noise_multiplier, encoding, &mut Sampler::os()).unwrap().0
+}
+
+pub fn pack_at(onnx: &[u8], manifest: &[u8]) -> ModelPack {
+    ModelPack::load(onnx, std::str::from_utf8(manifest).unwrap()).unwrap()
+}
+
+/// The current pack as served.
+pub fn fetch_pack(server: &Server) -> (ModelPack, String) {
+    let (s1, h, manifest) = get(&server.url("/v1/model/manifest.json"));
+    let (s2, _, onnx) = get(&server.url("/v1/model/model.onnx"));
+    assert_eq!((s1, s2), (200, 200));
+    (pack_at(&onnx, &manifest), header(&h, "etag").unwrap().to_string())
+}
+
+/// Raw bytes over a fresh connection, for requests an HTTP client will not send; returns the
+/// status line's code and the rest of the response.
+pub fn raw(url: &str, chunks: &[(&[u8], Duration)]) -> (u16, String) {
+    use std::io::Write;
+    let addr = url.trim_start_matches("http://").split('/').next().unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    for (bytes, pause) in chunks {
+        // The server may answer and close early; later writes then fail, which is fine.
+        if s.write_all(bytes).is_err() {
+            break;
+        }
+        std::thread::sleep(*pause);
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text)
+}
+
+/// Mean of decoded updates, in f64.
+pub fn mean(updates: &[Update]) -> Vec<f64> {
+    let mut sum = vec![0f64; updates[0].values().len()];
+    for u in updates {
+        sum.iter_mut().zip(u.values()).for_each(|(s, v)| *s += f64::from(v));
+    }
+    sum.iter().map(|s| s / updates.len() as f64).collect()
+}
+
+/// Asserts that `after = before + lr · mean` parameter by parameter.
+pub fn assert_fedavg(before: &Params, after: &Params, lr: f64, mean: &[f64]) {
+    assert_eq!(before.values.len(), mean.len());
+    for (i, ((b, a), m)) in before.values.iter().zip(&after.values).zip(mean).enumerate() {
+        let want = f64::from(*b) + lr * m;
+        assert!((f64::from(*a) - want).abs() <= 1e-6 + 1e-6 * want.abs(), "param {i}: {a} != {want}");
+    }
+}
+
+/// Config for tests: K = `k`, FedAvg at lr 0.01, z = 1, C = 1, a budget that allows many rounds.
+pub fn config(initial_model: &Path, k: u64, extra: &str) -> String {
+    format!(
+        "initial_model = {:?}\nbody_timeout_ms = 1500\n{extra}\n[round]\nmin_clients = {k}\nclip_norm = 1.0\nnoise_multiplier = 1.0\nmin_events = 5\n\
+         [optimizer]\nkind = \"fed_avg\"\nlr = 0.01\n[privacy]\nepsilon_budget = 50.0\ndelta = 1e-6\npopulation = 100000\n",
+        initial_model
+    )
+}
