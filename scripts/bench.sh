@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: native ranking benchmark (xtask), then the browser benchmark
-# (www/bench/ in headless Chromium); writes target/bench/score.json and train.json.
+# (www/bench/ in headless Chromium), then the aggregator under upload load;
+# writes target/bench/score.json, train.json and aggregator.json.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -14,6 +15,11 @@ cargo run -p xtask --release -- bench-native --out target/bench/score-native.jso
 log "native: xtask bench-train"
 rm -f target/bench/train-native.json
 cargo run -p xtask --release -- bench-train --out target/bench/train-native.json
+
+log "aggregator: xtask bench-aggregator (load generator in its own process)"
+cargo build --release -p hearth-aggregator
+rm -f target/bench/aggregator.json
+cargo run -p xtask --release -- bench-aggregator --out target/bench/aggregator.json
 
 log "browser: www/bench/"
 node scripts/bench.mjs "$@"

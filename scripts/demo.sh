@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make demo`: build the module and serve www/ (demo page at /demo/).
-# PORT=8080 make demo picks the port (default 8000).
+# `make demo`: build the browser module and run the aggregator in demo mode: one
+# process serves www/ (demo page at /demo/) and the aggregator API (/v1/...).
+# PORT=8080 make demo picks the port (default 8000); the database is
+# target/demo/hearth.db (delete it to start over).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -12,6 +14,8 @@ if grep -q '"gen-demo"' xtask/src/main.rs; then
   cargo run -p xtask --release -- gen-demo
 fi
 
+log "building hearth-aggregator"
+cargo build --release -p hearth-aggregator
 PORT="${PORT:-8000}"
 log "open http://127.0.0.1:$PORT/demo/  (Ctrl-C to stop)"
-exec node scripts/serve.mjs --port "$PORT" --quiet
+HEARTH_AGG__LISTEN="\"127.0.0.1:$PORT\"" exec target/release/hearth-aggregator --config crates/aggregator/demo.toml

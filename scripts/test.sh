@@ -3,7 +3,8 @@
 #   1. native:   cargo test --workspace
 #   2. wasm:     hearth-core's suite in headless Chromium (test-wasm.sh)
 #   3. browser:  build www/pkg, then the Playwright tests in tests/browser/
-#                (module API, parity with native and onnxruntime-web, demo page, server)
+#                (module API, parity with native and onnxruntime-web, demo page served
+#                by the aggregator in demo mode, server)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -17,6 +18,7 @@ scripts/test-wasm.sh
 scripts/build-wasm.sh
 
 log "browser: node --test tests/browser/"
+cargo build -p hearth-aggregator # the demo test runs target/debug/hearth-aggregator
 node --test tests/browser/
 
 log "all tests passed"

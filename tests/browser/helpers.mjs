@@ -1,6 +1,11 @@
 // Shared setup for the browser tests: one static server and one Chromium per
 // test file, and pages that have the built module (www/pkg) loaded.
 import { after, before } from 'node:test';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { startServer } from '../../scripts/serve.mjs';
 import { launchChromium, openPage } from '../../scripts/browser.mjs';
 
@@ -49,4 +54,35 @@ export async function hearthPage(env) {
   });
   page.closeAll = () => context.close();
   return page;
+}
+
+// The real aggregator in demo mode (serving www/) on a free port with a fresh
+// database; `cargo test` or `cargo build -p hearth-aggregator` builds the binary.
+export async function startAggregator() {
+  const bin = process.env.HEARTH_AGGREGATOR ?? 'target/debug/hearth-aggregator';
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-agg-'));
+  const child = spawn(bin, [], {
+    env: {
+      ...process.env,
+      HEARTH_AGG__LISTEN: '"127.0.0.1:0"',
+      HEARTH_AGG__DATABASE: JSON.stringify(path.join(dir, 'hearth.db')),
+      HEARTH_AGG__WWW: '"www"',
+      HEARTH_LOG: 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const line = await new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`${bin} exited with ${code}`)));
+    createInterface({ input: child.stdout }).once('line', resolve);
+  });
+  const url = line.trim().split(' ').at(-1);
+  return {
+    url,
+    async close() {
+      child.kill('SIGTERM');
+      await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

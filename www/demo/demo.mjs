@@ -92,8 +92,9 @@ function render() {
 async function main() {
   await init();
   const [onnx, manifest, cat] = await Promise.all([
-    fetchOk('/models/default/model.onnx').then((r) => r.arrayBuffer()),
-    fetchOk('/models/default/manifest.json').then((r) => r.text()),
+    // The aggregator's current model (make demo serves this page from the aggregator).
+    fetchOk('/v1/model/model.onnx').then((r) => r.arrayBuffer()),
+    fetchOk('/v1/model/manifest.json').then((r) => r.text()),
     fetchOk('./catalog.json').then((r) => r.json()),
   ]);
   catalog = cat;

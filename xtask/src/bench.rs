@@ -90,7 +90,7 @@ fn time(mut f: impl FnMut()) -> (f64, f64) {
     (percentile(&samples, 0.5), percentile(&samples, 0.95))
 }
 
-fn commit() -> String {
+pub fn commit() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
@@ -167,7 +167,7 @@ pub fn train(args: &[String]) -> Result<(), String> {
     write_records(&out, records)
 }
 
-fn write_records(out: &Path, records: Vec<Value>) -> Result<(), String> {
+pub fn write_records(out: &Path, records: Vec<Value>) -> Result<(), String> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     }

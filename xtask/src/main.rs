@@ -3,6 +3,8 @@
 
 mod bench;
 mod fixture;
+mod loadgen;
+mod sink;
 
 use hearth_core::features::{FeatureSpec, HASH_NAME};
 use hearth_core::pack::ModelPack;
@@ -34,7 +36,9 @@ fn main() {
         Some("rank-fixture") => fixture::rank_fixture(&args),
         Some("bench-native") => bench::native(&args),
         Some("bench-train") => bench::train(&args),
-        _ => Err("usage: xtask gen-pack [--out DIR] [--seed N] [--version V] | rank-fixture FIXTURE.json [--pack DIR] | bench-native [--out FILE] | bench-train [--out FILE]".into()),
+        Some("bench-aggregator") => loadgen::run(&args),
+        Some("http-sink") => sink::run(args.get(1).map_or("f32", String::as_str)),
+        _ => Err("usage: xtask gen-pack [--out DIR] [--seed N] [--version V] | rank-fixture FIXTURE.json [--pack DIR] | bench-native [--out FILE] | bench-train [--out FILE] | bench-aggregator [--out FILE] [--server BIN] [--seconds S]".into()),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e}");

@@ -33,6 +33,9 @@ const TICK: Duration = Duration::from_millis(500);
 /// An update that passed validation, and where to send the verdict.
 pub struct Submission {
     pub update: Update,
+    /// The bytes as uploaded, stored as they are (the keeper is the serial part: it does not
+    /// re-encode).
+    pub body: Vec<u8>,
     pub reply: oneshot::Sender<Result<Accepted, Reject>>,
 }
 
@@ -124,7 +127,7 @@ impl Keeper {
         if let Some(r) = round {
             let mut bad = None;
             count = store.for_each_update(r.id, |body| match Update::decode(body) {
-                Ok(u) => add(&mut sum, &u.values()),
+                Ok(u) => add(&mut sum, &u),
                 Err(e) => bad = Some(e.to_string()),
             })?;
             if let Some(detail) = bad.or_else(|| (count != r.accepted).then(|| format!("{count} stored updates, {} counted", r.accepted))) {
@@ -198,8 +201,7 @@ impl Keeper {
         if current.is_empty() {
             return;
         }
-        let bodies: Vec<Vec<u8>> = current.iter().map(|s| s.update.encode()).collect();
-        let items: Vec<(&[u8; 16], &[u8])> = current.iter().zip(&bodies).map(|(s, b)| (&s.update.nonce, b.as_slice())).collect();
+        let items: Vec<(&[u8; 16], &[u8])> = current.iter().map(|s| (&s.update.nonce, s.body.as_slice())).collect();
         let fresh = match self.store.accept(round.id, &items) {
             Ok(f) => f,
             Err(e) => {
@@ -211,7 +213,7 @@ impl Keeper {
         };
         for (s, is_new) in current.into_iter().zip(fresh) {
             if is_new {
-                add(&mut self.sum, &s.update.values());
+                add(&mut self.sum, &s.update);
                 self.count += 1;
                 self.metrics.accepted(self.count);
                 let _ = s.reply.send(Ok(Accepted { round_id: round.id, accepted: self.count }));
@@ -315,8 +317,8 @@ impl Keeper {
     }
 }
 
-fn add(sum: &mut [f64], values: &[f32]) {
-    sum.iter_mut().zip(values).for_each(|(s, &v)| *s += f64::from(v));
+fn add(sum: &mut [f64], update: &Update) {
+    sum.iter_mut().zip(update.iter_values()).for_each(|(s, v)| *s += f64::from(v));
 }
 
 fn published(m: &StoredModel) -> Published {

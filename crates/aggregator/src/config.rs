@@ -24,7 +24,11 @@ pub struct Config {
     pub www: Option<PathBuf>,
     /// Whole-body read deadline for an upload; slower senders get 408.
     pub body_timeout_ms: u64,
-    /// Uploads waiting for the writer; beyond it the server answers 503 with Retry-After.
+    /// Uploads read, validated or waiting for the keeper at once; more wait their turn before
+    /// their body is read, which bounds memory under any load.
+    pub upload_concurrency: usize,
+    /// Validated uploads waiting for the keeper; beyond it the server answers 503 with
+    /// Retry-After.
     pub queue: usize,
     pub round: RoundConfig,
     pub optimizer: Optimizer,
@@ -73,6 +77,7 @@ impl Default for Config {
             initial_model: "models/default".into(),
             www: None,
             body_timeout_ms: 10_000,
+            upload_concurrency: 32,
             queue: 64,
             round: RoundConfig::default(),
             optimizer: Optimizer::default(),
@@ -148,8 +153,8 @@ impl Config {
         if !(r.noise_multiplier.is_finite() && r.noise_multiplier > 0.0) {
             return bad(format!("round.noise_multiplier = {} must be finite and positive", r.noise_multiplier));
         }
-        if r.deadline_secs == 0 || self.body_timeout_ms == 0 || self.queue == 0 {
-            return bad("round.deadline_secs, body_timeout_ms and queue must be positive".into());
+        if r.deadline_secs == 0 || self.body_timeout_ms == 0 || self.queue == 0 || self.upload_concurrency == 0 {
+            return bad("round.deadline_secs, body_timeout_ms, upload_concurrency and queue must be positive".into());
         }
         r.train.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let positive = |x: f32| x.is_finite() && x > 0.0;

@@ -10,14 +10,14 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -47,6 +47,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub database: PathBuf,
     pub body_timeout: Duration,
+    /// Permits to read and hold an upload (see `Config::upload_concurrency`).
+    pub uploads: Arc<Semaphore>,
 }
 
 pub fn router(app: App, www: Option<PathBuf>) -> Router {
@@ -73,6 +75,7 @@ pub fn router(app: App, www: Option<PathBuf>) -> Router {
     match www {
         // Demo mode. Cross-origin isolation gives the bench page precise timers.
         Some(dir) => api
+            .route("/", get(|| async { Redirect::to("/demo/") }))
             .fallback_service(ServeDir::new(dir))
             .layer(SetResponseHeaderLayer::if_not_present(
                 header::HeaderName::from_static("cross-origin-opener-policy"),
@@ -226,12 +229,12 @@ async fn accept_upload(app: &App, headers: &HeaderMap, body: Body) -> Result<Acc
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
+    let _permit = app.uploads.acquire().await.map_err(|_| Reject::new(503, "storage_unavailable", "the aggregator is shutting down"))?;
     let bytes = read_body(body, limit, app.body_timeout).await?;
     let update = validate::decode(&bytes)?;
-    drop(bytes);
     validate::check(&update, &round.expect)?;
     let (reply, verdict) = oneshot::channel();
-    app.queue.try_send(Submission { update, reply }).map_err(|e| match e {
+    app.queue.try_send(Submission { update, body: bytes, reply }).map_err(|e| match e {
         TrySendError::Full(_) => Reject::new(503, "busy", "too many uploads in flight; retry shortly"),
         TrySendError::Disconnected(_) => Reject::new(503, "storage_unavailable", "the aggregator is shutting down"),
     })?;
@@ -245,7 +248,7 @@ fn too_large(limit: usize) -> Reject {
 /// Reads at most `limit` bytes, all within `timeout`: a sender that trickles is cut off.
 async fn read_body(mut body: Body, limit: usize, timeout: Duration) -> Result<Vec<u8>, Reject> {
     let read = async {
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(limit);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| Reject::new(400, "body_read_failed", e.to_string()))?;
             if let Ok(data) = frame.into_data() {

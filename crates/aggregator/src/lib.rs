@@ -31,6 +31,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
         metrics,
         database: config.database.clone(),
         body_timeout: Duration::from_millis(config.body_timeout_ms),
+        uploads: Arc::new(tokio::sync::Semaphore::new(config.upload_concurrency)),
     };
     axum::serve(listener, http::router(app, config.www.clone())).with_graceful_shutdown(shutdown).await?;
     // The router (and with it the queue's sending end) is gone: the keeper drains and exits.

@@ -2,7 +2,6 @@
 //! HTTP layer reads the body, this decides, the store only ever sees accepted updates.
 
 use hearth_core::HearthError;
-use hearth_core::noise::l2_norm;
 use hearth_core::round::UploadEncoding;
 use hearth_core::update::{Encoding, Payload, Update, UpdateError, grid_step, rounding_bound};
 use serde::Serialize;
@@ -111,16 +110,15 @@ pub fn check(update: &Update, expect: &Expect) -> Result<(), Reject> {
     if update.encoding() != wanted {
         return Err(Reject::new(422, "wrong_encoding", format!("update is {:?}, the round asks {wanted:?}", update.encoding())));
     }
-    let values = update.values();
-    if values.len() != expect.params {
+    if update.len() != expect.params {
         return Err(Reject::new(
             422,
             "wrong_parameter_count",
-            format!("{} parameters, the model has {}", values.len(), expect.params),
+            format!("{} parameters, the model has {}", update.len(), expect.params),
         ));
     }
     let (low, high) = plausible_norm(update, expect)?;
-    let norm = l2_norm(&values);
+    let norm = update.iter_values().map(|x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
     if !(low..=high).contains(&norm) {
         return Err(Reject::new(
             422,

@@ -131,10 +131,29 @@ impl Update {
 
     /// The parameter values the update carries (dequantized).
     pub fn values(&self) -> Vec<f32> {
+        self.iter_values().collect()
+    }
+
+    /// The values without a copy of the payload: the aggregator sums and measures large
+    /// updates this way.
+    pub fn iter_values(&self) -> impl Iterator<Item = f32> + '_ {
+        let (plain, grid, step): (&[f32], &[i16], f32) = match &self.payload {
+            Payload::F32(v) => (v, &[], 0.0),
+            Payload::QuantizedI16 { step, values } => (&[], values, *step),
+        };
+        plain.iter().copied().chain(grid.iter().map(move |&q| f32::from(q) * step))
+    }
+
+    /// Number of parameters carried.
+    pub fn len(&self) -> usize {
         match &self.payload {
-            Payload::F32(v) => v.clone(),
-            Payload::QuantizedI16 { step, values } => values.iter().map(|&q| f32::from(q) * step).collect(),
+            Payload::F32(v) => v.len(),
+            Payload::QuantizedI16 { values, .. } => values.len(),
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// # Panics
