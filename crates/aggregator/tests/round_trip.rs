@@ -117,6 +117,11 @@ fn k_updates_close_the_round_and_publish_a_pack_that_scores() {
     assert_eq!(server.metric("hearth_updates_accepted_total"), K as f64 + 1.0);
     assert_eq!(server.metric("hearth_round_updates"), 1.0);
     assert_eq!(server.metric("hearth_model_version"), 2.0);
+
+    // The log tells the round's story without naming any caller.
+    let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap();
+    assert!(log.contains("round closed, model published"), "{log}");
+    assert!(!log.contains("127.0.0.1"), "a request address was logged: {log}");
 }
 
 #[test]
