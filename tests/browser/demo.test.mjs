@@ -1,23 +1,15 @@
 // The demo page (www/demo), served by the aggregator in demo mode as `make demo`
 // does, works end to end in Chromium with the aggregator's current model.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startAggregator } from './helpers.mjs';
-import { launchChromium, openPage } from '../../scripts/browser.mjs';
+import { startAggregator, useBrowser } from './helpers.mjs';
+import { openPage } from '../../scripts/browser.mjs';
 
-const env = {};
-before(async () => {
-  env.aggregator = await startAggregator();
-  env.browser = await launchChromium();
-});
-after(async () => {
-  await env.browser?.close();
-  await env.aggregator?.close();
-});
+const env = useBrowser(startAggregator);
 
 test('the demo ranks the sample catalog and reacts to the visitor', async () => {
   const context = await env.browser.newContext();
-  const page = await openPage(context, `${env.aggregator.url}/`);
+  const page = await openPage(context, `${env.server.url}/`);
   assert.match(page.url(), /\/demo\/$/, '/ redirects to the demo');
   await page.waitForSelector('#status[data-ready="true"]', { timeout: 60_000 });
   const ids = () => page.$$eval('#ranked li', (lis) => lis.map((li) => li.dataset.adId));

@@ -12,10 +12,11 @@ import { launchChromium, openPage } from '../../scripts/browser.mjs';
 export const NOW = 1_750_000_000_000;
 
 // Registers before/after hooks; the returned object is filled in by `before`.
-export function useBrowser() {
+// `start` gives the server: the static one by default, or startAggregator.
+export function useBrowser(start = startServer) {
   const env = {};
   before(async () => {
-    env.server = await startServer();
+    env.server = await start();
     env.browser = await launchChromium();
   });
   after(async () => {
