@@ -1,5 +1,5 @@
 # Thin entry points; the logic lives in scripts/.
-.PHONY: demo test bench
+.PHONY: demo test bench sim
 
 demo:
 	scripts/demo.sh
@@ -9,3 +9,6 @@ test:
 
 bench:
 	scripts/bench.sh
+
+sim:
+	scripts/sim.sh

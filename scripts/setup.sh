@@ -5,6 +5,7 @@
 #   - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock
 #     (the CLI refuses modules built by another version)
 #   - Debian chromium + chromium-driver (headless browser for all browser tests)
+#     and fonts-dejavu-core (text in hearth-sim's plots)
 #   - npm devDependencies pinned in package-lock.json (playwright-core,
 #     onnxruntime-web, binaryen's wasm-opt)
 set -euo pipefail
@@ -31,14 +32,15 @@ if [ "$have" != "$want" ]; then
   quiet cargo install wasm-bindgen-cli --version "$want" --force
 fi
 
-# 3. Chromium + chromedriver from Debian (tools cannot download browsers here).
-if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ]; then
-  log "installing chromium and chromium-driver with apt"
+# 3. Chromium + chromedriver from Debian (tools cannot download browsers here),
+# and the DejaVu font hearth-sim's plots (and their test) draw text with.
+if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ] || [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+  log "installing chromium, chromium-driver and fonts-dejavu-core with apt"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   quiet $sudo apt-get update
-  quiet $sudo apt-get install -y --no-install-recommends chromium chromium-driver
+  quiet $sudo apt-get install -y --no-install-recommends chromium chromium-driver fonts-dejavu-core
 fi
 
 # 4. npm devDependencies, exactly as locked. `npm ls` fails when anything is

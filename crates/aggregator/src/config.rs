@@ -4,7 +4,7 @@
 
 use hearth_core::round::UploadEncoding;
 use hearth_core::train::TrainConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// No aggregate is ever released from fewer devices than this, whatever the file says.
@@ -50,7 +50,7 @@ pub struct RoundConfig {
 }
 
 /// The server step applied to the mean update Δ̄ when a round closes.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Optimizer {
     /// w += lr · Δ̄ (lr = 1 is plain federated averaging).

@@ -5,7 +5,7 @@ use crate::error::{HearthError, Result};
 use serde::{Deserialize, Serialize};
 
 /// The starter architecture's sizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Arch {
     pub buckets: usize,
     pub dim: usize,
