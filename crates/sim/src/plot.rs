@@ -23,6 +23,27 @@ fn register_font() -> Result<(), String> {
         .map_err(|_| "the font could not be read".to_string())
 }
 
+type Panel<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+/// A titled panel with a grid and labelled axes.
+fn panel<'a>(
+    area: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
+    title: &str,
+    x_desc: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<Panel<'a>, String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x, y)
+        .map_err(|e| e.to_string())?;
+    chart.configure_mesh().x_desc(x_desc).label_style(("sans-serif", 14)).draw().map_err(|e| e.to_string())?;
+    Ok(chart)
+}
+
 type Pick = fn(&crate::metrics::Metrics) -> f64;
 
 const METRICS: [(&str, Pick); 4] =
@@ -45,14 +66,7 @@ pub fn metrics_vs_round(runs: &[Run], out: &Path) -> Result<(), String> {
     let max_round = runs.iter().map(|r| r.rounds).max().unwrap_or(1).max(1) as f64;
     for ((title, pick), area) in METRICS.iter().zip(root.split_evenly((2, 2))) {
         let values = runs.iter().flat_map(|r| r.history.iter().map(|p| pick(&p.metrics)).chain([pick(&metrics_of(r))]));
-        let mut chart = ChartBuilder::on(&area)
-            .caption(format!("{title} vs round"), ("sans-serif", 24))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.0..max_round, range(values))
-            .map_err(|e| e.to_string())?;
-        chart.configure_mesh().x_desc("round (epoch for centralized)").label_style(("sans-serif", 14)).draw().map_err(|e| e.to_string())?;
+        let mut chart = panel(&area, &format!("{title} vs round"), "round (epoch for centralized)", 0.0..max_round, range(values))?;
         for (i, run) in runs.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             let points: Vec<(f64, f64)> = if run.history.is_empty() {
@@ -86,14 +100,7 @@ pub fn utility_vs_epsilon(runs: &[Run], out: &Path) -> Result<(), String> {
     for ((title, pick), area) in panels.iter().zip(root.split_evenly((1, 3))) {
         let refs: Vec<&Run> = runs.iter().filter(|r| r.name == "federated" || r.name == "popularity").collect();
         let values = dp.iter().chain(&refs).map(|r| pick(&metrics_of(r)));
-        let mut chart = ChartBuilder::on(&area)
-            .caption(format!("{title} vs ε"), ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.0..eps_max, range(values))
-            .map_err(|e| e.to_string())?;
-        chart.configure_mesh().x_desc("ε (δ = 1/N^1.1)").label_style(("sans-serif", 14)).draw().map_err(|e| e.to_string())?;
+        let mut chart = panel(&area, &format!("{title} vs ε"), "ε (δ = 1/N^1.1)", 0.0..eps_max, range(values))?;
         let line: Vec<(f64, f64)> = dp.iter().filter_map(|r| Some((r.epsilon?, pick(&metrics_of(r))))).collect();
         chart
             .draw_series(LineSeries::new(line.clone(), COLORS[3].stroke_width(2)))
