@@ -9,13 +9,13 @@ set -euo pipefail
 DATA="${DATA:-../shared/data/movielens-small}"
 [ -f "$DATA/ratings.csv" ] || die "no ratings.csv in $DATA (set DATA=...)"
 
-# Fonts for the plots' text (Debian's DejaVu).
-if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
-  log "installing fonts-dejavu-core with apt"
+# Fonts for the plots' text (Debian's DejaVu) and Python's venv for the external baseline.
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  log "installing fonts-dejavu-core and python3-venv with apt"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   quiet $sudo apt-get update
-  quiet $sudo apt-get install -y --no-install-recommends fonts-dejavu-core
+  quiet $sudo apt-get install -y --no-install-recommends fonts-dejavu-core python3-venv
 fi
 
 log "building hearth-sim"
