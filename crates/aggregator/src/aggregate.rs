@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::optimizer;
 use crate::privacy::{Budget, PrivacyStatus};
 use crate::store::{Closing, OptimizerState, RoundRow, Store, StoredModel};
-use crate::validate::{Expect, Reject};
+use crate::validate::{self, Expect, Reject};
 use axum::body::Bytes;
 use hearth_core::features::FeatureSpec;
 use hearth_core::pack::{ModelPack, sha256_hex};
@@ -189,7 +189,7 @@ impl Keeper {
 
     fn store_batch(&mut self, batch: Vec<Submission>) {
         let Some(round) = self.round else {
-            let reject = self.no_round();
+            let reject = validate::no_round(self.may_train());
             batch.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
             return;
         };
@@ -279,14 +279,6 @@ impl Keeper {
         self.publish();
     }
 
-    fn no_round(&self) -> Reject {
-        if self.may_train() {
-            Reject::new(503, "no_open_round", "no round is open; retry later")
-        } else {
-            Reject::new(410, "privacy_budget_spent", "the privacy budget is spent; training has stopped")
-        }
-    }
-
     fn publish(&self) {
         let r = &self.config.round;
         let round = self.round.map(|row| {
@@ -326,8 +318,13 @@ fn published(m: &StoredModel) -> Published {
         version: m.version,
         onnx: Bytes::copy_from_slice(&m.onnx),
         manifest: Bytes::copy_from_slice(m.manifest.as_bytes()),
-        etag: format!("\"v{}-{}\"", m.version, &m.sha256[..16]),
+        etag: etag(m),
     }
+}
+
+/// The strong validator of a published version, the same wherever it is served.
+pub fn etag(m: &StoredModel) -> String {
+    format!("\"v{}-{}\"", m.version, &m.sha256[..16])
 }
 
 fn read_initial_model(config: &Config) -> Result<StoredModel, StartError> {

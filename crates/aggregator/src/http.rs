@@ -2,7 +2,7 @@
 //! block on each other; uploads are validated here, in parallel, and only valid ones are queued.
 //! Nothing about the caller (address, headers) is logged or stored.
 
-use crate::aggregate::{Accepted, Published, Snapshot, Submission};
+use crate::aggregate::{self, Accepted, Published, Snapshot, Submission};
 use crate::metrics::Metrics;
 use crate::store;
 use crate::validate::{self, Reject};
@@ -135,7 +135,7 @@ async fn versioned(app: App, version: String, pick: fn(store::StoredModel) -> (V
     let found = tokio::task::spawn_blocking(move || store::connect(&path).and_then(|c| store::model(&c, version))).await;
     match found {
         Ok(Ok(Some(m))) => {
-            let etag = format!("\"v{}-{}\"", m.version, &m.sha256[..16]);
+            let etag = aggregate::etag(&m);
             let (body, content_type) = pick(m);
             let headers = [
                 (header::CONTENT_TYPE, content_type.to_string()),
@@ -165,15 +165,7 @@ async fn round_task(State(app): State<App>) -> Response {
     let snap = snapshot(&app);
     match &snap.round {
         Some(r) => ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], r.task_json.clone()).into_response(),
-        None => reject(no_round(&snap)),
-    }
-}
-
-fn no_round(snap: &Snapshot) -> Reject {
-    if snap.privacy.training {
-        Reject::new(503, "no_open_round", "no round is open; retry later")
-    } else {
-        Reject::new(410, "privacy_budget_spent", "the privacy budget is spent; training has stopped")
+        None => reject(validate::no_round(snap.privacy.training)),
     }
 }
 
@@ -223,7 +215,7 @@ async fn accept_upload(app: &App, headers: &HeaderMap, body: Body) -> Result<Acc
         return Err(Reject::new(415, "unsupported_content_encoding", "uploads must not be content-encoded"));
     }
     let snap = snapshot(app);
-    let round = snap.round.as_ref().ok_or_else(|| no_round(&snap))?;
+    let round = snap.round.as_ref().ok_or_else(|| validate::no_round(snap.privacy.training))?;
     let limit = round.expect.body_len();
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {

@@ -27,6 +27,15 @@ impl Reject {
     }
 }
 
+/// Why no update can be taken now: between rounds (retry), or for good once the budget is spent.
+pub fn no_round(training: bool) -> Reject {
+    if training {
+        Reject::new(503, "no_open_round", "no round is open; retry later")
+    } else {
+        Reject::new(410, "privacy_budget_spent", "the privacy budget is spent; training has stopped")
+    }
+}
+
 /// Every reason code an upload can be refused with, for the metrics' label set.
 pub const REASONS: &[&str] = &[
     "unsupported_media_type",
