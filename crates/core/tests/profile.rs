@@ -5,7 +5,10 @@
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
+mod common;
+
 use hearth_core::HearthError;
+use hearth_core::catalog::Ad;
 use hearth_core::event::{AdRef, Event, EventKind, MAX_TERMS, MAX_TEXT};
 use hearth_core::profile::{
     MAX_EVENTS_CEILING, MAX_FEATURE_NAME, MAX_FEATURES_CEILING, Profile, ProfileConfig, VERSION,
@@ -32,19 +35,17 @@ fn page(ts: i64, topics: &[&str], keywords: &[&str]) -> Event {
     }
 }
 
+/// An event on ad `id` of the "Spring Sale" campaign (fixed names, so the tests can name the
+/// features the event touches).
 fn ad_event(kind: EventKind, ts: i64, id: &str) -> Event {
-    Event {
-        kind,
-        ts,
-        topics: vec![],
-        keywords: vec![],
-        ad: Some(AdRef {
-            ad_id: id.into(),
-            campaign: Some("Spring Sale".into()),
-            advertiser: Some("Acme Corp".into()),
-            category: Some("Shoes".into()),
-        }),
-    }
+    let ad = Ad {
+        id: id.into(),
+        campaign: Some("Spring Sale".into()),
+        advertiser: Some("Acme Corp".into()),
+        category: Some("Shoes".into()),
+        features: vec![],
+    };
+    common::ad_event(kind, ts, &ad)
 }
 
 fn weight(p: &Profile, now: i64, name: &str) -> Option<f64> {
