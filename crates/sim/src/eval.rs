@@ -53,21 +53,14 @@ pub fn evaluate(params: &Params, spec: &FeatureSpec, task: &Task, cfg: &TrainCon
     })
 }
 
-/// Popularity: every device gets each movie's shrunk click rate over all training events.
+/// Popularity: every device gets each movie's shrunk click rate over all training ratings.
 pub fn popularity(task: &Task) -> Result<Metrics, String> {
     let n = task.catalog.len();
     let (mut clicks, mut shown) = (vec![0u64; n], vec![0u64; n]);
-    let index: std::collections::HashMap<&str, usize> = task.catalog.ads.iter().enumerate().map(|(i, a)| (a.id.as_str(), i)).collect();
-    for d in &task.devices {
-        for e in d.profile.events() {
-            if let Some(i) = e.ad.as_ref().and_then(|a| index.get(a.ad_id.as_str())) {
-                match e.kind {
-                    hearth_core::event::EventKind::Impression => shown[*i] += 1,
-                    hearth_core::event::EventKind::Click => clicks[*i] += 1,
-                    _ => {}
-                }
-            }
-        }
+    // Each training rating is one impression, and a click when liked.
+    for &(i, label) in task.devices.iter().flat_map(|d| &d.train) {
+        shown[i] += 1;
+        clicks[i] += u64::from(label > 0.0);
     }
     // Click rate shrunk toward the global rate by PRIOR pseudo-impressions: rarely seen movies
     // sit near the global rate, often seen and liked ones above it.

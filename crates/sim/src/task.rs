@@ -37,7 +37,8 @@ pub struct Device {
     pub candidates: Vec<Vec<usize>>,
     /// When the device ranks the held-out items: just after its last training event.
     pub now_ms: i64,
-    /// The training ratings as (catalog index, label), for external baselines.
+    /// The training ratings as (catalog index, label): the popularity baseline and external
+    /// baselines read them.
     pub train: Vec<(usize, f32)>,
 }
 
@@ -55,22 +56,17 @@ pub fn movie_ad(id: u32, title: &str, genres: &[String], tags: &[String], ad_slo
     // ad:<id> and cat:<genre> take two of the ad's slots.
     let room = ad_slots.saturating_sub(1 + usize::from(category.is_some()));
     let words = title_words(title);
-    let features: Vec<String> = genres
+    let mut features: Vec<String> = Vec::new();
+    let candidates = genres
         .iter()
         .map(|g| feature("genre", g))
         .chain(tags.iter().filter(|t| t.len() <= 64 && !t.contains(char::is_control)).take(MAX_TAGS).map(|t| feature("tag", t)))
-        .chain(words.iter().take(MAX_TITLE_WORDS).map(|w| feature("word", w)))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .fold(Vec::new(), |mut acc, f| {
-            if !acc.contains(&f) {
-                acc.push(f);
-            }
-            acc
-        })
-        .into_iter()
-        .take(room)
-        .collect();
+        .chain(words.iter().take(MAX_TITLE_WORDS).map(|w| feature("word", w)));
+    for f in candidates {
+        if features.len() < room && !features.contains(&f) {
+            features.push(f);
+        }
+    }
     Ad { id: format!("m{id}"), campaign: None, advertiser: None, category, features }
 }
 
