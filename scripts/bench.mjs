@@ -88,6 +88,17 @@ try {
     cold[engine] = { value, phases };
   }
 
+  // WebGPU vs tract scoring in one page. SwiftShader emulates the GPU on the CPU: label it so.
+  const gpu = await runPage(browser, `${server.url}/bench/?mode=gpu`);
+  for (const { n, cpu, webgpu, maxAbsDiff } of gpu.rows) {
+    const note = `whole-catalog logits; adapter ${gpu.adapter} (software): correctness, not GPU speed`;
+    for (const [engine, t] of [['cpu-tract-wasm', cpu], ['webgpu-swiftshader', webgpu]]) {
+      records.push({ metric: 'score_p50', value: t.p50, unit: 'ms', engine, n, note });
+      records.push({ metric: 'score_p95', value: t.p95, unit: 'ms', engine, n, note });
+    }
+    records.push({ metric: 'max_abs_diff', value: maxAbsDiff, unit: 'ratio', engine: 'webgpu-swiftshader', n });
+  }
+
   records.push(...sizeRecords('hearth-wasm', path.join(ROOT, 'www/pkg/hearth_bg.wasm')));
   records.push(...sizeRecords('hearth-js', path.join(ROOT, 'www/pkg/hearth.js')));
   if (full.ortWasm.length !== 1) throw new Error(`expected one ort .wasm fetched, got ${JSON.stringify(full.ortWasm)}`);
@@ -141,6 +152,10 @@ function printTable(records, cold) {
   for (const [engine, { value, phases }] of Object.entries(cold.engines)) {
     const ph = Object.entries(phases).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
     console.log(`cold start ${engine} (median of ${cold.coldRuns}): ${value.toFixed(1)} ms (${ph})`);
+  }
+  console.log('\nwhole-catalog scoring, ms p50 (WebGPU is SwiftShader: correctness, not speed)');
+  for (const e of ['cpu-tract-wasm', 'webgpu-swiftshader']) {
+    console.log([e.padEnd(20), ...[1000, 10000].map((n) => `n=${n} ${fmt(find('score_p50', e, n))}`.padStart(20))].join(''));
   }
   console.log('\nsizes, bytes (raw / gzip -9)');
   for (const a of ['hearth-wasm', 'hearth-js', 'ort-web-wasm']) {

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: build the browser module and run the aggregator in demo mode: one
-# process serves www/ (demo page at /demo/) and the aggregator API (/v1/...).
+# process serves www/ (the demo news site at /demo/, the snippet at /hearth.js),
+# the catalog (/v1/catalog.json) and the aggregator API (/v1/...). The site is
+# committed; `cargo run -p xtask --release -- gen-demo` regenerates it.
 # PORT=8080 make demo picks the port (default 8000); the database is
 # target/demo/hearth.db (delete it to start over).
 set -euo pipefail
@@ -8,11 +10,6 @@ set -euo pipefail
 
 scripts/setup.sh
 scripts/build-wasm.sh
-# Demo data (www/demo/catalog.json, sample-profile.json) is committed; the
-# xtask that regenerates it runs when it exists.
-if grep -q '"gen-demo"' xtask/src/main.rs; then
-  cargo run -p xtask --release -- gen-demo
-fi
 
 log "building hearth-aggregator"
 cargo build --release -p hearth-aggregator

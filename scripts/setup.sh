@@ -4,8 +4,9 @@
 #   - rustup target wasm32-unknown-unknown
 #   - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock
 #     (the CLI refuses modules built by another version)
-#   - Debian chromium + chromium-driver (headless browser for all browser tests)
-#     and fonts-dejavu-core (text in hearth-sim's plots)
+#   - Debian chromium + chromium-driver (headless browser for all browser tests),
+#     fonts-dejavu-core (text in hearth-sim's plots) and mesa-vulkan-drivers
+#     (llvmpipe: the Vulkan adapter hearth-gpu's native tests run on)
 #   - npm devDependencies pinned in package-lock.json (playwright-core,
 #     onnxruntime-web, binaryen's wasm-opt)
 set -euo pipefail
@@ -33,14 +34,16 @@ if [ "$have" != "$want" ]; then
 fi
 
 # 3. Chromium + chromedriver from Debian (tools cannot download browsers here),
-# and the DejaVu font hearth-sim's plots (and their test) draw text with.
-if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ] || [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
-  log "installing chromium, chromium-driver and fonts-dejavu-core with apt"
+# the DejaVu font hearth-sim's plots (and their test) draw text with, and Mesa's
+# software Vulkan driver for hearth-gpu's tests (they fail without an adapter).
+if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ] || [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] \
+   || ! compgen -G '/usr/share/vulkan/icd.d/lvp_icd.*.json' >/dev/null; then
+  log "installing chromium, chromium-driver, fonts-dejavu-core and mesa-vulkan-drivers with apt"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   quiet $sudo apt-get update
-  quiet $sudo apt-get install -y --no-install-recommends chromium chromium-driver fonts-dejavu-core
+  quiet $sudo apt-get install -y --no-install-recommends chromium chromium-driver fonts-dejavu-core mesa-vulkan-drivers
 fi
 
 # 4. npm devDependencies, exactly as locked. `npm ls` fails when anything is
@@ -49,7 +52,7 @@ if ! npm ls --all >/dev/null 2>&1; then
   log "npm ci"
   quiet npm ci --no-audit --no-fund
 fi
-for f in node_modules/.bin/wasm-opt node_modules/playwright-core/package.json \
+for f in node_modules/.bin/wasm-opt node_modules/.bin/tsc node_modules/playwright-core/package.json \
          node_modules/onnxruntime-web/dist/ort.wasm.min.mjs; do
   [ -e "$f" ] || die "$f missing after npm ci"
 done

@@ -11,6 +11,7 @@ use hearth_core::accountant::{self, Deployment};
 use hearth_core::noise::Sampler;
 use hearth_core::rank::RankOptions;
 use hearth_core::round::{self, RoundTask};
+use hearth_gpu::GpuScorer;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
@@ -76,6 +77,11 @@ export interface PrivacyReport {
   central_epsilon: number; local_epsilon: number; delta: number; noise_multiplier: number;
   sampling_rate: number; rounds: number; population: number; best_order: number;
 }
+/**
+ * Ranking on the GPU: `scorer.load(hearth)` after every setCatalog / setModel, then per request
+ * `hearth.rankScored(ctx, opts, await scorer.logits(hearth.gpuRequest(ctx, opts.now_ms)))`.
+ * `WebGpuScorer.create()` resolves to undefined without WebGPU; rank with `hearth.rank` then.
+ */
 export interface ModelInputs {
   user_ids: BigInt64Array; user_w: Float32Array; local_u: Float32Array;
   ctx_ids: BigInt64Array; ctx_w: Float32Array; ad_ids: BigInt64Array; ad_w: Float32Array;
@@ -185,6 +191,32 @@ impl Hearth {
         to_js(&self.engine.rank_candidates(ads, &context, &options).map_err(js_err)?)
     }
 
+    /// Ranks the installed catalog with logits computed elsewhere (`WebGpuScorer.logits`): one
+    /// per catalog ad, in catalog order. Caps, diversity and explanations are those of `rank`.
+    #[wasm_bindgen(js_name = rankScored, unchecked_return_type = "RankedAd[]")]
+    pub fn rank_scored(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "PageContext")] context: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "RankOptions")] options: JsValue,
+        logits: &[f32],
+    ) -> Result<JsValue, JsError> {
+        let context: Context = from_js(context, "context")?;
+        let options: RankOptions = from_js(options, "rank options")?;
+        to_js(&self.engine.rank_scored(&context, &options, logits).map_err(js_err)?)
+    }
+
+    /// The request side for the GPU scorer: the first-layer pre-activation q (hidden units)
+    /// followed by user + context (embedding dim).
+    #[wasm_bindgen(js_name = gpuRequest)]
+    pub fn gpu_request(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "PageContext")] context: JsValue,
+        now_ms: f64,
+    ) -> Result<Vec<f32>, JsError> {
+        let context: Context = from_js(context, "context")?;
+        Ok(hearth_gpu::request_vector(&self.engine.request_side(&context, now_ms as i64).map_err(js_err)?))
+    }
+
     /// Logits of the installed catalog, in catalog order.
     #[wasm_bindgen(js_name = catalogLogits)]
     pub fn catalog_logits(
@@ -250,10 +282,79 @@ impl Hearth {
         self.engine.profile().to_json()
     }
 
+    /// The profile's features with their decayed weights at `now_ms`, strongest first: what
+    /// the ranking reads from the profile, for the visitor to see.
+    #[wasm_bindgen(unchecked_return_type = "{feature: string, weight: number}[]")]
+    pub fn weights(&self, now_ms: f64) -> Result<JsValue, JsError> {
+        #[derive(Serialize)]
+        struct Weight<'a> {
+            feature: &'a str,
+            weight: f64,
+        }
+        let weights = self.engine.profile().weights_at(now_ms as i64);
+        to_js(&weights.into_iter().map(|(feature, weight)| Weight { feature, weight }).collect::<Vec<_>>())
+    }
+
+    /// Labelled examples local training would see now (a round's `min_events` counts these).
+    #[wasm_bindgen(js_name = labelledEvents)]
+    pub fn labelled_events(&self) -> Result<usize, JsError> {
+        Ok(self.engine.examples().map_err(js_err)?.len())
+    }
+
     #[wasm_bindgen(js_name = eraseProfile)]
     pub fn erase_profile(&mut self) {
         self.engine.erase_profile();
     }
+}
+
+/// The model's request side as a WebGPU compute kernel over the catalog's cached ad side.
+/// Works in a window or a dedicated worker.
+#[wasm_bindgen]
+pub struct WebGpuScorer {
+    inner: GpuScorer,
+}
+
+#[wasm_bindgen]
+impl WebGpuScorer {
+    /// A scorer on the browser's GPU, or undefined when there is no WebGPU or no adapter.
+    #[wasm_bindgen(unchecked_return_type = "WebGpuScorer | undefined")]
+    pub async fn create() -> Result<JsValue, JsError> {
+        // Checked here first: wgpu assumes a window or a worker global that has WebGPU.
+        if !has_webgpu() {
+            return Ok(JsValue::UNDEFINED);
+        }
+        Ok(GpuScorer::new().await.map_err(js_err)?.map_or(JsValue::UNDEFINED, |inner| WebGpuScorer { inner }.into()))
+    }
+
+    /// The adapter in words (browsers may reveal little).
+    #[wasm_bindgen(getter)]
+    pub fn adapter(&self) -> String {
+        self.inner.adapter().to_string()
+    }
+
+    /// Uploads `hearth`'s installed catalog (its cached ad side) and model output layer; call
+    /// again after `setCatalog` or `setModel`.
+    pub fn load(&mut self, hearth: &Hearth) -> Result<(), JsError> {
+        self.inner.load_engine(&hearth.engine).map_err(js_err)
+    }
+
+    /// Logits of the loaded catalog, in catalog order, for `request` from `Hearth.gpuRequest`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Float32Array>")]
+    pub fn logits(&self, request: &[f32]) -> js_sys::Promise {
+        // The work is submitted now; the promise only waits for the read-back, so it does not
+        // hold on to `self` (wasm-bindgen futures must be 'static).
+        let hidden = request.len().saturating_sub(self.inner.dim());
+        let pending = self.inner.logits(&request[..hidden], &request[hidden..]);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let logits = pending.await.map_err(|e| JsValue::from(js_err(e)))?;
+            Ok(js_sys::Float32Array::from(&logits[..]).into())
+        })
+    }
+}
+
+fn has_webgpu() -> bool {
+    let get = |target: &JsValue, key: &str| js_sys::Reflect::get(target, &JsValue::from_str(key)).ok().filter(|v| v.is_object());
+    get(&js_sys::global(), "navigator").and_then(|n| get(&n, "gpu")).is_some()
 }
 
 /// The privacy a deployment gives: ε of the released model and of one upload on its own.

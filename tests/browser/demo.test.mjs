@@ -1,37 +1,270 @@
-// The demo page (www/demo), served by the aggregator in demo mode as `make demo`
-// does, works end to end in Chromium with the aggregator's current model.
+// End to end: the demo news site (www/demo) with the publisher snippet (www/hearth.js), served
+// by the real aggregator with `make demo`'s configuration, in headless Chromium with WebGPU on
+// SwiftShader. Screenshots go to target/e2e/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { startAggregator, useBrowser } from './helpers.mjs';
 import { openPage } from '../../scripts/browser.mjs';
 
 const env = useBrowser(startAggregator);
+const SHOTS = 'target/e2e';
+const UPDATE_BYTES = 1_120_567; // the default pack's f32 update (280,129 parameters)
 
-test('the demo ranks the sample catalog and reacts to the visitor', async () => {
-  const context = await env.browser.newContext();
-  const page = await openPage(context, `${env.server.url}/`);
-  assert.match(page.url(), /\/demo\/$/, '/ redirects to the demo');
-  await page.waitForSelector('#status[data-ready="true"]', { timeout: 60_000 });
-  const ids = () => page.$$eval('#ranked li', (lis) => lis.map((li) => li.dataset.adId));
-  assert.equal((await ids()).length, 5);
-  assert.ok((await page.$$eval('#features tbody tr', (rows) => rows.length)) > 0, 'sample profile is shown');
+const catalog = JSON.parse(fs.readFileSync('www/demo/catalog.json', 'utf8'));
+const articles = (topic) =>
+  fs.readdirSync('www/demo/articles').filter((f) => f.startsWith(`${topic}-`)).map((f) => `/demo/articles/${f}`);
+const category = new Map(catalog.ads.map((a) => [a.id, a.category]));
 
-  // Dismissing the top ad records a dismissal and reranks.
-  const top = (await ids())[0];
-  await page.click('#ranked li:first-child button:nth-of-type(2)');
-  const profile = JSON.parse(await page.textContent('#export'));
-  assert.equal(profile.events.at(-1).kind, 'dismissal');
-  assert.equal(profile.events.at(-1).ad_id, top);
+// Opens `path` and waits until the snippet has filled the slots.
+async function visit(page, path) {
+  await page.goto(`${env.server.url}${path}`);
+  return page.evaluate(async () => {
+    while (!window.hearth) await new Promise((r) => setTimeout(r, 10));
+    return window.hearth.ready;
+  });
+}
 
-  // The profile persists across a reload, and erase empties it.
+// Every request the page and its worker make, as Playwright sees them on the wire.
+function recordRequests(context) {
+  const seen = [];
+  context.on('request', (r) => seen.push(r));
+  return seen;
+}
+
+const sportsShare = async (page) => {
+  const ranked = await page.evaluate(() => hearth.rank({ k: 30 }));
+  return ranked.filter((r) => category.get(r.ad_id) === 'sports').length / ranked.length;
+};
+
+test('browsing sports moves the ranking; clicks, reloads and erase behave', async () => {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  const context = await env.browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const requests = recordRequests(context);
+  const page = await openPage(context);
+  const status = await visit(page, '/demo/');
+  assert.equal(status.ads, catalog.ads.length);
+  assert.ok(status.ads >= 200);
+  const before = await sportsShare(page);
+
+  for (const path of articles('sports').slice(0, 5)) await visit(page, path);
+  await visit(page, '/demo/');
+  const after = await sportsShare(page);
+  // The catalog came whole once; every later page revalidated it (304) by its ETag.
+  const catalogs = await Promise.all(requests.filter((r) => r.url().endsWith('/v1/catalog.json')).map((r) => r.response()));
+  assert.deepEqual(catalogs.map((r) => r.status()), [200, ...Array(catalogs.length - 1).fill(304)]);
+  assert.ok(after > before + 0.2, `sports share of the top 30: ${before} -> ${after}`);
+  const inSlots = await page.$$eval('[data-hearth-slot]', (slots) => slots.map((s) => s.dataset.hearthAd));
+  assert.equal(inSlots.length, 2);
+  assert.ok(inSlots.every(Boolean), 'both slots hold an ad');
+  await page.screenshot({ path: `${SHOTS}/demo.png`, fullPage: true });
+
+  // A click inside the sandboxed ad frame opens the advertiser and is recorded.
+  const adId = await page.$eval('[data-hearth-slot="sidebar"]', (s) => s.dataset.hearthAd);
+  const popup = page.waitForEvent('popup');
+  await page.frameLocator('[data-hearth-slot="sidebar"] iframe').locator('a.ad').click();
+  assert.match((await popup).url(), new RegExp(`landing\\.html\\?ad=${adId}$`));
+  const lastEvent = async () => JSON.parse(await page.evaluate(() => hearth.exportProfile())).events.at(-1);
+  assert.deepEqual([(await lastEvent()).kind, (await lastEvent()).ad_id], ['click', adId]);
+
+  // The frame cannot reach the page: no same-origin, no innerHTML of catalog text.
+  const sandbox = await page.$eval('[data-hearth-slot="sidebar"] iframe', (f) => f.getAttribute('sandbox'));
+  assert.ok(!sandbox.includes('allow-same-origin'));
+
+  // The profile survives a reload (IndexedDB), and the profile page shows it.
+  const events = async () => JSON.parse(await page.evaluate(() => hearth.exportProfile())).events;
+  const kept = await events();
   await page.reload();
-  await page.waitForSelector('#status[data-ready="true"]');
-  assert.equal(JSON.parse(await page.textContent('#export')).events.at(-1).ad_id, top);
-  await page.click('#erase');
-  assert.equal(JSON.parse(await page.textContent('#export')).events.length, 0);
-  assert.equal(await page.$$eval('#features tbody tr', (rows) => rows.length), 0);
-  assert.equal((await ids()).length, 5, 'still ranks with an empty profile');
+  await visit(page, '/demo/');
+  assert.deepEqual((await events()).slice(0, kept.length), kept);
+  assert.ok(kept.some((e) => e.kind === 'page_view' && e.topics.includes('sports')));
+  await visit(page, '/demo/profile.html');
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.ok((await page.$$eval('#weights tbody tr', (r) => r.length)) > 0);
+  assert.match(await page.textContent('#weights'), /topic:sports/);
+  await page.screenshot({ path: `${SHOTS}/profile.png`, fullPage: true });
 
+  // Erase empties it, for good.
+  const erasedAt = Date.now();
+  await page.click('#erase');
+  await page.waitForFunction(() => document.getElementById('count').textContent === '0');
+  await visit(page, '/demo/');
+  const left = await events();
+  assert.ok(left.every((e) => e.ts >= erasedAt && e.kind === 'impression'), JSON.stringify(left));
+
+  // This visitor had enough events to take part in a round. An upload cut off by a navigation
+  // after it landed is resent on a later page with the same bytes and answered 409
+  // duplicate_nonce: counted once, and no other refusal.
+  for (const r of requests.filter((r) => r.url().endsWith('/v1/updates'))) {
+    const res = await r.response();
+    if (res?.status() === 409) assert.equal((await res.json()).error, 'duplicate_nonce');
+  }
+  assert.deepEqual(page.problems.filter((p) => !/^HTTP 409 .*\/v1\/updates$/.test(p)), []);
+  await context.close();
+});
+
+test('WebGPU and CPU scoring agree on the demo catalog', async () => {
+  const context = await env.browser.newContext();
+  const page = await openPage(context);
+  const status = await visit(page, '/demo/articles/' + fs.readdirSync('www/demo/articles')[0]);
+  assert.ok(status.webgpu, 'a WebGPU adapter (SwiftShader) is available to the worker');
+  const [cpu, gpu] = await page.evaluate(() => Promise.all([hearth.scores({ backend: 'cpu' }), hearth.scores({ backend: 'webgpu' })]));
+  assert.equal(cpu.backend, 'cpu');
+  assert.equal(gpu.backend, 'webgpu');
+  assert.equal(gpu.logits.length, catalog.ads.length);
+  const diff = Math.max(...cpu.logits.map((x, i) => Math.abs(x - gpu.logits[i])));
+  assert.ok(diff <= 1e-4, `max |cpu - webgpu| = ${diff}`);
+  const [rc, rg] = await page.evaluate(() => Promise.all([hearth.rank({ k: 10, backend: 'cpu' }), hearth.rank({ k: 10, backend: 'webgpu' })]));
+  assert.deepEqual(rg.map((r) => r.ad_id), rc.map((r) => r.ad_id));
   assert.deepEqual(page.problems, []);
+  await context.close();
+});
+
+// Browses sports articles until the device has the labelled events a round asks for.
+async function browseUntilEligible(page) {
+  for (const path of [...articles('sports'), ...articles('travel'), ...articles('food')]) {
+    const status = await visit(page, path);
+    if (status.labelledEvents >= 10) return status;
+  }
+  return visit(page, '/demo/');
+}
+
+test('one participation sends exactly one update, with no cookie, identifier or profile data', async () => {
+  const context = await env.browser.newContext();
+  await context.addCookies([{ name: 'session', value: 'publisher-secret', url: env.server.url }]);
+  const requests = recordRequests(context);
+  const page = await openPage(context);
+  await browseUntilEligible(page);
+  // The snippet takes part by itself when the page is idle; wait for that one upload.
+  const uploads = () => requests.filter((r) => r.url().endsWith('/v1/updates'));
+  const until = Date.now() + 60_000;
+  while (uploads().length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+  assert.equal(uploads().length, 1, 'one upload');
+  const upload = uploads()[0];
+  const response = await upload.response();
+  assert.equal(response.status(), 202);
+
+  // More page views and an explicit call: still one upload this round.
+  await visit(page, articles('sports')[0]);
+  const again = await page.evaluate(() => hearth.participate());
+  assert.equal(again.status, 'skipped');
+  assert.match(again.reason, /already took part/);
+  assert.equal(uploads().length, 1);
+
+  // The request: no cookie, no referrer, no identifying header, a body of exactly one update.
+  const headers = await upload.allHeaders();
+  assert.equal(headers.cookie, undefined);
+  assert.equal(headers.referer, undefined);
+  const allowed = /^(content-type|content-length|cache-control|pragma|accept|accept-encoding|accept-language|user-agent|origin|host|connection|sec-ch-ua.*|sec-fetch-.*)$/;
+  assert.deepEqual(Object.keys(headers).filter((h) => !allowed.test(h)), []);
+  assert.equal(headers['content-type'], 'application/vnd.hearth.update');
+  const body = upload.postDataBuffer();
+  assert.equal(body.length, UPDATE_BYTES);
+  const profile = JSON.parse(await page.evaluate(() => hearth.exportProfile()));
+  const text = body.toString('latin1');
+  const secrets = new Set(profile.events.flatMap((e) => [e.ad_id, ...(e.topics ?? []), ...(e.keywords ?? [])]).filter(Boolean));
+  for (const s of secrets) assert.ok(!text.includes(s), `the update carries ${s}`);
+  // Nothing else went to the aggregator but downloads everyone makes.
+  const posts = requests.filter((r) => r.method() !== 'GET');
+  assert.deepEqual(posts.map((r) => new URL(r.url()).pathname), ['/v1/updates']);
+  await context.close();
+});
+
+test('with Global Privacy Control set, nothing is learned and nothing is uploaded', async () => {
+  const context = await env.browser.newContext();
+  await context.addInitScript(() => Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', { get: () => true }));
+  const requests = recordRequests(context);
+  const page = await openPage(context);
+  for (const path of articles('sports').slice(0, 4)) {
+    const status = await visit(page, path);
+    assert.equal(status.gpc, true);
+  }
+  const result = await page.evaluate(() => hearth.participate());
+  assert.equal(result.status, 'skipped');
+  assert.equal(JSON.parse(await page.evaluate(() => hearth.exportProfile())).events.length, 0);
+  assert.equal(requests.filter((r) => r.method() === 'POST').length, 0);
+  assert.ok(requests.every((r) => !r.url().includes('/v1/round')), 'not even the round task is fetched');
+  assert.deepEqual(page.problems, []);
+  await context.close();
+});
+
+test('no long task on the main thread comes from Hearth', async () => {
+  const context = await env.browser.newContext();
+  await context.addInitScript(() => {
+    window.__long = [];
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        window.__long.push({
+          type: e.entryType,
+          start: e.startTime,
+          duration: e.duration,
+          scripts: (e.scripts ?? []).map((s) => ({ url: s.sourceURL, invoker: s.invoker, duration: s.duration })),
+        });
+      }
+    }).observe({ type: 'long-animation-frame', buffered: true });
+  });
+  const page = await openPage(context);
+  await visit(page, '/demo/');
+  await visit(page, articles('tech')[0]);
+  await page.frameLocator('[data-hearth-slot="sidebar"] iframe').locator('.x').click();
+  await page.evaluate(() => hearth.fill());
+  await page.evaluate(() => new Promise((r) => setTimeout(r, 500)));
+  const frames = await page.evaluate(() => window.__long);
+  // A long frame is Hearth's when Hearth's own scripts ran for more than 50 ms of it (a page
+  // load frame that also evaluated the snippet for a few ms is the page's).
+  const hearthMs = (f) => f.scripts.filter((s) => /\/hearth(\.js|\/)/.test(s.url)).reduce((t, s) => t + s.duration, 0);
+  const ours = frames.filter((f) => hearthMs(f) > 50);
+  assert.deepEqual(ours, [], 'long animation frames caused by Hearth');
+  console.log(`long animation frames: ${frames.length}; Hearth's script time in them, ms: ${frames.map(hearthMs).join(', ') || 'none'}`);
+  await context.close();
+});
+
+test('a foreign or corrupted store is reset with a warning, never a crash', async () => {
+  const context = await env.browser.newContext();
+  const page = await openPage(context);
+  const warnings = [];
+  page.on('console', (m) => m.type() === 'warning' && warnings.push(m.text()));
+  await page.goto(`${env.server.url}/demo/landing.html`);
+  await page.evaluate(() => new Promise((resolve, reject) => {
+    const req = indexedDB.open('hearth', 7);
+    req.onupgradeneeded = () => req.result.createObjectStore('someone-else').put('x', 'y');
+    req.onsuccess = () => { req.result.close(); resolve(); };
+    req.onerror = () => reject(req.error);
+  }));
+  const status = await visit(page, articles('finance')[0]);
+  assert.equal(status.ads, catalog.ads.length);
+  assert.ok(warnings.some((w) => /starting afresh/.test(w)), warnings.join('\n'));
+
+  // A profile record that is not a profile: dropped, the page still fills its slots.
+  await page.evaluate(() => new Promise((resolve, reject) => {
+    const req = indexedDB.open('hearth', 1);
+    req.onsuccess = () => {
+      const tx = req.result.transaction('kv', 'readwrite');
+      tx.objectStore('kv').put({ not: 'a profile' }, 'profile');
+      tx.oncomplete = () => { req.result.close(); resolve(); };
+    };
+    req.onerror = () => reject(req.error);
+  }));
+  await visit(page, articles('finance')[1]);
+  assert.ok(warnings.some((w) => /stored profile was unreadable/.test(w)), warnings.join('\n'));
+  assert.equal((await page.$$eval('[data-hearth-slot]', (s) => s.filter((x) => x.dataset.hearthAd).length)), 2);
+  assert.deepEqual(page.problems, []);
+  await context.close();
+});
+
+test('a malformed catalog is refused whole and the stored one kept', async () => {
+  const context = await env.browser.newContext();
+  const page = await openPage(context);
+  const warnings = [];
+  page.on('console', (m) => m.type() === 'warning' && warnings.push(m.text()));
+  await visit(page, '/demo/');
+  const bad = structuredClone(catalog);
+  bad.creatives[bad.ads[0].id].url = 'javascript:alert(1)';
+  bad.ads.push({ id: 'extra-1', category: 'sports' });
+  await context.route('**/v1/catalog.json', (r) => r.fulfill({ contentType: 'application/json', headers: { ETag: '"bad"' }, body: JSON.stringify(bad) }));
+  const status = await visit(page, '/demo/');
+  assert.equal(status.ads, catalog.ads.length, 'the stored catalog is still used');
+  assert.ok(warnings.some((w) => /invalid catalog refused .*url must be http/.test(w)), warnings.join('\n'));
+  assert.equal(await page.$$eval('[data-hearth-slot]', (s) => s.filter((x) => x.dataset.hearthAd).length), 2);
   await context.close();
 });

@@ -57,17 +57,17 @@ export async function hearthPage(env) {
   return page;
 }
 
-// The real aggregator in demo mode (serving www/) on a free port with a fresh
-// database; `cargo test` or `cargo build -p hearth-aggregator` builds the binary.
+// The real aggregator with `make demo`'s configuration (serving www/ and the demo
+// catalog) on a free port with a fresh database; `cargo test` or
+// `cargo build -p hearth-aggregator` builds the binary.
 export async function startAggregator() {
   const bin = process.env.HEARTH_AGGREGATOR ?? 'target/debug/hearth-aggregator';
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-agg-'));
-  const child = spawn(bin, [], {
+  const child = spawn(bin, ['--config', 'crates/aggregator/demo.toml'], {
     env: {
       ...process.env,
       HEARTH_AGG__LISTEN: '"127.0.0.1:0"',
       HEARTH_AGG__DATABASE: JSON.stringify(path.join(dir, 'hearth.db')),
-      HEARTH_AGG__WWW: '"www"',
       HEARTH_LOG: 'warn',
     },
     stdio: ['ignore', 'pipe', 'inherit'],

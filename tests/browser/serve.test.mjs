@@ -38,7 +38,7 @@ test('serves the module, model and ort files with the right types', async () => 
 
 test('refuses paths outside its mounts and other methods', async () => {
   for (const path of [
-    '/../Cargo.toml', '/pkg/../../Cargo.toml', '/models/../Cargo.toml', '/ort/../package.json',
+    '/../Cargo.toml', '/pkg/../../Cargo.toml', '/models/../Cargo.toml', '/ort/../package-lock.json',
     '/%2e%2e/Cargo.toml', '/models/%2e%2e/%2e%2e/Cargo.toml', '/%00', '/%E0%A4%A', '/nope.html', '//etc/passwd',
   ]) {
     assert.equal((await get(path)).status, 404, path);

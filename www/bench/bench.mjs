@@ -1,4 +1,4 @@
-// Browser benchmark page. Modes: ?mode=full (the default), ?mode=cold, ?mode=cold-ort and ?mode=train;
+// Browser benchmark page. Modes: ?mode=full (the default), ?mode=cold, ?mode=cold-ort, ?mode=gpu and ?mode=train;
 // the outcome is published on window.__bench = {status: 'running'|'done'|'error', result|error}
 // for scripts/bench.mjs (Playwright) and printed on the page for humans.
 //
@@ -201,11 +201,39 @@ async function train() {
   return { rows };
 }
 
+// gpu: whole-catalog logits, WebGPU (wgpu + WGSL, ad side resident on the GPU) against tract on
+// the CPU, in the same page, at 1,000 and 10,000 ads. Headless Chromium's adapter is SwiftShader,
+// a CPU emulation of a GPU: these figures check the path, they say nothing of a real GPU's speed.
+async function gpu() {
+  const { default: init, Hearth, WebGpuScorer } = await import('/pkg/hearth.js');
+  await init();
+  const pack = await fetchPack();
+  const scorer = await WebGpuScorer.create();
+  if (!scorer) throw new Error('no WebGPU adapter');
+  const hearth = new Hearth(pack.onnx, pack.manifest);
+  for (const e of syntheticProfileEvents()) hearth.record(e);
+  const context = benchContext();
+  const rows = [];
+  for (const n of [1000, 10000]) {
+    hearth.setCatalog(syntheticCatalog(n));
+    scorer.load(hearth);
+    const cpu = await time(() => hearth.catalogLogits(context, NOW));
+    const webgpu = await time(() => scorer.logits(hearth.gpuRequest(context, NOW)));
+    const [a, b] = [hearth.catalogLogits(context, NOW), await scorer.logits(hearth.gpuRequest(context, NOW))];
+    if (a.length !== n || b.length !== n) throw new Error(`logit count: cpu ${a.length}, webgpu ${b.length}, n ${n}`);
+    let maxAbsDiff = 0;
+    for (let i = 0; i < n; i++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(a[i] - b[i]));
+    rows.push({ n, cpu, webgpu, maxAbsDiff });
+    say(`n=${n}: cpu (tract-wasm) p50 ${cpu.p50.toFixed(3)} ms | webgpu (${scorer.adapter}) p50 ${webgpu.p50.toFixed(3)} ms | max |Δlogit| ${maxAbsDiff.toExponential(2)}`);
+  }
+  return { rows, adapter: scorer.adapter };
+}
+
 window.__bench = { status: 'running' };
 const mode = new URLSearchParams(location.search).get('mode') ?? 'full';
 say(`mode=${mode} crossOriginIsolated=${crossOriginIsolated}`);
 try {
-  const result = await ({ cold, 'cold-ort': coldOrt, full, train }[mode] ?? full)();
+  const result = await ({ cold, 'cold-ort': coldOrt, full, gpu, train }[mode] ?? full)();
   window.__bench = { status: 'done', result };
   say('done');
 } catch (e) {

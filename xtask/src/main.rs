@@ -2,6 +2,8 @@
 //! `cargo run -p xtask --release -- <task> [args]`.
 
 mod bench;
+mod demo;
+mod demo_pack;
 mod fixture;
 mod loadgen;
 mod sink;
@@ -33,12 +35,14 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("gen-pack") => gen_pack(&args),
+        Some("gen-demo") => demo::run(&args),
+        Some("gen-demo-pack") => demo_pack::run(&args),
         Some("rank-fixture") => fixture::rank_fixture(&args),
         Some("bench-native") => bench::native(&args),
         Some("bench-train") => bench::train(&args),
         Some("bench-aggregator") => loadgen::run(&args),
         Some("http-sink") => sink::run(args.get(1).map_or("f32", String::as_str)),
-        _ => Err("usage: xtask gen-pack [--out DIR] [--seed N] [--version V] | rank-fixture FIXTURE.json [--pack DIR] | bench-native [--out FILE] | bench-train [--out FILE] | bench-aggregator [--out FILE] [--server BIN] [--seconds S]".into()),
+        _ => Err("usage: xtask gen-pack [--out DIR] [--seed N] [--version V] | gen-demo [--out DIR] | gen-demo-pack [--catalog FILE] [--out DIR] [--seed N] | rank-fixture FIXTURE.json [--pack DIR] | bench-native [--out FILE] | bench-train [--out FILE] | bench-aggregator [--out FILE] [--server BIN] [--seconds S]".into()),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e}");

@@ -22,6 +22,9 @@ pub struct Config {
     pub initial_model: PathBuf,
     /// Demo mode: serve this directory statically at `/`.
     pub www: Option<PathBuf>,
+    /// The ad catalog (JSON, `{"ads": [...], "creatives": {...}}`) served whole at
+    /// `/v1/catalog.json`; read and checked once at start.
+    pub catalog: Option<PathBuf>,
     /// Whole-body read deadline for an upload; slower senders get 408.
     pub body_timeout_ms: u64,
     /// Uploads read, validated or waiting for the keeper at once; more wait their turn before
@@ -76,6 +79,7 @@ impl Default for Config {
             database: "target/aggregator/hearth.db".into(),
             initial_model: "models/default".into(),
             www: None,
+            catalog: None,
             body_timeout_ms: 10_000,
             upload_concurrency: 32,
             queue: 64,

@@ -32,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/model/model.onnx"),
     ("get", "/v1/models/{version}/manifest.json"),
     ("get", "/v1/models/{version}/model.onnx"),
+    ("get", "/v1/catalog.json"),
     ("get", "/v1/round"),
     ("post", "/v1/updates"),
     ("get", "/v1/privacy"),
@@ -49,6 +50,7 @@ pub struct App {
     pub body_timeout: Duration,
     /// Permits to read and hold an upload (see `Config::upload_concurrency`).
     pub uploads: Arc<Semaphore>,
+    pub catalog: Option<Arc<crate::catalog::Published>>,
 }
 
 pub fn router(app: App, www: Option<PathBuf>) -> Router {
@@ -64,6 +66,7 @@ pub fn router(app: App, www: Option<PathBuf>) -> Router {
         .route("/v1/model/model.onnx", get(current_onnx))
         .route("/v1/models/{version}/manifest.json", get(versioned_manifest))
         .route("/v1/models/{version}/model.onnx", get(versioned_onnx))
+        .route("/v1/catalog.json", get(catalog))
         .route("/v1/round", get(round_task))
         .route("/v1/updates", post(upload))
         .route("/v1/privacy", get(privacy))
@@ -102,10 +105,15 @@ fn snapshot(app: &App) -> Arc<Snapshot> {
     app.snapshot.borrow().clone()
 }
 
+fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
+    let matches = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    matches.then(|| (StatusCode::NOT_MODIFIED, [(header::ETAG, etag.to_string())]).into_response())
+}
+
 /// The current pack may change at any round close: revalidate every time (cheap with ETag).
 fn current_pack(headers: &HeaderMap, model: &Published, body: Bytes, content_type: &'static str) -> Response {
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == model.etag)) {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, model.etag.clone())]).into_response();
+    if let Some(resp) = not_modified(headers, &model.etag) {
+        return resp;
     }
     let headers = [
         (header::CONTENT_TYPE, content_type.to_string()),
@@ -114,6 +122,21 @@ fn current_pack(headers: &HeaderMap, model: &Published, body: Bytes, content_typ
         (header::HeaderName::from_static("x-hearth-model-version"), model.version.to_string()),
     ];
     (headers, body).into_response()
+}
+
+async fn catalog(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some(c) = app.catalog else {
+        return reject(Reject::new(404, "no_catalog", "this aggregator publishes no catalog"));
+    };
+    if let Some(resp) = not_modified(&headers, &c.etag) {
+        return resp;
+    }
+    let headers = [
+        (header::CONTENT_TYPE, "application/json".to_string()),
+        (header::ETAG, c.etag.clone()),
+        (header::CACHE_CONTROL, "no-cache".to_string()),
+    ];
+    (headers, c.body.clone()).into_response()
 }
 
 async fn current_manifest(State(app): State<App>, headers: HeaderMap) -> Response {

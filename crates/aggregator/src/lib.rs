@@ -3,6 +3,7 @@
 //! their mean moves the model and the next pack is published.
 
 pub mod aggregate;
+pub mod catalog;
 pub mod config;
 pub mod http;
 pub mod metrics;
@@ -25,6 +26,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
     let (keeper, snapshot) = Keeper::start(config.clone(), metrics.clone())?;
     let (queue, inbox) = std::sync::mpsc::sync_channel(config.queue);
     let keeper = std::thread::Builder::new().name("round-keeper".into()).spawn(move || keeper.run(inbox))?;
+    let catalog = config.catalog.as_deref().map(catalog::Published::read).transpose()?.map(Arc::new);
     let app = http::App {
         snapshot,
         queue,
@@ -32,6 +34,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
         database: config.database.clone(),
         body_timeout: Duration::from_millis(config.body_timeout_ms),
         uploads: Arc::new(tokio::sync::Semaphore::new(config.upload_concurrency)),
+        catalog,
     };
     axum::serve(listener, http::router(app, config.www.clone())).with_graceful_shutdown(shutdown).await?;
     // The router (and with it the queue's sending end) is gone: the keeper drains and exits.

@@ -127,7 +127,9 @@ fn k_updates_close_the_round_and_publish_a_pack_that_scores() {
 #[test]
 fn the_openapi_document_lists_every_route_and_each_route_answers() {
     let dir = scratch("openapi");
-    let server = Server::start(&dir, &config(&small_pack(&dir), K, ""));
+    let catalog = dir.join("catalog.json");
+    std::fs::write(&catalog, r#"{"ads": [], "creatives": {}}"#).unwrap();
+    let server = Server::start(&dir, &config(&small_pack(&dir), K, &format!("catalog = {catalog:?}")));
     let (status, _, body) = get(&server.url("/v1/openapi.json"));
     assert_eq!(status, 200);
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();

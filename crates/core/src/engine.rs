@@ -53,6 +53,12 @@ impl Engine {
         &self.catalog
     }
 
+    /// Ad-side rows of the installed catalog, `catalog().len() × scorer().width()`: what another
+    /// scorer (the GPU one) needs besides the request side to compute the logits.
+    pub fn catalog_side(&self) -> &[f32] {
+        &self.catalog_side
+    }
+
     pub fn record(&mut self, event: Event) -> Result<()> {
         self.profile.record(event)
     }
@@ -113,6 +119,12 @@ impl Engine {
         Ok((request, names))
     }
 
+    /// What this profile and page contribute to every ad's logit (see [`reference::logit`]).
+    pub fn request_side(&self, context: &Context, now_ms: i64) -> Result<reference::RequestSide> {
+        let (req, _) = self.request(context, now_ms)?;
+        Ok(reference::request_side(&self.pack.params, &req))
+    }
+
     /// Logits for the whole installed catalog, in catalog order.
     pub fn catalog_logits(&self, context: &Context, now_ms: i64) -> Result<Vec<f32>> {
         let (req, _) = self.request(context, now_ms)?;
@@ -121,29 +133,61 @@ impl Engine {
 
     /// Ranks the installed catalog.
     pub fn rank(&self, context: &Context, opts: &RankOptions) -> Result<Vec<Ranked>> {
-        self.rank_in(&self.catalog, &self.catalog_side, context, opts)
+        self.rank_in(&self.catalog, &self.catalog_side, context, opts, None)
+    }
+
+    /// Ranks the installed catalog with logits computed elsewhere (the GPU scorer): one per
+    /// catalog ad, in catalog order. Caps, diversity and explanations are those of [`Engine::rank`].
+    pub fn rank_scored(&self, context: &Context, opts: &RankOptions, catalog_logits: &[f32]) -> Result<Vec<Ranked>> {
+        if catalog_logits.len() != self.catalog.len() {
+            return Err(HearthError::Shape {
+                name: "catalog logits".into(),
+                expected: vec![self.catalog.len()],
+                found: vec![catalog_logits.len()],
+            });
+        }
+        if let Some(index) = catalog_logits.iter().position(|v| !v.is_finite()) {
+            return Err(HearthError::NonFiniteLogit { index });
+        }
+        self.rank_in(&self.catalog, &self.catalog_side, context, opts, Some(catalog_logits))
     }
 
     /// Ranks a one-off candidate list; its ad side is computed for this call only.
     pub fn rank_candidates(&self, ads: Vec<Ad>, context: &Context, opts: &RankOptions) -> Result<Vec<Ranked>> {
         let catalog = Catalog::new(ads, self.spec())?;
         let side = self.scorer.ad_side(&catalog.ids, &catalog.weights)?;
-        self.rank_in(&catalog, &side, context, opts)
+        self.rank_in(&catalog, &side, context, opts, None)
     }
 
-    fn rank_in(&self, catalog: &Catalog, side: &[f32], context: &Context, opts: &RankOptions) -> Result<Vec<Ranked>> {
+    /// Ranks `catalog`, scoring its eligible ads with tract unless `precomputed` holds the
+    /// logits of the whole catalog already.
+    fn rank_in(
+        &self,
+        catalog: &Catalog,
+        side: &[f32],
+        context: &Context,
+        opts: &RankOptions,
+        precomputed: Option<&[f32]>,
+    ) -> Result<Vec<Ranked>> {
         if opts.k == 0 {
             return Err(HearthError::InvalidContext("k must be at least 1".into()));
         }
         let (req, names) = self.request(context, opts.now_ms)?;
         let width = self.scorer.width();
         let candidates = rank::eligible(&self.profile, &catalog.ads, &opts.caps, opts.now_ms);
-        let rows: Cow<[f32]> = if candidates.len() == catalog.len() {
-            Cow::Borrowed(side)
-        } else {
-            Cow::Owned(candidates.iter().flat_map(|&i| &side[i * width..(i + 1) * width]).copied().collect())
+        let all_eligible = candidates.len() == catalog.len();
+        let scores: Cow<[f32]> = match precomputed {
+            Some(all) if all_eligible => Cow::Borrowed(all),
+            Some(all) => Cow::Owned(candidates.iter().map(|&i| all[i]).collect()),
+            None => {
+                let rows: Cow<[f32]> = if all_eligible {
+                    Cow::Borrowed(side)
+                } else {
+                    Cow::Owned(candidates.iter().flat_map(|&i| &side[i * width..(i + 1) * width]).copied().collect())
+                };
+                Cow::Owned(self.scorer.logits(&req, &rows)?)
+            }
         };
-        let scores = self.scorer.logits(&req, &rows)?;
         // Diversity may reach past the top k, so it needs the full order.
         let keep = if opts.diversity.is_some() { None } else { Some(opts.k) };
         let mut order = rank::by_score(&candidates, &scores, &catalog.ads, keep);

@@ -32,6 +32,8 @@ pub enum HearthError {
     ProfileCorrupt(String),
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error("precomputed logit {index} is not finite")]
+    NonFiniteLogit { index: usize },
     #[error("invalid training settings: {0}")]
     InvalidTraining(String),
     #[error("model update: {0}")]

@@ -210,3 +210,35 @@ fn a_new_model_rescores_the_catalog_and_keeps_the_profile() {
     assert_eq!(e.profile().feature_count(), 0);
     assert_eq!(e.profile().events().len(), 0);
 }
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn logits_from_elsewhere_rank_like_tract_and_bad_ones_are_refused() {
+    let mut e = engine(reader_of("sports", 6), 30);
+    let hour = 3_600_000;
+    let capped = e.catalog().ads[0].clone();
+    e.record(impression(&capped, NOW - hour)).unwrap();
+    let context = Context { topics: vec!["travel".into()], slot: Some("sidebar".into()), hour: Some(9), ..Context::default() };
+    let logits = e.catalog_logits(&context, NOW).unwrap();
+    let caps = FrequencyCaps { per_ad: Some(Cap { max: 1, window_ms: 2 * hour }), per_campaign: None };
+    let rule = Diversity { slots: 4, max_per_advertiser: Some(1), max_per_category: Some(2) };
+    for opts in [
+        RankOptions { k: 30, ..RankOptions::at(NOW) },
+        RankOptions { k: 5, explain: 0, ..RankOptions::at(NOW) },
+        RankOptions { k: 30, caps: caps.clone(), ..RankOptions::at(NOW) },
+        RankOptions { k: 12, caps, diversity: Some(rule), ..RankOptions::at(NOW) },
+    ] {
+        assert_eq!(e.rank_scored(&context, &opts, &logits).unwrap(), e.rank(&context, &opts).unwrap(), "{opts:?}");
+    }
+    let opts = RankOptions::at(NOW);
+    for wrong in [&logits[1..], &[logits.clone(), vec![0.0]].concat()[..], &[]] {
+        let e = e.rank_scored(&context, &opts, wrong).unwrap_err();
+        assert!(matches!(&e, HearthError::Shape { expected, found, .. } if expected == &[30] && found == &[wrong.len()]), "{e:?}");
+    }
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut poisoned = logits.clone();
+        poisoned[17] = bad;
+        assert_eq!(e.rank_scored(&context, &opts, &poisoned), Err(HearthError::NonFiniteLogit { index: 17 }));
+    }
+    assert!(e.rank_scored(&context, &RankOptions { k: 0, ..opts }, &logits).is_err());
+}

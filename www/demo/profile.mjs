@@ -1,0 +1,46 @@
+// "Your ad profile": what Hearth keeps, from window.hearth (the snippet), with erase, opt-out
+// and export. Text only, through textContent.
+const $ = (id) => document.getElementById(id);
+const row = (...cells) => {
+  const tr = document.createElement('tr');
+  for (const c of cells) tr.append(Object.assign(document.createElement('td'), { textContent: c }));
+  return tr;
+};
+
+async function show() {
+  const [profile, status] = await Promise.all([hearth.profile(), hearth.status()]);
+  const learning = status.gpc ? 'off (Global Privacy Control is set)' : status.optedOut ? 'off (you opted out)' : 'on';
+  $('status').textContent =
+    `Learning ${learning} · model version ${status.modelVersion} · ${status.ads} ads · ranking on ${status.webgpu ? `WebGPU (${status.webgpu})` : 'the CPU'}`;
+  $('opt').textContent = status.optedOut ? 'Opt back in' : 'Opt out';
+  $('half-life').textContent = String(Math.round(profile.config.half_life_ms / 86_400_000));
+  $('weights').tBodies[0].replaceChildren(...profile.weights.slice(0, 30).map((w) => row(w.feature, w.weight.toFixed(3))));
+  $('count').textContent = String(profile.events.length);
+  const about = (e) => e.ad_id ?? [...(e.topics ?? []), ...(e.keywords ?? [])].join(', ');
+  $('events').tBodies[0].replaceChildren(
+    ...profile.events.slice(-50).reverse().map((e) => row(new Date(e.ts).toLocaleString(), e.kind, about(e))),
+  );
+  document.body.dataset.ready = 'true';
+}
+
+async function main() {
+  while (!window.hearth) await new Promise((r) => setTimeout(r, 20)); // the snippet is async
+  await hearth.ready;
+  $('erase').onclick = () => hearth.erase().then(show);
+  $('opt').onclick = async () => {
+    const { optedOut } = await hearth.status();
+    await (optedOut ? hearth.optIn() : hearth.optOut());
+    await show();
+  };
+  $('export').onclick = async () => {
+    const blob = new Blob([await hearth.exportProfile()], { type: 'application/json' });
+    const a = Object.assign(document.createElement('a'), { href: URL.createObjectURL(blob), download: 'hearth-profile.json' });
+    a.click();
+    URL.revokeObjectURL(a.href);
+  };
+  await show();
+}
+
+main().catch((e) => {
+  $('status').textContent = `Hearth could not start: ${e.message}`;
+});

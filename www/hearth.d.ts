@@ -1,0 +1,127 @@
+// Types of `window.hearth`, the API the Hearth snippet (hearth.js) installs.
+// Every method is asynchronous: the work happens in Hearth's worker.
+
+export type EventKind = 'page_view' | 'impression' | 'click' | 'conversion' | 'dismissal';
+
+export interface HearthEvent {
+  kind: EventKind;
+  /** Milliseconds since the Unix epoch. */
+  ts: number;
+  topics?: string[];
+  keywords?: string[];
+  ad_id?: string;
+  campaign?: string;
+  advertiser?: string;
+  category?: string;
+}
+
+export interface Creative {
+  title: string;
+  body: string;
+  cta: string;
+  /** http(s) address of the advertiser's page. */
+  url: string;
+}
+
+export interface Contribution {
+  /** A profile feature, e.g. "topic:sports". */
+  feature: string;
+  /** Its first-order share of the ad's logit. */
+  contribution: number;
+}
+
+export interface RankedAd {
+  ad_id: string;
+  campaign?: string;
+  advertiser?: string;
+  category?: string;
+  /** Logit. */
+  score: number;
+  /** Predicted click probability. */
+  probability: number;
+  /** Why this ad: the profile features that moved its score most. */
+  why: Contribution[];
+  creative: Creative;
+}
+
+export type Backend = 'auto' | 'cpu' | 'webgpu';
+
+export interface Cap { max: number; window_ms: number; }
+
+export interface RankOptions {
+  /** Slot name; part of the page context. */
+  slot?: string;
+  k?: number;
+  explain?: number;
+  caps?: { per_ad?: Cap; per_campaign?: Cap };
+  diversity?: { slots: number; max_per_advertiser?: number; max_per_category?: number };
+  backend?: Backend;
+}
+
+export interface Status {
+  optedOut: boolean;
+  /** Global Privacy Control was set: nothing is learned and nothing is uploaded. */
+  gpc: boolean;
+  modelVersion: number;
+  ads: number;
+  /** The WebGPU adapter in use, or null when ranking runs on the CPU only. */
+  webgpu: string | null;
+  labelledEvents: number;
+}
+
+export interface Profile {
+  events: HearthEvent[];
+  /** Decayed feature weights now, strongest first. */
+  weights: { feature: string; weight: number }[];
+  config: { half_life_ms: number; max_events: number; max_features: number };
+  optedOut: boolean;
+  gpc: boolean;
+}
+
+export interface Participation {
+  status: 'uploaded' | 'skipped' | 'refused';
+  reason: string;
+}
+
+export interface Scores {
+  backend: 'cpu' | 'webgpu';
+  /** One logit per catalog ad, in catalog order. */
+  logits: number[];
+  ms: number;
+}
+
+export interface HearthApi {
+  readonly version: string;
+  /** Resolves once the model and catalog are loaded and the slots are filled. */
+  readonly ready: Promise<Status>;
+  /** Records a page view and makes its topics and keywords the context of the slots. */
+  page(page?: { topics?: string[]; keywords?: string[] }): Promise<boolean>;
+  /** Records any event; resolves false when learning is off (opt-out or GPC). */
+  record(event: HearthEvent): Promise<boolean>;
+  impression(adId: string): Promise<boolean>;
+  click(adId: string): Promise<boolean>;
+  conversion(adId: string): Promise<boolean>;
+  dismiss(adId: string): Promise<boolean>;
+  rank(options?: RankOptions): Promise<RankedAd[]>;
+  /** Ranks again and re-renders every `[data-hearth-slot]`. */
+  fill(): Promise<RankedAd[]>;
+  why(adId: string, slot?: string): Promise<RankedAd>;
+  profile(): Promise<Profile>;
+  /** The whole stored profile as a JSON document. */
+  exportProfile(): Promise<string>;
+  erase(): Promise<void>;
+  /** Erases the profile and stops learning and uploads until optIn(). */
+  optOut(): Promise<void>;
+  optIn(): Promise<void>;
+  status(): Promise<Status>;
+  /** Takes part in the current federated round now, if this device may. */
+  participate(): Promise<Participation>;
+  /** Raw catalog logits on one backend (diagnostics and benchmarks). */
+  scores(options?: { slot?: string; backend?: Backend }): Promise<Scores>;
+}
+
+declare global {
+  interface Window {
+    hearth: HearthApi;
+  }
+}

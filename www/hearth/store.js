@@ -1,0 +1,103 @@
+// Hearth's on-device store: one IndexedDB database, one key-value object store, a schema
+// version, and a bound on every record. A store this code did not write (another schema, a
+// foreign database of the same name, unreadable records) is deleted and started afresh with a
+// warning: the device loses its profile, never its ability to run.
+
+export const DB_NAME = 'hearth';
+export const SCHEMA = 1;
+const STORE = 'kv';
+
+// Most bytes each record may hold; a profile is bounded by the core's own caps (5,000 events).
+export const LIMITS = {
+  meta: 1 << 10,
+  settings: 1 << 10,
+  profile: 4 << 20,
+  model: 32 << 20,
+  catalog: 8 << 20,
+  rounds: 4 << 20,
+};
+
+// What each record must look like to be trusted.
+const SHAPES = {
+  meta: (v) => v?.schema === SCHEMA,
+  settings: (v) => typeof v?.optedOut === 'boolean',
+  profile: (v) => typeof v === 'string',
+  model: (v) => typeof v?.manifest === 'string' && v.onnx instanceof Uint8Array && typeof v.version === 'number',
+  catalog: (v) => typeof v?.text === 'string' && typeof v.url === 'string',
+  rounds: (v) => typeof v === 'object' && v !== null && !Array.isArray(v),
+};
+
+const size = (v) =>
+  typeof v === 'string' ? v.length * 2 : v instanceof Uint8Array ? v.byteLength
+    : v && typeof v === 'object' ? Object.values(v).reduce((n, x) => n + size(x), 0) : 8;
+
+const promised = (req) => new Promise((resolve, reject) => {
+  req.onsuccess = () => resolve(req.result);
+  req.onerror = () => reject(req.error);
+});
+
+const committed = (tx) => new Promise((resolve, reject) => {
+  tx.oncomplete = resolve;
+  tx.onerror = tx.onabort = () => reject(tx.error ?? new Error('store transaction aborted'));
+});
+
+function openDb() {
+  const req = indexedDB.open(DB_NAME, SCHEMA);
+  req.onupgradeneeded = (e) => {
+    if (e.oldVersion !== 0) return; // someone else's older database: checked and reset below
+    req.result.createObjectStore(STORE).put({ schema: SCHEMA }, 'meta');
+  };
+  return promised(req);
+}
+
+export class Store {
+  static async open(warn) {
+    let db;
+    try {
+      db = await openDb();
+      const stores = [...db.objectStoreNames];
+      if (stores.length !== 1 || stores[0] !== STORE) throw new Error(`unexpected object stores [${stores}]`);
+      const meta = await promised(db.transaction(STORE).objectStore(STORE).get('meta'));
+      if (!SHAPES.meta(meta)) throw new Error(`schema ${JSON.stringify(meta?.schema)}, expected ${SCHEMA}`);
+    } catch (e) {
+      db?.close();
+      warn(`the stored state could not be used (${e.message ?? e}); starting afresh`);
+      await promised(indexedDB.deleteDatabase(DB_NAME));
+      db = await openDb();
+    }
+    return new Store(db, warn);
+  }
+
+  constructor(db, warn) {
+    this.db = db;
+    this.warn = warn;
+    // Another tab deleting the database for a reset must not wait on this one.
+    db.onversionchange = () => db.close();
+  }
+
+  // The record under `key`, or undefined; a record of the wrong shape is dropped with a warning.
+  async get(key) {
+    const value = await promised(this.db.transaction(STORE).objectStore(STORE).get(key));
+    if (value === undefined || SHAPES[key](value)) return value;
+    this.warn(`stored ${key} was unreadable and has been dropped`);
+    await this.delete(key);
+    return undefined;
+  }
+
+  // Writes several records in one transaction: all of them or, on any error, none.
+  async put(records) {
+    for (const [key, value] of Object.entries(records)) {
+      if (!SHAPES[key]?.(value)) throw new Error(`refusing to store a malformed ${key}`);
+      if (size(value) > LIMITS[key]) throw new Error(`${key} is larger than the ${LIMITS[key]} bytes allowed`);
+    }
+    const tx = this.db.transaction(STORE, 'readwrite', { durability: 'strict' });
+    for (const [key, value] of Object.entries(records)) tx.objectStore(STORE).put(value, key);
+    await committed(tx);
+  }
+
+  async delete(...keys) {
+    const tx = this.db.transaction(STORE, 'readwrite');
+    for (const key of keys) tx.objectStore(STORE).delete(key);
+    await committed(tx);
+  }
+}

@@ -1,0 +1,196 @@
+// Hearth's dedicated worker: everything that costs time or touches the profile runs here, off
+// the publisher's main thread. It owns the wasm module (hearth-core), the IndexedDB store, the
+// model and catalog downloads, ranking (tract on the CPU, or WebGPU) and federated rounds.
+// The snippet (../hearth.js) talks to it by messages: {id, method, args} -> {id, result|error}.
+import init, { Hearth, WebGpuScorer } from '../pkg/hearth.js';
+import { Store } from './store.js';
+import { checkCatalog } from './catalog.js';
+import { getCached } from './net.js';
+import { participate } from './participate.js';
+
+// Catalogs at least this large are scored on the GPU in "auto" mode; below it, tract on the
+// CPU is done before a GPU dispatch would be (see target/bench/score.json).
+const GPU_MIN_ADS = 4096;
+
+const warn = (message) => postMessage({ warn: message });
+
+let config; // {aggregator, catalog, gpu, gpc}
+let store;
+let h; // Hearth: model + profile + catalog
+let catalog; // {ads, creatives, byId}
+let gpu; // WebGpuScorer, or undefined without an adapter
+let settings = { optedOut: false };
+
+// Neither learning nor uploads with Global Privacy Control or after an opt-out.
+const blocked = () => config.gpc || settings.optedOut;
+
+async function loadModel() {
+  const cached = await store.get('model');
+  const url = new URL('v1/model/manifest.json', config.aggregator).href;
+  let manifest;
+  try {
+    manifest = await getCached(url, cached?.etag, 'text');
+  } catch (e) {
+    if (!cached) throw e;
+    warn(`model check failed (${e.message}); using the stored model`);
+  }
+  if (manifest === undefined || manifest.body === undefined) return cached; // unchanged or offline
+  const version = JSON.parse(manifest.body).model_version;
+  if (cached?.version === version) return cached;
+  // Published versions never change, so the graph is fetched by version: no mix of two packs.
+  const onnx = await getCached(new URL(`v1/models/${version}/model.onnx`, config.aggregator).href, undefined, 'bytes');
+  return { version, manifest: manifest.body, onnx: onnx.body, etag: manifest.etag };
+}
+
+async function installModel() {
+  const model = await loadModel();
+  if (h && model.version === h.modelVersion) return;
+  if (h) h.setModel(model.onnx, model.manifest);
+  else h = new Hearth(model.onnx, model.manifest, (await store.get('profile')) ?? null);
+  await store.put({ model });
+  gpu?.load(h);
+}
+
+async function installCatalog() {
+  const cached = await store.get('catalog');
+  const usable = cached?.url === config.catalog ? cached : undefined;
+  let fetched;
+  try {
+    fetched = await getCached(config.catalog, usable?.etag, 'text');
+  } catch (e) {
+    if (!usable) throw e;
+    warn(`catalog check failed (${e.message}); using the stored catalog`);
+  }
+  if (fetched?.body !== undefined) {
+    try {
+      catalog = checkCatalog(fetched.body, config.catalog);
+      h.setCatalog(catalog.ads);
+      await store.put({ catalog: { url: config.catalog, etag: fetched.etag, text: fetched.body } });
+      return;
+    } catch (e) {
+      if (!usable) throw new Error(`invalid catalog: ${e.message}`);
+      warn(`invalid catalog refused (${e.message}); keeping the stored one`);
+    }
+  }
+  catalog = checkCatalog(usable.text, config.catalog);
+  h.setCatalog(catalog.ads);
+}
+
+async function start(cfg) {
+  config = cfg;
+  if (!config.catalog) throw new Error('the script tag has no data-catalog');
+  store = await Store.open(warn);
+  settings = (await store.get('settings')) ?? settings;
+  await init({ module_or_path: new URL('../pkg/hearth_bg.wasm', import.meta.url) });
+  await installModel();
+  await installCatalog();
+  if (config.gpu !== 'never' && catalog.ads.length > 0) {
+    gpu = await WebGpuScorer.create().catch((e) => warn(`WebGPU unavailable: ${e.message}`));
+    gpu?.load(h);
+  }
+}
+
+async function saveProfile() {
+  await store.put({ profile: h.exportProfile() });
+}
+
+const useGpu = (backend) =>
+  backend === 'webgpu' || (backend !== 'cpu' && config.gpu !== 'never' && gpu && catalog.ads.length >= GPU_MIN_ADS);
+
+async function scoreCatalog(context, now, backend) {
+  if (!useGpu(backend)) return { backend: 'cpu', logits: h.catalogLogits(context, now) };
+  if (!gpu) throw new Error('no WebGPU adapter');
+  return { backend: 'webgpu', logits: await gpu.logits(h.gpuRequest(context, now)) };
+}
+
+function withCreative(ranked) {
+  return ranked.map((r) => {
+    const { campaign, advertiser, category } = catalog.byId.get(r.ad_id);
+    return { ...r, campaign, advertiser, category, creative: catalog.creatives[r.ad_id] };
+  });
+}
+
+const methods = {
+  async record(event) {
+    if (blocked()) return false;
+    h.record(event);
+    await saveProfile();
+    return true;
+  },
+  async recordAd(kind, adId, ts) {
+    const ad = catalog.byId.get(adId);
+    if (!ad) throw new Error(`no ad ${JSON.stringify(adId)} in the catalog`);
+    return methods.record({ kind, ts, ad_id: ad.id, campaign: ad.campaign, advertiser: ad.advertiser, category: ad.category });
+  },
+  async rank(context, { k = 1, explain = 5, diversity, caps, backend } = {}) {
+    // Absent options stay absent: the module reads `undefined` as a value, not as "default".
+    const opts = Object.fromEntries(Object.entries({ now_ms: Date.now(), k, explain, diversity, caps }).filter(([, v]) => v !== undefined));
+    if (!useGpu(backend)) return withCreative(h.rank(context, opts));
+    const { logits } = await scoreCatalog(context, opts.now_ms, backend);
+    return withCreative(h.rankScored(context, opts, logits));
+  },
+  async why(adId, context) {
+    const ad = catalog.byId.get(adId);
+    if (!ad) throw new Error(`no ad ${JSON.stringify(adId)} in the catalog`);
+    return withCreative(h.rankCandidates(context, [ad], { now_ms: Date.now(), k: 1, explain: 10 }))[0];
+  },
+  // Raw logits of the whole catalog on one backend, with the time they took.
+  async scores(context, { backend = 'auto' } = {}) {
+    const t0 = performance.now();
+    const { backend: used, logits } = await scoreCatalog(context, Date.now(), backend);
+    return { backend: used, logits: Array.from(logits), ms: performance.now() - t0 };
+  },
+  async profile() {
+    const doc = JSON.parse(h.exportProfile());
+    return {
+      events: doc.events,
+      weights: h.weights(Date.now()),
+      config: doc.config,
+      optedOut: settings.optedOut,
+      gpc: config.gpc,
+    };
+  },
+  exportProfile: () => h.exportProfile(),
+  async erase() {
+    h.eraseProfile();
+    await saveProfile();
+    await store.delete('rounds'); // nothing pending may leave after an erase
+  },
+  async optOut() {
+    settings = { optedOut: true };
+    h.eraseProfile();
+    await store.put({ settings, profile: h.exportProfile() });
+    await store.delete('rounds');
+  },
+  async optIn() {
+    settings = { optedOut: false };
+    await store.put({ settings });
+  },
+  status() {
+    return {
+      optedOut: settings.optedOut,
+      gpc: config.gpc,
+      modelVersion: h.modelVersion,
+      ads: catalog.ads.length,
+      webgpu: gpu ? gpu.adapter : null,
+      labelledEvents: h.labelledEvents(),
+    };
+  },
+  participate: () => participate({ h, store, config, warn, blocked, refreshModel: installModel }),
+};
+
+let started;
+self.onmessage = async ({ data: { id, method, args } }) => {
+  try {
+    let result;
+    if (method === 'init') result = await (started = start(...args));
+    else {
+      await started;
+      if (!Object.hasOwn(methods, method)) throw new Error(`unknown method ${method}`);
+      result = await methods[method](...args);
+    }
+    postMessage({ id, result });
+  } catch (e) {
+    postMessage({ id, error: e?.message ?? String(e) });
+  }
+};
