@@ -128,17 +128,14 @@ impl Hearth {
     #[wasm_bindgen(constructor)]
     pub fn new(onnx: &[u8], manifest_json: &str, profile_json: Option<String>) -> Result<Hearth, JsError> {
         let pack = ModelPack::load(onnx, manifest_json).map_err(js_err)?;
-        let profile = match profile_json {
-            Some(json) => {
-                let (profile, dropped) = Profile::load_or_reset(&json, ProfileConfig::default()).map_err(js_err)?;
-                if let Some(reason) = dropped {
-                    console_warn(&format!("hearth: stored profile reset: {reason}"));
-                }
-                profile
-            }
-            None => Profile::new(ProfileConfig::default()).map_err(js_err)?,
-        };
-        Ok(Hearth { engine: Engine::new(pack, profile).map_err(js_err)? })
+        Ok(Hearth { engine: Engine::new(pack, stored_profile(profile_json)?).map_err(js_err)? })
+    }
+
+    /// Replaces the profile with a stored one (or an empty one), as the constructor reads it.
+    #[wasm_bindgen(js_name = loadProfile)]
+    pub fn load_profile(&mut self, profile_json: Option<String>) -> Result<(), JsError> {
+        self.engine.set_profile(stored_profile(profile_json)?);
+        Ok(())
     }
 
     /// Replaces the model; the profile and catalog stay.
@@ -364,6 +361,19 @@ pub fn privacy_report(
 ) -> Result<JsValue, JsError> {
     let deployment: Deployment = from_js(deployment, "deployment")?;
     to_js(&accountant::report(&deployment).map_err(js_err)?)
+}
+
+/// A stored profile, or an empty one; one that cannot be read is replaced by an empty one, with
+/// a console warning saying why.
+fn stored_profile(json: Option<String>) -> Result<Profile, JsError> {
+    let Some(json) = json else {
+        return Profile::new(ProfileConfig::default()).map_err(js_err);
+    };
+    let (profile, dropped) = Profile::load_or_reset(&json, ProfileConfig::default()).map_err(js_err)?;
+    if let Some(reason) = dropped {
+        console_warn(&format!("hearth: stored profile reset: {reason}"));
+    }
+    Ok(profile)
 }
 
 fn js_value_err(v: JsValue) -> JsError {

@@ -1,19 +1,9 @@
 // Types of `window.hearth`, the API the Hearth snippet (hearth.js) installs.
 // Every method is asynchronous: the work happens in Hearth's worker.
 
-export type EventKind = 'page_view' | 'impression' | 'click' | 'conversion' | 'dismissal';
-
-export interface HearthEvent {
-  kind: EventKind;
-  /** Milliseconds since the Unix epoch. */
-  ts: number;
-  topics?: string[];
-  keywords?: string[];
-  ad_id?: string;
-  campaign?: string;
-  advertiser?: string;
-  category?: string;
-}
+// Events and explanations are the wasm module's own types (www/pkg, built by build-wasm.sh).
+import type { Cap, Contribution, HearthEvent } from './pkg/hearth';
+export type { Cap, Contribution, EventKind, HearthEvent } from './pkg/hearth';
 
 export interface Creative {
   title: string;
@@ -21,13 +11,6 @@ export interface Creative {
   cta: string;
   /** http(s) address of the advertiser's page. */
   url: string;
-}
-
-export interface Contribution {
-  /** A profile feature, e.g. "topic:sports". */
-  feature: string;
-  /** Its first-order share of the ad's logit. */
-  contribution: number;
 }
 
 export interface RankedAd {
@@ -45,8 +28,6 @@ export interface RankedAd {
 }
 
 export type Backend = 'auto' | 'cpu' | 'webgpu';
-
-export interface Cap { max: number; window_ms: number; }
 
 export interface RankOptions {
   /** Slot name; part of the page context. */

@@ -107,7 +107,6 @@ $('.close').addEventListener('click', () => { $('.w').hidden = true; });
       // cookies. Popups may open the advertiser's page, outside the sandbox.
       frame.setAttribute('sandbox', 'allow-scripts allow-popups allow-popups-to-escape-sandbox');
       frame.setAttribute('title', 'Advertisement');
-      frame.setAttribute('loading', 'lazy');
       frame.srcdoc = FRAME;
       state = { frame, loaded: new Promise((r) => frame.addEventListener('load', r, { once: true })) };
       shown.set(slot, state);

@@ -134,22 +134,33 @@ test('one participation sends exactly one update, with no cookie, identifier or 
   await context.addCookies([{ name: 'session', value: 'publisher-secret', url: env.server.url }]);
   const requests = recordRequests(context);
   const page = await openPage(context);
+  const accepted = async () => {
+    const text = await (await fetch(`${env.server.url}/metrics`)).text();
+    return Number(/^hearth_updates_accepted_total (\d+)$/m.exec(text)[1]);
+  };
+  const before = await accepted();
   await browseUntilEligible(page);
-  // The snippet takes part by itself when the page is idle; wait for that one upload.
-  const uploads = () => requests.filter((r) => r.url().endsWith('/v1/updates'));
+  // The snippet takes part by itself when the page is idle; wait for the aggregator to count it.
   const until = Date.now() + 60_000;
-  while (uploads().length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
-  assert.equal(uploads().length, 1, 'one upload');
-  const upload = uploads()[0];
-  const response = await upload.response();
-  assert.equal(response.status(), 202);
-
-  // More page views and an explicit call: still one upload this round.
+  while ((await accepted()) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+  // More page views and an explicit call: still one update this round.
   await visit(page, articles('sports')[0]);
   const again = await page.evaluate(() => hearth.participate());
   assert.equal(again.status, 'skipped');
   assert.match(again.reason, /already took part/);
-  assert.equal(uploads().length, 1);
+  assert.equal(await accepted(), before + 1, 'the aggregator counted one update from this device');
+
+  // On the wire: one update. A send cut off by a navigation is resent on the next page with the
+  // same bytes (answered 409 duplicate_nonce), so every request carries the same body.
+  const uploads = requests.filter((r) => r.url().endsWith('/v1/updates'));
+  assert.ok(uploads.length >= 1);
+  const upload = uploads[0];
+  for (const r of uploads) assert.ok(r.postDataBuffer().equals(upload.postDataBuffer()), 'a second, different update');
+  const statuses = await Promise.all(uploads.map(async (r) => {
+    const res = await r.response();
+    return res.status() === 409 ? `409 ${(await res.json()).error}` : String(res.status());
+  }));
+  assert.ok(statuses.every((s) => s === '202' || s === '409 duplicate_nonce'), statuses.join());
 
   // The request: no cookie, no referrer, no identifying header, a body of exactly one update.
   const headers = await upload.allHeaders();
@@ -235,7 +246,9 @@ test('a foreign or corrupted store is reset with a warning, never a crash', asyn
   assert.equal(status.ads, catalog.ads.length);
   assert.ok(warnings.some((w) => /starting afresh/.test(w)), warnings.join('\n'));
 
-  // A profile record that is not a profile: dropped, the page still fills its slots.
+  // A profile record that is not a profile (written from a page without the snippet): dropped,
+  // the page still fills its slots.
+  await page.goto(`${env.server.url}/demo/landing.html`);
   await page.evaluate(() => new Promise((resolve, reject) => {
     const req = indexedDB.open('hearth', 1);
     req.onsuccess = () => {
@@ -266,5 +279,29 @@ test('a malformed catalog is refused whole and the stored one kept', async () =>
   assert.equal(status.ads, catalog.ads.length, 'the stored catalog is still used');
   assert.ok(warnings.some((w) => /invalid catalog refused .*url must be http/.test(w)), warnings.join('\n'));
   assert.equal(await page.$$eval('[data-hearth-slot]', (s) => s.filter((x) => x.dataset.hearthAd).length), 2);
+  await context.close();
+});
+
+test('two tabs share one profile without losing each other\'s events', async () => {
+  const context = await env.browser.newContext();
+  const [a, b] = [await openPage(context), await openPage(context)];
+  await visit(a, '/demo/');
+  await visit(b, '/demo/');
+  // Both tabs are loaded; now each records in turn.
+  await visit(a, articles('food')[0]);
+  await b.evaluate(() => hearth.record({ kind: 'page_view', ts: Date.now(), topics: ['tab-b'] }));
+  await a.evaluate(() => hearth.record({ kind: 'page_view', ts: Date.now(), topics: ['tab-a'] }));
+  await b.evaluate(() => hearth.optOut());
+  assert.equal((await a.evaluate(() => hearth.status())).optedOut, true, 'an opt-out holds in every tab');
+  assert.equal(await a.evaluate(() => hearth.record({ kind: 'page_view', ts: Date.now(), topics: ['late'] })), false);
+  await a.evaluate(() => hearth.optIn());
+  await Promise.all([
+    a.evaluate(() => hearth.record({ kind: 'page_view', ts: Date.now(), topics: ['a2'] })),
+    b.evaluate(() => hearth.record({ kind: 'page_view', ts: Date.now(), topics: ['b2'] })),
+  ]);
+  const topics = async (page) =>
+    JSON.parse(await page.evaluate(() => hearth.exportProfile())).events.flatMap((e) => e.topics ?? []).sort();
+  assert.deepEqual(await topics(a), ['a2', 'b2']);
+  assert.deepEqual(await topics(b), ['a2', 'b2']);
   await context.close();
 });

@@ -46,7 +46,10 @@ async function installModel() {
   const model = await loadModel();
   if (h && model.version === h.modelVersion) return;
   if (h) h.setModel(model.onnx, model.manifest);
-  else h = new Hearth(model.onnx, model.manifest, (await store.get('profile')) ?? null);
+  else {
+    profileRev = (await store.get('profileRev')) ?? 0;
+    h = new Hearth(model.onnx, model.manifest, (await store.get('profile')) ?? null);
+  }
   await store.put({ model });
   gpu?.load(h);
 }
@@ -80,7 +83,6 @@ async function start(cfg) {
   config = cfg;
   if (!config.catalog) throw new Error('the script tag has no data-catalog');
   store = await Store.open(warn);
-  settings = (await store.get('settings')) ?? settings;
   await init({ module_or_path: new URL('../pkg/hearth_bg.wasm', import.meta.url) });
   await installModel();
   await installCatalog();
@@ -90,8 +92,28 @@ async function start(cfg) {
   }
 }
 
-async function saveProfile() {
-  await store.put({ profile: h.exportProfile() });
+// Tabs of one device share the stored profile and settings; `profileRev` counts profile writes.
+// A tab whose copy is behind reloads it before it uses it, and every change happens under a lock
+// on the latest copy and is written back before the lock is released, so no tab overwrites
+// another's events.
+let profileRev = 0;
+
+async function sync() {
+  settings = (await store.get('settings')) ?? settings;
+  const rev = (await store.get('profileRev')) ?? 0;
+  if (rev === profileRev) return;
+  h.loadProfile((await store.get('profile')) ?? null);
+  profileRev = rev;
+}
+
+function changeProfile(change, extra = {}) {
+  return navigator.locks.request('hearth-profile', async () => {
+    await sync();
+    const result = change();
+    await store.put({ profile: h.exportProfile(), profileRev: profileRev + 1, ...extra });
+    profileRev += 1;
+    return result;
+  });
 }
 
 const useGpu = (backend) =>
@@ -112,9 +134,9 @@ function withCreative(ranked) {
 
 const methods = {
   async record(event) {
+    await sync();
     if (blocked()) return false;
-    h.record(event);
-    await saveProfile();
+    await changeProfile(() => h.record(event));
     return true;
   },
   async recordAd(kind, adId, ts) {
@@ -123,6 +145,7 @@ const methods = {
     return methods.record({ kind, ts, ad_id: ad.id, campaign: ad.campaign, advertiser: ad.advertiser, category: ad.category });
   },
   async rank(context, { k = 1, explain = 5, diversity, caps, backend } = {}) {
+    await sync();
     // Absent options stay absent: the module reads `undefined` as a value, not as "default".
     const opts = Object.fromEntries(Object.entries({ now_ms: Date.now(), k, explain, diversity, caps }).filter(([, v]) => v !== undefined));
     if (!useGpu(backend)) return withCreative(h.rank(context, opts));
@@ -141,6 +164,7 @@ const methods = {
     return { backend: used, logits: Array.from(logits), ms: performance.now() - t0 };
   },
   async profile() {
+    await sync();
     const doc = JSON.parse(h.exportProfile());
     return {
       events: doc.events,
@@ -150,23 +174,25 @@ const methods = {
       gpc: config.gpc,
     };
   },
-  exportProfile: () => h.exportProfile(),
+  async exportProfile() {
+    await sync();
+    return h.exportProfile();
+  },
   async erase() {
-    h.eraseProfile();
-    await saveProfile();
+    await changeProfile(() => h.eraseProfile());
     await store.delete('rounds'); // nothing pending may leave after an erase
   },
   async optOut() {
     settings = { optedOut: true };
-    h.eraseProfile();
-    await store.put({ settings, profile: h.exportProfile() });
+    await changeProfile(() => h.eraseProfile(), { settings });
     await store.delete('rounds');
   },
   async optIn() {
     settings = { optedOut: false };
     await store.put({ settings });
   },
-  status() {
+  async status() {
+    await sync();
     return {
       optedOut: settings.optedOut,
       gpc: config.gpc,
@@ -176,7 +202,10 @@ const methods = {
       labelledEvents: h.labelledEvents(),
     };
   },
-  participate: () => participate({ h, store, config, warn, blocked, refreshModel: installModel }),
+  async participate() {
+    await sync();
+    return participate({ h, store, config, warn, blocked, refreshModel: installModel });
+  },
 };
 
 let started;

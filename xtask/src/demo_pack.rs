@@ -224,32 +224,10 @@ fn logit(p: &Params, ex: &Example) -> f32 {
     reference::logit(p, &rs, &reference::ad_side(p, &ex.ad.ids, &ex.ad.weights))
 }
 
-/// Area under the ROC curve (ties count half); NaN without both classes.
-pub fn auc(scores: &[f32], labels: &[f32]) -> f64 {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    let (mut rank_sum, mut i) = (0.0, 0);
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        rank_sum += order[i..=j].iter().filter(|&&k| labels[k] > 0.5).count() as f64 * avg;
-        i = j + 1;
-    }
-    let pos = labels.iter().filter(|&&l| l > 0.5).count() as f64;
-    let neg = labels.len() as f64 - pos;
-    if pos == 0.0 || neg == 0.0 {
-        return f64::NAN;
-    }
-    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
-}
-
-pub fn model_auc(p: &Params, examples: &[Example]) -> f64 {
-    let scores: Vec<f32> = examples.iter().map(|e| logit(p, e)).collect();
+fn model_auc(p: &Params, examples: &[Example]) -> f64 {
+    let scores: Vec<f64> = examples.iter().map(|e| f64::from(logit(p, e))).collect();
     let labels: Vec<f32> = examples.iter().map(|e| e.label).collect();
-    auc(&scores, &labels)
+    hearth_sim::metrics::auc(&scores, &labels)
 }
 
 /// Trains from `Params::init(DEFAULT_ARCH, seed)` on synthetic readers; `log` gets progress lines.

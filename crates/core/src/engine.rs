@@ -63,6 +63,12 @@ impl Engine {
         self.profile.record(event)
     }
 
+    /// Replaces the profile (another tab of the same device changed the stored one); the local
+    /// embedding stays, it belongs to the device.
+    pub fn set_profile(&mut self, profile: Profile) {
+        self.profile = profile;
+    }
+
     pub fn erase_profile(&mut self) {
         self.profile.erase();
         self.local_u.iter_mut().for_each(|v| *v = 0.0);
