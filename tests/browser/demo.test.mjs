@@ -114,6 +114,7 @@ test('WebGPU and CPU scoring agree on the demo catalog', async () => {
   assert.equal(gpu.logits.length, catalog.ads.length);
   const diff = Math.max(...cpu.logits.map((x, i) => Math.abs(x - gpu.logits[i])));
   assert.ok(diff <= 1e-4, `max |cpu - webgpu| = ${diff}`);
+  console.log(`${catalog.ads.length} ads, adapter ${status.webgpu}: max |cpu - webgpu| = ${diff}`);
   const [rc, rg] = await page.evaluate(() => Promise.all([hearth.rank({ k: 10, backend: 'cpu' }), hearth.rank({ k: 10, backend: 'webgpu' })]));
   assert.deepEqual(rg.map((r) => r.ad_id), rc.map((r) => r.ad_id));
   assert.deepEqual(page.problems, []);
