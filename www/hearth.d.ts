@@ -45,7 +45,11 @@ export interface Status {
   gpc: boolean;
   modelVersion: number;
   ads: number;
-  /** The WebGPU adapter in use, or null when ranking runs on the CPU only. */
+  /**
+   * The WebGPU adapter ranking runs on, or null while it runs on the CPU only. The adapter is
+   * opened on first need: in `auto` mode for catalogs large enough to pay for it, or when a
+   * call asks for `backend: 'webgpu'`.
+   */
   webgpu: string | null;
   labelledEvents: number;
 }

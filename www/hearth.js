@@ -165,7 +165,11 @@ $('.close').addEventListener('click', () => { $('.w').hidden = true; });
       diversity: { slots: all.length + dismissed.size, max_per_advertiser: 1 },
     });
     const ads = ranked.filter((a) => !dismissed.has(a.ad_id));
-    all.forEach((slot, i) => ads[i] && render(slot, ads[i]));
+    // Each frame in a task of its own: a page with many slots never gets one long task.
+    for (const [i, slot] of all.entries()) {
+      if (i > 0) await new Promise((r) => setTimeout(r));
+      if (ads[i]) render(slot, ads[i]);
+    }
     return ads.slice(0, all.length);
   }
 

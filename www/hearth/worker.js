@@ -18,7 +18,8 @@ let config; // {aggregator, catalog, gpu, gpc}
 let store;
 let h; // Hearth: model + profile + catalog
 let catalog; // {ads, creatives, byId}
-let gpu; // WebGpuScorer, or undefined without an adapter
+let gpu; // WebGpuScorer once started: only when ranking asks for it
+let gpuStart; // its start, a Promise of the scorer or undefined without an adapter
 let settings = { optedOut: false };
 
 // Neither learning nor uploads with Global Privacy Control or after an opt-out.
@@ -86,10 +87,21 @@ async function start(cfg) {
   await init({ module_or_path: new URL('../pkg/hearth_bg.wasm', import.meta.url) });
   await installModel();
   await installCatalog();
-  if (config.gpu !== 'never' && catalog.ads.length > 0) {
-    gpu = await WebGpuScorer.create().catch((e) => warn(`WebGPU unavailable: ${e.message}`));
-    gpu?.load(h);
-  }
+  if (wantsGpu('auto')) gpuScorer(); // started now, so the first ranking need not wait for it
+}
+
+// The WebGPU scorer, started on first need: a page whose rankings all run on the CPU never
+// opens an adapter, which costs the GPU process time and memory while the page loads.
+function gpuScorer() {
+  if (config.gpu === 'never' || catalog.ads.length === 0) return Promise.resolve(undefined);
+  gpuStart ??= WebGpuScorer.create().then(
+    (scorer) => {
+      scorer.load(h);
+      return (gpu = scorer);
+    },
+    (e) => warn(`WebGPU unavailable: ${e.message}`),
+  );
+  return gpuStart;
 }
 
 // Tabs of one device share the stored profile and settings; `profileRev` counts profile writes.
@@ -116,13 +128,21 @@ function changeProfile(change, extra = {}) {
   });
 }
 
-const useGpu = (backend) =>
-  backend === 'webgpu' || (backend !== 'cpu' && config.gpu !== 'never' && gpu && catalog.ads.length >= GPU_MIN_ADS);
+const wantsGpu = (backend) =>
+  backend === 'webgpu' || (backend !== 'cpu' && config.gpu !== 'never' && catalog.ads.length >= GPU_MIN_ADS);
+
+// The GPU scorer this ranking should use, or undefined for tract on the CPU.
+async function scorerFor(backend) {
+  if (!wantsGpu(backend)) return undefined;
+  const scorer = await gpuScorer();
+  if (!scorer && backend === 'webgpu') throw new Error('no WebGPU adapter');
+  return scorer;
+}
 
 async function scoreCatalog(context, now, backend) {
-  if (!useGpu(backend)) return { backend: 'cpu', logits: h.catalogLogits(context, now) };
-  if (!gpu) throw new Error('no WebGPU adapter');
-  return { backend: 'webgpu', logits: await gpu.logits(h.gpuRequest(context, now)) };
+  const scorer = await scorerFor(backend);
+  if (!scorer) return { backend: 'cpu', logits: h.catalogLogits(context, now) };
+  return { backend: 'webgpu', logits: await scorer.logits(h.gpuRequest(context, now)) };
 }
 
 function withCreative(ranked) {
@@ -148,9 +168,9 @@ const methods = {
     await sync();
     // Absent options stay absent: the module reads `undefined` as a value, not as "default".
     const opts = Object.fromEntries(Object.entries({ now_ms: Date.now(), k, explain, diversity, caps }).filter(([, v]) => v !== undefined));
-    if (!useGpu(backend)) return withCreative(h.rank(context, opts));
-    const { logits } = await scoreCatalog(context, opts.now_ms, backend);
-    return withCreative(h.rankScored(context, opts, logits));
+    const scorer = await scorerFor(backend);
+    if (!scorer) return withCreative(h.rank(context, opts));
+    return withCreative(h.rankScored(context, opts, await scorer.logits(h.gpuRequest(context, opts.now_ms))));
   },
   async why(adId, context) {
     const ad = catalog.byId.get(adId);

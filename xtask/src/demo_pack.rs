@@ -374,6 +374,32 @@ mod tests {
         }
     }
 
+    /// The e2e visitor: five sports pages, ten sports ads shown and none clicked, then a round
+    /// of local training. Training must not turn the ranking away from what was read.
+    #[test]
+    fn local_training_without_clicks_keeps_the_reading() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");
+        let pack = crate::load_pack(&dir).expect("models/demo loads");
+        let catalog = catalog();
+        let now = T0 + 30 * 1_440 * MINUTE;
+        let mut profile = reading_profile(&catalog, "sports", 5, now - 10 * MINUTE, 11).unwrap();
+        for (i, ad) in catalog.ads.iter().filter(|a| a.category.as_deref() == Some("sports")).take(10).enumerate() {
+            profile.record(ad_event("impression", now - 9 * MINUTE + i as i64 * 1_000, ad)).unwrap();
+        }
+        let mut engine = Engine::new(pack, profile).unwrap();
+        engine.set_catalog(catalog.ads.clone()).unwrap();
+        let sports = |engine: &Engine| {
+            let ranked = engine.rank(&Context::default(), &RankOptions { k: 30, explain: 0, ..RankOptions::at(now) }).unwrap();
+            ranked.iter().filter(|r| r.ad_id.starts_with("sports-")).count()
+        };
+        let before = sports(&engine);
+        let examples = engine.examples().unwrap();
+        assert_eq!(examples.len(), 10);
+        engine.train(&examples, &TrainConfig::default()).unwrap();
+        assert_eq!(sports(&engine), before, "sports ads in the top 30 before and after training");
+        assert!(before >= 15, "{before} sports ads in the top 30");
+    }
+
     #[test]
     fn shipped_demo_pack_follows_reading() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo");

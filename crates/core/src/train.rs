@@ -296,10 +296,16 @@ pub struct Trained {
 }
 
 /// Stage (a): fit `local_u` from `start` with `p` frozen (full batch).
+///
+/// Only examples of both labels are fitted. A device that has seen ads but clicked none (most
+/// devices) says how often it clicks, not which ads it prefers; fitted anyway, `local_u` would
+/// learn to push down exactly the ads it was shown, which are the ones its reading favoured,
+/// and turn its ranking away from its own interests. Without a contrast, `start` stays.
 pub fn reconstruct(p: &Params, start: &[f32], examples: &[Example], cfg: &TrainConfig) -> Vec<f32> {
     let mut u = start.to_vec();
     let total: f32 = examples.iter().map(|e| e.weight).sum();
-    if total == 0.0 {
+    let has = |positive: bool| examples.iter().any(|e| e.weight > 0.0 && (e.label > 0.5) == positive);
+    if total == 0.0 || !has(true) || !has(false) {
         return u;
     }
     let mut opt = AdamState::new(cfg.reconstruction, u.len());

@@ -248,6 +248,31 @@ fn training_learns_a_known_signal_on_a_new_device() {
 
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 #[cfg_attr(not(target_arch = "wasm32"), test)]
+fn a_device_without_clicks_keeps_its_local_embedding() {
+    // A sports reader shown sports ads who never clicks: one class of label only.
+    let now = 1_750_000_000_000;
+    let (profile, ads) = sports_fan(now);
+    let s = spec();
+    let all = examples(&profile, &s, |id| ads.iter().find(|a| a.id == id)).unwrap();
+    let negatives: Vec<Example> = all.iter().filter(|e| e.label == 0.0).cloned().collect();
+    let positives: Vec<Example> = all.iter().filter(|e| e.label == 1.0).cloned().collect();
+    assert!(negatives.len() > 10 && !positives.is_empty());
+    let p = Params::init(ARCH, 3);
+    let start: Vec<f32> = (0..ARCH.dim).map(|i| 0.01 * i as f32).collect();
+    for one_class in [&negatives, &positives] {
+        let out = train(&p, &start, one_class, &TrainConfig::default()).unwrap();
+        assert_eq!(out.local_u, start, "no contrast, no personal embedding");
+        assert_eq!(out.loss_reconstructed, out.loss_before);
+        assert!(out.delta.iter().any(|d| *d != 0.0), "the global model still learns the click rate");
+    }
+    // One click among them is a contrast, and the embedding is fitted.
+    let mixed: Vec<Example> = negatives.iter().chain(&positives[..1]).cloned().collect();
+    let out = train(&p, &start, &mixed, &TrainConfig::default()).unwrap();
+    assert_ne!(out.local_u, start);
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
 fn bad_training_settings_are_typed_errors() {
     let (f, p, ex) = fixture();
     for cfg in [
