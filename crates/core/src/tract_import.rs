@@ -605,7 +605,13 @@ impl<'g> Import<'g> {
                             Err(at.err(format!("bound {x} on symbolic axis {axis}")))
                         }
                     };
-                    (bound(start)?, bound(end)?)
+                    let (start, end) = (bound(start)?, bound(end)?);
+                    // Bounds of the same kind give a known length, which must not be negative
+                    // (tract asserts on it instead of answering with an error).
+                    if (end.clone() - start.clone()).as_i64().is_some_and(|len| len < 0) {
+                        return Err(at.err(format!("slice [{start}, {end}) on axis {axis} has a negative length")));
+                    }
+                    (start, end)
                 }
             };
             wire = self.wire(at, &format!(".slice{i}"), Slice::new(axis, start, end), &[wire])?;

@@ -497,6 +497,22 @@ mod damaged {
         }
     }
 
+    /// Found by the property test below: the slices' shared `axes` initializer pointed at the
+    /// symbolic batch axis and one slice's end moved before its start; tract asserted on the
+    /// negative length instead of the importer refusing it.
+    #[test]
+    fn a_negative_slice_on_the_batch_axis_is_refused() {
+        let mut m = PACK.clone();
+        for (name, v) in [("a_proj_end", 0i64), ("axis1", -2)] {
+            let t = m.graph.as_mut().unwrap().initializer.iter_mut().find(|t| t.name == name).unwrap();
+            t.raw_data.copy_from_slice(&v.to_le_bytes());
+        }
+        match typed_model(&m) {
+            Err(HearthError::Graph(e)) => assert!(e.contains("negative length"), "{e}"),
+            other => panic!("expected a Graph error, got {:?}", other.map(|_| ())),
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
