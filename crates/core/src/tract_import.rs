@@ -420,6 +420,14 @@ impl<'g> Import<'g> {
         if xf.datum_type != i64::datum_type() {
             return Err(at.err(format!("indices are {:?}, expected i64", xf.datum_type)));
         }
+        // Constant indices are gathered while the model is optimised, where tract indexes
+        // without a bounds check: refuse any outside [-rows, rows) here.
+        if let (Some(ix), Some(rows)) = (&xf.konst, tf.shape[0].as_i64()) {
+            let view = ix.try_as_plain_ram().map_err(|e| at.tract(e))?;
+            if let Some(bad) = view.as_slice::<i64>().map_err(|e| at.tract(e))?.iter().find(|&&i| i < -rows || i >= rows) {
+                return Err(at.err(format!("index {bad} is outside the table's {rows} rows")));
+            }
+        }
         self.wire(at, "", Gather::new(0), &[table, indices])
     }
 

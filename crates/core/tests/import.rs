@@ -513,6 +513,19 @@ mod damaged {
         }
     }
 
+    /// Also found by it: a Gather of a constant table by constant indices past its rows,
+    /// which tract folds while optimising and indexes out of bounds.
+    #[test]
+    fn a_constant_gather_out_of_range_is_refused() {
+        let mut m = PACK.clone();
+        let gather = m.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "Gather").unwrap();
+        gather.input = vec!["axis1".into(), "axis1".into()]; // [1] from a one-row table
+        match typed_model(&m) {
+            Err(HearthError::Graph(e)) => assert!(e.contains("outside the table"), "{e}"),
+            other => panic!("expected a Graph error, got {:?}", other.map(|_| ())),
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
