@@ -298,9 +298,24 @@ impl Hearth {
         Ok(self.engine.examples().map_err(js_err)?.len())
     }
 
+    /// Erases the profile and zeroes the local embedding.
     #[wasm_bindgen(js_name = eraseProfile)]
     pub fn erase_profile(&mut self) {
         self.engine.erase_profile();
+    }
+
+    /// The device-only user embedding local training fits (zeros until then). It never leaves
+    /// the device; the shell stores it beside the profile so it survives a reload.
+    #[wasm_bindgen(js_name = localEmbedding)]
+    pub fn local_embedding(&self) -> Vec<f32> {
+        self.engine.local_u().to_vec()
+    }
+
+    /// Restores a stored local embedding; refused (and the current one kept) when its length
+    /// is not the model's width or a value is not finite.
+    #[wasm_bindgen(js_name = setLocalEmbedding)]
+    pub fn set_local_embedding(&mut self, values: &[f32]) -> Result<(), JsError> {
+        self.engine.set_local_u(values).map_err(js_err)
     }
 }
 

@@ -58,6 +58,11 @@ export interface Profile {
   events: HearthEvent[];
   /** Decayed feature weights now, strongest first. */
   weights: { feature: string; weight: number }[];
+  /**
+   * What local training learned from this device's clicks and impressions: the model's
+   * per-device user embedding (zeros until then). Stored with the profile, never uploaded.
+   */
+  localEmbedding: number[];
   config: { half_life_ms: number; max_events: number; max_features: number };
   optedOut: boolean;
   gpc: boolean;
@@ -99,7 +104,10 @@ export interface HearthApi {
   optOut(): Promise<void>;
   optIn(): Promise<void>;
   status(): Promise<Status>;
-  /** Takes part in the current federated round now, if this device may. */
+  /**
+   * Takes part in the current federated round now, if this device may. When another tab is
+   * taking part, waits for it to finish and then answers for this device.
+   */
   participate(): Promise<Participation>;
   /** Raw catalog logits on one backend (diagnostics and benchmarks). */
   scores(options?: { slot?: string; backend?: Backend }): Promise<Scores>;

@@ -196,7 +196,7 @@ $('.close').addEventListener('click', () => { $('.w').hidden = true; });
     optOut: () => call('optOut'),
     optIn: () => call('optIn'),
     status: () => call('status'),
-    participate: () => call('participate'),
+    participate: () => call('participate', { background: false }),
     scores: (options = {}) => call('scores', context(options.slot), options),
   };
   let ready;
@@ -215,7 +215,7 @@ $('.close').addEventListener('click', () => { $('.w').hidden = true; });
     document.dispatchEvent(new CustomEvent('hearth:ready', { detail: status }));
     // Federated participation: at most one attempt per page view, when the page is idle;
     // the worker decides whether this device takes part in the current round.
-    idle(() => call('participate').catch((e) => console.warn(`hearth: ${e.message}`)), 10_000);
+    idle(() => call('participate', { background: true }).catch((e) => console.warn(`hearth: ${e.message}`)), 10_000);
     return status;
   }
   const go = () => idle(() => boot().then(ready.resolve, (e) => {

@@ -15,6 +15,12 @@ async function show() {
   $('opt').textContent = status.optedOut ? 'Opt back in' : 'Opt out';
   $('half-life').textContent = String(Math.round(profile.config.half_life_ms / 86_400_000));
   $('weights').tBodies[0].replaceChildren(...profile.weights.slice(0, 30).map((w) => row(w.feature, w.weight.toFixed(3))));
+  const learned = profile.localEmbedding;
+  const size = Math.hypot(...learned);
+  $('local').textContent = size === 0
+    ? 'Nothing yet: Hearth learns which ads you respond to once you have clicked some of those it showed.'
+    : `${learned.length} numbers that move ads you respond to up and others down (size ${size.toFixed(3)}); ` +
+      'learned in this browser and kept with your profile, never sent.';
   $('count').textContent = String(profile.events.length);
   const about = (e) => e.ad_id ?? [...(e.topics ?? []), ...(e.keywords ?? [])].join(', ');
   $('events').tBodies[0].replaceChildren(

@@ -14,14 +14,15 @@ const LATER_MS = 5 * 60_000;
 const skipped = (reason) => ({ status: 'skipped', reason });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-export function participate(env) {
+// Tabs share the store; one of them takes part at a time. A background attempt (on idle) skips
+// when another tab holds the lock; an explicit call waits for that attempt and then decides.
+export function participate(env, { background = false } = {}) {
   if (env.blocked()) return skipped('opted out or Global Privacy Control');
-  // Tabs share the store; one of them takes part at a time.
-  return navigator.locks.request('hearth-participation', { ifAvailable: true }, (lock) =>
+  return navigator.locks.request('hearth-participation', { ifAvailable: background }, (lock) =>
     lock ? attempt(env) : skipped('another tab is taking part'));
 }
 
-async function attempt({ h, store, config, warn, blocked, refreshModel }) {
+async function attempt({ h, store, config, warn, blocked, train, refreshModel }) {
   const rounds = (await store.get('rounds')) ?? {};
   const now = Date.now();
   if (rounds.pending) return send(rounds, { store, config, warn });
@@ -42,7 +43,7 @@ async function attempt({ h, store, config, warn, blocked, refreshModel }) {
   if (task.model_version !== h.modelVersion) return skipped(`round ${task.round_id} is for model ${task.model_version}`);
   if (blocked()) return skipped('opted out or Global Privacy Control');
 
-  const update = h.trainAndBuildUpdate(task);
+  const update = await train(task);
   rounds.done = task.round_id;
   rounds.pending = { round_id: task.round_id, deadline_ms: task.deadline_ms ?? null, update, notBefore: 0 };
   await store.put({ rounds });

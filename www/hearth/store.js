@@ -13,6 +13,7 @@ export const LIMITS = {
   settings: 1 << 10,
   profile: 4 << 20,
   profileRev: 8,
+  localU: 16 << 10,
   model: 32 << 20,
   catalog: 8 << 20,
   rounds: 4 << 20,
@@ -24,13 +25,14 @@ const SHAPES = {
   settings: (v) => typeof v?.optedOut === 'boolean',
   profile: (v) => typeof v === 'string',
   profileRev: (v) => Number.isSafeInteger(v),
+  localU: (v) => v instanceof Float32Array,
   model: (v) => typeof v?.manifest === 'string' && v.onnx instanceof Uint8Array && typeof v.version === 'number',
   catalog: (v) => typeof v?.text === 'string' && typeof v.url === 'string',
   rounds: (v) => typeof v === 'object' && v !== null && !Array.isArray(v),
 };
 
 const size = (v) =>
-  typeof v === 'string' ? v.length * 2 : v instanceof Uint8Array ? v.byteLength
+  typeof v === 'string' ? v.length * 2 : ArrayBuffer.isView(v) ? v.byteLength
     : v && typeof v === 'object' ? Object.values(v).reduce((n, x) => n + size(x), 0) : 8;
 
 const promised = (req) => new Promise((resolve, reject) => {

@@ -50,6 +50,7 @@ async function installModel() {
   else {
     profileRev = (await store.get('profileRev')) ?? 0;
     h = new Hearth(model.onnx, model.manifest, (await store.get('profile')) ?? null);
+    await restoreLocalEmbedding();
   }
   await store.put({ model });
   gpu?.load(h);
@@ -104,10 +105,10 @@ function gpuScorer() {
   return gpuStart;
 }
 
-// Tabs of one device share the stored profile and settings; `profileRev` counts profile writes.
-// A tab whose copy is behind reloads it before it uses it, and every change happens under a lock
-// on the latest copy and is written back before the lock is released, so no tab overwrites
-// another's events.
+// Tabs of one device share the stored profile, local embedding and settings; `profileRev`
+// counts writes of the first two. A tab whose copy is behind reloads it before it uses it, and
+// every change happens under a lock on the latest copy and is written back before the lock is
+// released, so no tab overwrites another's events or training.
 let profileRev = 0;
 
 async function sync() {
@@ -115,14 +116,28 @@ async function sync() {
   const rev = (await store.get('profileRev')) ?? 0;
   if (rev === profileRev) return;
   h.loadProfile((await store.get('profile')) ?? null);
+  await restoreLocalEmbedding();
   profileRev = rev;
+}
+
+// The embedding local training fitted (what the device learned from its clicks), as stored; one
+// the model cannot take (another width after a model change) is dropped and training refits it.
+async function restoreLocalEmbedding() {
+  const stored = await store.get('localU');
+  if (!stored) return;
+  try {
+    h.setLocalEmbedding(stored);
+  } catch (e) {
+    warn(`stored local embedding dropped: ${e.message}`);
+    await store.delete('localU');
+  }
 }
 
 function changeProfile(change, extra = {}) {
   return navigator.locks.request('hearth-profile', async () => {
     await sync();
     const result = change();
-    await store.put({ profile: h.exportProfile(), profileRev: profileRev + 1, ...extra });
+    await store.put({ profile: h.exportProfile(), localU: h.localEmbedding(), profileRev: profileRev + 1, ...extra });
     profileRev += 1;
     return result;
   });
@@ -189,6 +204,7 @@ const methods = {
     return {
       events: doc.events,
       weights: h.weights(Date.now()),
+      localEmbedding: Array.from(h.localEmbedding()),
       config: doc.config,
       optedOut: settings.optedOut,
       gpc: config.gpc,
@@ -222,9 +238,12 @@ const methods = {
       labelledEvents: h.labelledEvents(),
     };
   },
-  async participate() {
+  async participate(options) {
     await sync();
-    return participate({ h, store, config, warn, blocked, refreshModel: installModel });
+    // Training refits the local embedding: under the profile lock, on the latest profile, and
+    // stored with it.
+    const train = (task) => changeProfile(() => h.trainAndBuildUpdate(task));
+    return participate({ h, store, config, warn, blocked, train, refreshModel: installModel }, options);
   },
 };
 

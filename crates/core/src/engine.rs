@@ -92,6 +92,20 @@ impl Engine {
         &self.local_u
     }
 
+    /// Restores a stored local embedding. It must have the model's width and finite values;
+    /// otherwise the current one stays and the error says why.
+    pub fn set_local_u(&mut self, local_u: &[f32]) -> Result<()> {
+        let dim = self.local_u.len();
+        if local_u.len() != dim {
+            return Err(HearthError::Shape { name: "local_u".into(), expected: vec![dim], found: vec![local_u.len()] });
+        }
+        if let Some(index) = local_u.iter().position(|v| !v.is_finite()) {
+            return Err(HearthError::NonFinite { name: "local_u".into(), index });
+        }
+        self.local_u.copy_from_slice(local_u);
+        Ok(())
+    }
+
     /// Labelled examples from this device's events; ads still in the catalog contribute their
     /// content features.
     pub fn examples(&self) -> Result<Vec<train::Example>> {

@@ -84,3 +84,31 @@ fn rounds_for_another_model_or_too_few_events_are_refused_before_training() {
     assert!(unknown.is_err(), "tasks with unknown fields are refused");
     assert_eq!(e.local_u(), &before[..], "refused rounds leave the device as it was");
 }
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn a_stored_local_embedding_restores_the_trained_ranking() {
+    use hearth_core::catalog::Context;
+    let mut trained = engine();
+    participate(&mut trained, &task(UploadEncoding::F32), &mut Sampler::os()).unwrap();
+    let logits = |e: &Engine| e.catalog_logits(&Context::default(), NOW).unwrap();
+
+    // A device that reloads: same profile and catalog, fresh engine, the stored embedding.
+    let mut reloaded = engine();
+    assert_ne!(logits(&reloaded), logits(&trained), "training changed the device's scores");
+    reloaded.set_local_u(trained.local_u()).unwrap();
+    assert_eq!(logits(&reloaded), logits(&trained));
+
+    // A stored embedding of another width or with a non-finite value is refused and changes nothing.
+    let kept = reloaded.local_u().to_vec();
+    let short = &kept[..kept.len() - 1];
+    assert!(matches!(reloaded.set_local_u(short), Err(HearthError::Shape { name, .. }) if name == "local_u"));
+    let mut nan = kept.clone();
+    nan[2] = f32::NAN;
+    assert!(matches!(reloaded.set_local_u(&nan), Err(HearthError::NonFinite { name, index: 2 }) if name == "local_u"));
+    assert_eq!(reloaded.local_u(), &kept[..]);
+
+    // Erase forgets it with the profile.
+    reloaded.erase_profile();
+    assert!(reloaded.local_u().iter().all(|v| *v == 0.0));
+}
