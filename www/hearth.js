@@ -28,12 +28,14 @@
 
   // ---- worker RPC ---------------------------------------------------------------------------
   let worker;
+  let failed; // set when the worker could not start: every call rejects with it
   let seq = 0;
   const calls = new Map();
   function start() {
     if (worker) return;
     const url = new URL('hearth/worker.js', base);
-    // A worker must come from the page's origin; a snippet on a CDN starts one that imports it.
+    // A worker must come from the page's origin; a snippet on a CDN starts one that imports it
+    // (its files must then be served with CORS).
     const src = url.origin === location.origin
       ? url
       : URL.createObjectURL(new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' }));
@@ -45,11 +47,20 @@
       if (data.error) call?.reject(new Error(data.error));
       else call?.resolve(data.result);
     };
-    worker.onerror = (e) => console.warn(`hearth: worker failed: ${e.message}`);
-    call('init', { ...config, gpc });
+    worker.onerror = (e) => {
+      // An error thrown in a running worker carries a message; one that could not be loaded
+      // (blocked, missing, no CORS) fires a bare event and will never answer.
+      if (e.message) return console.warn(`hearth: worker error: ${e.message}`);
+      failed = new Error(`could not start the worker from ${url.href}`);
+      worker.terminate();
+      for (const c of calls.values()) c.reject(failed);
+      calls.clear();
+    };
+    call('init', { ...config, gpc }).catch(() => {}); // every later call reports the same error
   }
   function call(method, ...args) {
     start();
+    if (failed) return Promise.reject(failed);
     return new Promise((resolve, reject) => {
       const id = ++seq;
       calls.set(id, { resolve, reject });

@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import { startAggregator, useBrowser } from './helpers.mjs';
 import { openPage } from '../../scripts/browser.mjs';
 
@@ -287,6 +288,62 @@ test('no long task on the main thread comes from Hearth', async () => {
   const ours = frames.filter((f) => hearthMs(f) > 50);
   assert.deepEqual(ours, [], 'long animation frames caused by Hearth');
   console.log(`long animation frames: ${frames.length}; Hearth's script time in them, ms: ${frames.map(hearthMs).join(', ') || 'none'}`);
+  await context.close();
+});
+
+test('no open round: participation is skipped, with nothing to warn about', async () => {
+  const context = await env.browser.newContext();
+  const warnings = [];
+  for (const [status, error] of [[503, 'no_open_round'], [410, 'privacy_budget_spent']]) {
+    // Routed before the page loads, so the page's own idle attempt sees it too.
+    await context.route('**/v1/round', (r) => r.fulfill({ status, contentType: 'application/json', body: JSON.stringify({ error }) }));
+    const page = await openPage(context);
+    page.on('console', (m) => m.type() === 'warning' && warnings.push(m.text()));
+    await visit(page, articles('tech')[0]);
+    assert.deepEqual(await page.evaluate(() => hearth.participate()), { status: 'skipped', reason: `no open round (${error})` });
+    assert.deepEqual(page.problems.filter((p) => !p.startsWith(`HTTP ${status} `)), []);
+    await page.close();
+    await context.unroute('**/v1/round');
+  }
+  assert.deepEqual(warnings, []);
+  await context.close();
+});
+
+test('a publisher page on another origin runs the snippet served by the aggregator', async (t) => {
+  // The publisher: its own origin (another port), a page with one script tag pointing at the
+  // aggregator, which serves the snippet, its worker, the module and the API.
+  const agg = env.server.url;
+  const html = `<!doctype html><title>Publisher</title><link rel="icon" href="data:,">
+<meta name="hearth:topics" content="cycling">
+<script async src="${agg}/hearth.js" data-aggregator="${agg}/" data-catalog="${agg}/v1/catalog.json"></script>
+<div data-hearth-slot="sidebar" style="width:300px;height:250px"></div>`;
+  const publisher = http.createServer((req, res) => res.writeHead(200, { 'Content-Type': 'text/html' }).end(html));
+  await new Promise((resolve) => publisher.listen(0, '127.0.0.1', resolve));
+  t.after(() => publisher.close() && publisher.closeAllConnections());
+  const url = `http://127.0.0.1:${publisher.address().port}/article.html`;
+  assert.notEqual(new URL(url).origin, new URL(agg).origin);
+  const context = await env.browser.newContext();
+  const page = await openPage(context, url);
+  // How a call ends: its result or its error, or that it did not end within 30 s.
+  const settle = (fn) => page.evaluate(async (fn) => {
+    while (!window.hearth) await new Promise((r) => setTimeout(r, 10));
+    const call = (0, eval)(fn)();
+    const late = new Promise((r) => setTimeout(() => r({ error: 'no answer within 30 s' }), 30_000));
+    return Promise.race([call.then((result) => ({ result }), (e) => ({ error: e.message })), late]);
+  }, fn.toString());
+  const { result: status } = await settle(() => hearth.ready);
+  assert.equal(status?.ads, catalog.ads.length);
+  assert.ok(await page.$eval('[data-hearth-slot]', (s) => s.dataset.hearthAd), 'the slot holds an ad');
+  const events = JSON.parse(await page.evaluate(() => hearth.exportProfile())).events;
+  assert.ok(events.some((e) => e.kind === 'page_view' && e.topics.includes('cycling')));
+  assert.deepEqual(page.problems, []);
+
+  // A worker that cannot be loaded (blocked here; a CDN without CORS does the same): ready and
+  // every later call fail with a message instead of waiting for ever.
+  await context.route(`${agg}/hearth/worker.js`, (r) => r.abort());
+  await page.reload();
+  assert.match((await settle(() => hearth.ready)).error, /could not start the worker from .*\/hearth\/worker\.js/);
+  assert.match((await settle(() => hearth.status())).error, /could not start the worker/);
   await context.close();
 });
 

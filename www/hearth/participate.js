@@ -31,7 +31,8 @@ async function attempt({ h, store, config, warn, blocked, train, refreshModel })
   if (fresh && h.labelledEvents() < rounds.task?.min_events) return skipped('not enough local events yet');
 
   const res = await fetch(new URL('v1/round', config.aggregator), PRIVATE);
-  if (res.status === 404 || res.status === 410) return skipped('no open round');
+  // 503 no_open_round: between rounds; 410 privacy_budget_spent: training has stopped.
+  if (res.status === 503 || res.status === 410) return skipped(`no open round (${(await res.json().catch(() => ({}))).error ?? res.status})`);
   if (!res.ok) throw new Error(`GET v1/round: HTTP ${res.status}`);
   const task = await res.json();
   rounds.task = { round_id: task.round_id, min_events: task.min_events ?? 0 };

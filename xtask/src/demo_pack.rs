@@ -238,6 +238,7 @@ pub fn train_pack(catalog: &Catalog, opts: &Options, mut log: impl FnMut(String)
     let train_examples = train_readers.iter().map(Vec::len).sum();
     let init = Params::init(DEFAULT_ARCH, opts.seed);
     let mut params = init.clone();
+    silence_untrained(&mut params, train_readers.iter().flatten());
     let cfg = TrainConfig {
         // A demo visitor has no local embedding yet, so the global model must carry the signal.
         reconstruction_steps: 0,
@@ -275,6 +276,28 @@ pub fn train_pack(catalog: &Catalog, opts: &Options, mut log: impl FnMut(String)
         heldout_examples: heldout.len(),
         train_examples,
     })
+}
+
+/// Zeroes what training on `examples` cannot reach: `w1_ctx` (ad events carry no page, so every
+/// example's context is empty) and the embedding rows and ad biases of features no example
+/// uses (the hour, the slot, words the synthetic readers never met). Left at their random
+/// initial values they would add a random offset per ad, so an empty profile's ranking changed
+/// with the hour of day; at zero they add nothing until federated rounds train them.
+fn silence_untrained<'a>(params: &mut Params, examples: impl Iterator<Item = &'a Example>) {
+    let d = params.arch.dim;
+    let mut used = vec![false; params.arch.buckets];
+    for ex in examples {
+        for slots in [&ex.user, &ex.context, &ex.ad] {
+            slots.ids.iter().zip(&slots.weights).filter(|(_, w)| **w != 0.0).for_each(|(id, _)| used[*id as usize] = true);
+        }
+    }
+    let offset = |name: &str| params.layout.iter().find(|p| p.name == name).map(|p| (p.offset, p.len())).expect("name from NAMES");
+    let ((emb, _), (bias, _), (ctx, ctx_len)) = (offset("emb"), offset("bias"), offset("w1_ctx"));
+    for row in (0..used.len()).filter(|r| !used[*r]) {
+        params.values[emb + row * d..emb + (row + 1) * d].fill(0.0);
+        params.values[bias + row] = 0.0;
+    }
+    params.values[ctx..ctx + ctx_len].fill(0.0);
 }
 
 fn shuffle<T>(items: &mut [T], rng: &mut Gaussian) {
@@ -400,6 +423,27 @@ mod tests {
         let after = engine_top30_share(&engine, &catalog, "sports", now).unwrap();
         assert_eq!(after, before, "sports share of the top 30 before and after training");
         assert!(before >= 0.5, "sports share of the top 30: {before}");
+    }
+
+    /// The page's hour and slot, which nothing trained, leave the ranking as it is without them.
+    #[test]
+    fn shipped_demo_pack_ranks_alike_at_every_hour_and_slot() {
+        let pack = crate::load_pack(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")).unwrap();
+        let catalog = catalog();
+        let now = T0 + 30 * 1_440 * MINUTE;
+        for profile in [Profile::new(ProfileConfig::default()).unwrap(), reading_profile(&catalog, "sports", 5, now, 3).unwrap()] {
+            let mut engine = Engine::new(pack.clone(), profile).unwrap();
+            engine.set_catalog(catalog.ads.clone()).unwrap();
+            let opts = RankOptions { k: 30, explain: 0, ..RankOptions::at(now) };
+            let top = |context: &Context| engine.rank(context, &opts).unwrap().into_iter().map(|r| r.ad_id).collect::<Vec<_>>();
+            let plain = top(&Context::default());
+            for hour in 0..24 {
+                for slot in [None, Some("sidebar"), Some("in-article")] {
+                    let context = Context { hour: Some(hour), slot: slot.map(str::to_string), ..Context::default() };
+                    assert_eq!(top(&context), plain, "hour {hour}, slot {slot:?}");
+                }
+            }
+        }
     }
 
     #[test]

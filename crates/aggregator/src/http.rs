@@ -73,13 +73,20 @@ pub fn router(app: App, www: Option<PathBuf>) -> Router {
         .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
-        .layer(cors)
         .with_state(app);
-    match www {
-        // Demo mode. Cross-origin isolation gives the bench page precise timers.
+    let router = match www {
+        // Demo mode: also serves www/, the snippet and its worker among it. A publisher page on
+        // another origin loads the snippet as a plain script and the worker, module and wasm by
+        // CORS fetches: the CORS layer below covers these files too, and CORP lets pages that
+        // are themselves cross-origin isolated load the snippet. Cross-origin isolation of our
+        // own pages gives the bench page precise timers.
         Some(dir) => api
             .route("/", get(|| async { Redirect::to("/demo/") }))
             .fallback_service(ServeDir::new(dir))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::HeaderName::from_static("cross-origin-resource-policy"),
+                HeaderValue::from_static("cross-origin"),
+            ))
             .layer(SetResponseHeaderLayer::if_not_present(
                 header::HeaderName::from_static("cross-origin-opener-policy"),
                 HeaderValue::from_static("same-origin"),
@@ -89,7 +96,8 @@ pub fn router(app: App, www: Option<PathBuf>) -> Router {
                 HeaderValue::from_static("require-corp"),
             )),
         None => api.fallback(|| async { reject(Reject::new(404, "not_found", "no such resource")) }),
-    }
+    };
+    router.layer(cors)
 }
 
 fn reject(r: Reject) -> Response {
