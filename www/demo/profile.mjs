@@ -18,7 +18,7 @@ async function show() {
   const learned = profile.localEmbedding;
   const size = Math.hypot(...learned);
   $('local').textContent = size === 0
-    ? 'Nothing yet: Hearth learns which ads you respond to once you have clicked some of those it showed.'
+    ? 'Nothing yet: when Hearth next trains in this browser, it learns from the ads you clicked among those it showed.'
     : `${learned.length} numbers that move ads you respond to up and others down (size ${size.toFixed(3)}); ` +
       'learned in this browser and kept with your profile, never sent.';
   $('count').textContent = String(profile.events.length);
