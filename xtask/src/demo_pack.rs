@@ -291,13 +291,12 @@ fn silence_untrained<'a>(params: &mut Params, examples: impl Iterator<Item = &'a
             slots.ids.iter().zip(&slots.weights).filter(|(_, w)| **w != 0.0).for_each(|(id, _)| used[*id as usize] = true);
         }
     }
-    let offset = |name: &str| params.layout.iter().find(|p| p.name == name).map(|p| (p.offset, p.len())).expect("name from NAMES");
-    let ((emb, _), (bias, _), (ctx, ctx_len)) = (offset("emb"), offset("bias"), offset("w1_ctx"));
-    for row in (0..used.len()).filter(|r| !used[*r]) {
-        params.values[emb + row * d..emb + (row + 1) * d].fill(0.0);
-        params.values[bias + row] = 0.0;
-    }
-    params.values[ctx..ctx + ctx_len].fill(0.0);
+    let unused: Vec<usize> = (0..used.len()).filter(|r| !used[*r]).collect();
+    let emb = params.get_mut("emb");
+    unused.iter().for_each(|r| emb[r * d..(r + 1) * d].fill(0.0));
+    let bias = params.get_mut("bias");
+    unused.iter().for_each(|r| bias[*r] = 0.0);
+    params.get_mut("w1_ctx").fill(0.0);
 }
 
 fn shuffle<T>(items: &mut [T], rng: &mut Gaussian) {

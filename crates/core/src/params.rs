@@ -99,9 +99,19 @@ impl Params {
         Params { arch, layout, values }
     }
 
+    /// Where tensor `name` (one of [`NAMES`]) lies in the flat vector.
+    pub fn spec(&self, name: &str) -> &ParamSpec {
+        self.layout.iter().find(|p| p.name == name).expect("name from NAMES")
+    }
+
     pub fn get(&self, name: &str) -> &[f32] {
-        let spec = self.layout.iter().find(|p| p.name == name).expect("name from NAMES");
+        let spec = self.spec(name);
         &self.values[spec.offset..spec.offset + spec.len()]
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> &mut [f32] {
+        let (offset, len) = { let spec = self.spec(name); (spec.offset, spec.len()) };
+        &mut self.values[offset..offset + len]
     }
 }
 

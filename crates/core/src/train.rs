@@ -167,7 +167,7 @@ pub fn example_loss(
         grad_u.iter_mut().zip(&du).for_each(|(t, x)| *t += x);
     }
     let Some(grad) = grad else { return loss };
-    let off = |name: &str| p.layout.iter().find(|s| s.name == name).expect("layout name").offset;
+    let off = |name: &str| p.spec(name).offset;
     grad[off("b2")] += g;
     grad[off("w2")..off("w2") + h].iter_mut().zip(&hid).for_each(|(t, x)| *t += g * x);
     grad[off("b1")..off("b1") + h].iter_mut().zip(&delta).for_each(|(t, x)| *t += x);
