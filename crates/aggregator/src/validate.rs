@@ -3,7 +3,8 @@
 
 use hearth_core::HearthError;
 use hearth_core::round::UploadEncoding;
-use hearth_core::update::{Encoding, Payload, Update, UpdateError, grid_step, rounding_bound};
+use hearth_core::UpdateError;
+use hearth_core::update::{Encoding, Payload, Update, grid_step, rounding_bound};
 use serde::Serialize;
 
 /// Noise norms farther than this many standard deviations from their mean are treated as
@@ -84,7 +85,7 @@ impl Expect {
 /// Decodes the body; wire-format defects become 400s.
 pub fn decode(body: &[u8]) -> Result<Update, Reject> {
     Update::decode(body).map_err(|e| match e {
-        HearthError::Update(UpdateError::UnknownVersion(_)) => Reject::new(400, "unsupported_format_version", e.to_string()),
+        HearthError::Update(UpdateError::UnknownVersion { .. }) => Reject::new(400, "unsupported_format_version", e.to_string()),
         HearthError::NonFinite { .. } => Reject::new(422, "non_finite", e.to_string()),
         _ => Reject::new(400, "malformed_update", e.to_string()),
     })

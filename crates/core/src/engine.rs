@@ -4,11 +4,11 @@
 use crate::catalog::{Ad, Catalog, Context};
 use crate::error::{HearthError, Result};
 use crate::event::Event;
-use crate::features::{FeatureSpec, Slots};
+use crate::features::FeatureSpec;
 use crate::pack::ModelPack;
-use crate::params::Params;
 use crate::profile::Profile;
-use crate::rank::{self, Contribution, RankOptions, Ranked};
+use crate::explain::Explainer;
+use crate::rank::{self, RankOptions, Ranked};
 use crate::reference;
 use crate::scorer::{Request, Scorer};
 use crate::train;
@@ -134,7 +134,7 @@ impl Engine {
     /// the profile features in the user slots.
     pub fn request(&self, context: &Context, now_ms: i64) -> Result<(Request, Vec<String>)> {
         let spec = self.spec();
-        let (user, names) = user_slots(&self.profile, spec, now_ms);
+        let (user, names) = self.profile.user_slots(spec, now_ms);
         let request = Request { user, local_u: self.local_u.clone(), context: context.encode(spec)? };
         Ok((request, names))
     }
@@ -215,18 +215,8 @@ impl Engine {
             order = rank::diversify(&order, |pos| &catalog.ads[candidates[pos]], rule);
         }
         let p = &self.pack.params;
-        // Explanations need the request side and each profile feature's weighted embedding (its
-        // share of the pooled user vector); a ranking that asks for none skips both.
-        let (request_side, shares) = if opts.explain == 0 {
-            (None, Vec::new())
-        } else {
-            let shares = names
-                .iter()
-                .zip(req.user.ids.iter().zip(&req.user.weights))
-                .map(|(_, (&id, &w))| reference::pool(p.get("emb"), p.arch.dim, &[id], &[w]))
-                .collect();
-            (Some(reference::request_side(p, &req)), shares)
-        };
+        // A ranking that asks for no explanation skips the request side and the shares.
+        let explainer = (opts.explain > 0).then(|| Explainer::new(p, &req, names));
         Ok(order
             .into_iter()
             .take(opts.k)
@@ -237,40 +227,9 @@ impl Engine {
                     ad_id: catalog.ads[i].id.clone(),
                     score,
                     probability: rank::sigmoid(score),
-                    why: request_side.as_ref().map_or_else(Vec::new, |rs| explain(p, rs, row, &names, &shares, opts.explain)),
+                    why: explainer.as_ref().map_or_else(Vec::new, |x| x.explain(p, row, opts.explain)),
                 }
             })
             .collect())
     }
-}
-
-/// The profile features with the largest first-order share of one ad's logit:
-/// (weight × feature embedding) · ∂logit/∂user.
-fn explain(
-    p: &Params,
-    rs: &reference::RequestSide,
-    side: &[f32],
-    names: &[String],
-    shares: &[Vec<f32>],
-    n: usize,
-) -> Vec<Contribution> {
-    let grad = reference::user_gradient(p, rs, side);
-    let mut out: Vec<Contribution> = names
-        .iter()
-        .zip(shares)
-        .map(|(name, share)| Contribution {
-            feature: name.clone(),
-            contribution: share.iter().zip(&grad).map(|(e, g)| e * g).sum(),
-        })
-        .collect();
-    out.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()).then_with(|| a.feature.cmp(&b.feature)));
-    out.truncate(n);
-    out
-}
-
-/// The profile's strongest features at `now_ms` as the model's user input, with their names.
-pub fn user_slots(profile: &Profile, spec: &FeatureSpec, now_ms: i64) -> (Slots, Vec<String>) {
-    let weights = profile.weights_at(now_ms);
-    let top: Vec<(&str, f32)> = weights.iter().take(spec.user_slots).map(|(f, w)| (*f, *w as f32)).collect();
-    (Slots::encode(spec, spec.user_slots, &top), top.iter().map(|(f, _)| f.to_string()).collect())
 }

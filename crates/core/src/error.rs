@@ -37,9 +37,34 @@ pub enum HearthError {
     #[error("invalid training settings: {0}")]
     InvalidTraining(String),
     #[error("model update: {0}")]
-    Update(#[from] crate::update::UpdateError),
+    Update(#[from] UpdateError),
     #[error("invalid privacy parameters: {0}")]
     Privacy(String),
+}
+
+/// Why an update was refused, or could not be built.
+#[derive(Debug, Clone, Copy, PartialEq, Error)]
+pub enum UpdateError {
+    #[error("{found} bytes is too short; the header needs at least {needed}")]
+    Truncated { needed: usize, found: usize },
+    #[error("magic is {0:?}, not HRTU")]
+    BadMagic([u8; 4]),
+    #[error("format version {found}; this build reads {supported}")]
+    UnknownVersion { found: u16, supported: u16 },
+    #[error("unknown payload encoding {0}")]
+    UnknownEncoding(u8),
+    #[error("{found} bytes, expected exactly {expected}")]
+    LengthMismatch { expected: usize, found: usize },
+    #[error("clip norm {0} is not finite and positive")]
+    ClipNorm(f32),
+    #[error("noise multiplier {0} is not finite and non-negative")]
+    NoiseMultiplier(f32),
+    #[error("grid step {0} is not finite and positive")]
+    Step(f32),
+    #[error("noise standard deviation {0} is not finite and non-negative")]
+    NoiseStd(f64),
+    #[error("random source failed: {0}")]
+    Random(getrandom::Error),
 }
 
 pub type Result<T> = std::result::Result<T, HearthError>;

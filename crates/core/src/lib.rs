@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod explain;
 pub mod features;
 pub mod graph;
 pub mod noise;
@@ -21,4 +22,4 @@ pub mod tract_import;
 pub mod train;
 pub mod update;
 
-pub use error::{HearthError, Result};
+pub use error::{HearthError, Result, UpdateError};

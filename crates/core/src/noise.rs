@@ -5,8 +5,7 @@
 //! nothing. The sampler is generic over its byte source only so that tests can replay a fixed
 //! stream; the product constructs it with [`Sampler::os`].
 
-use crate::Result;
-use crate::update::UpdateError;
+use crate::error::{Result, UpdateError};
 
 /// L2 norm, accumulated in f64 so that millions of f32 squares do not lose precision.
 pub fn l2_norm(v: &[f32]) -> f64 {

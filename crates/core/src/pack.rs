@@ -4,7 +4,7 @@
 use crate::error::{HearthError, Result};
 use crate::features::{FeatureSpec, HASH_NAME};
 use crate::graph::{self, AD_SIDE, Dim, LOGITS};
-use crate::params::{Arch, ParamSpec, Params};
+use crate::params::{Arch, MAX_PARAMS, ParamSpec, Params};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -18,9 +18,6 @@ const MAX_BUCKETS: u32 = 1 << 22;
 const MAX_DIM: usize = 256;
 const MAX_HIDDEN: usize = 1024;
 const MAX_SLOTS: usize = 1024;
-/// 16M parameters (64 MiB of f32): far above any pack meant for a browser, far below what
-/// would exhaust a wasm32 address space.
-pub const MAX_PARAMS: usize = 1 << 24;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

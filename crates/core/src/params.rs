@@ -4,6 +4,10 @@
 use crate::error::{HearthError, Result};
 use serde::{Deserialize, Serialize};
 
+/// 16M parameters (64 MiB of f32): far above any pack meant for a browser, far below what
+/// would exhaust a wasm32 address space. Packs and updates both stop here.
+pub const MAX_PARAMS: usize = 1 << 24;
+
 /// The starter architecture's sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Arch {

@@ -3,7 +3,7 @@
 
 use crate::error::{HearthError, Result};
 use crate::event::{Event, EventKind};
-use crate::features::feature;
+use crate::features::{FeatureSpec, Slots, feature};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -149,6 +149,13 @@ impl Profile {
             .collect();
         out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then_with(|| a.0.cmp(b.0)));
         out
+    }
+
+    /// The strongest features at `now_ms` as the model's user input, with their names.
+    pub fn user_slots(&self, spec: &FeatureSpec, now_ms: i64) -> (Slots, Vec<String>) {
+        let weights = self.weights_at(now_ms);
+        let top: Vec<(&str, f32)> = weights.iter().take(spec.user_slots).map(|(f, w)| (*f, *w as f32)).collect();
+        (Slots::encode(spec, spec.user_slots, &top), top.iter().map(|(f, _)| f.to_string()).collect())
     }
 
     /// Forget everything; the configuration stays.

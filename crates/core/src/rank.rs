@@ -3,6 +3,7 @@
 
 use crate::catalog::Ad;
 use crate::event::EventKind;
+use crate::explain::Contribution;
 use crate::profile::Profile;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -63,13 +64,6 @@ impl RankOptions {
     pub fn at(now_ms: i64) -> RankOptions {
         RankOptions { now_ms, k: default_k(), explain: default_explain(), caps: FrequencyCaps::default(), diversity: None }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Contribution {
-    pub feature: String,
-    /// This feature's share of the logit, to first order.
-    pub contribution: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

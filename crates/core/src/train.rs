@@ -9,7 +9,6 @@
 //! numpy implementation in the tests.
 
 use crate::catalog::{Ad, Context};
-use crate::engine::user_slots;
 use crate::error::{HearthError, Result};
 use crate::event::{Event, EventKind};
 use crate::features::{FeatureSpec, Slots};
@@ -71,7 +70,7 @@ pub fn examples<'a>(profile: &Profile, spec: &FeatureSpec, ad_of: impl Fn(&str) 
                     features: Vec::new(),
                 });
                 out.push(Example {
-                    user: user_slots(&replay, spec, e.ts).0,
+                    user: replay.user_slots(spec, e.ts).0,
                     context: no_context.clone(),
                     ad: full.encode(spec),
                     label,

@@ -44,9 +44,8 @@
 //! Nothing else: no device identifier and no timestamp. The nonce identifies the upload only.
 
 use crate::noise::{ByteSource, Sampler, add_noise, clip, l2_norm};
-use crate::pack::MAX_PARAMS;
-use crate::{HearthError, Result};
-use thiserror::Error;
+use crate::params::MAX_PARAMS;
+use crate::error::{HearthError, Result, UpdateError};
 
 pub const MAGIC: [u8; 4] = *b"HRTU";
 pub const FORMAT_VERSION: u16 = 1;
@@ -59,31 +58,6 @@ pub const MAX_ROUNDING_DRAWS: u32 = 64;
 /// Noise beyond this many standard deviations saturates the i16 grid; the grid step is chosen
 /// so that such draws are rare (about 8e-11 per coordinate).
 const HEADROOM_SIGMAS: f64 = 6.5;
-
-/// Why an update was refused, or could not be built.
-#[derive(Debug, Clone, Copy, PartialEq, Error)]
-pub enum UpdateError {
-    #[error("{found} bytes is too short; the header needs at least {needed}")]
-    Truncated { needed: usize, found: usize },
-    #[error("magic is {0:?}, not HRTU")]
-    BadMagic([u8; 4]),
-    #[error("format version {0}; this build reads {FORMAT_VERSION}")]
-    UnknownVersion(u16),
-    #[error("unknown payload encoding {0}")]
-    UnknownEncoding(u8),
-    #[error("{found} bytes, expected exactly {expected}")]
-    LengthMismatch { expected: usize, found: usize },
-    #[error("clip norm {0} is not finite and positive")]
-    ClipNorm(f32),
-    #[error("noise multiplier {0} is not finite and non-negative")]
-    NoiseMultiplier(f32),
-    #[error("grid step {0} is not finite and positive")]
-    Step(f32),
-    #[error("noise standard deviation {0} is not finite and non-negative")]
-    NoiseStd(f64),
-    #[error("random source failed: {0}")]
-    Random(getrandom::Error),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -193,7 +167,7 @@ impl Update {
         }
         let version = u16::from_le_bytes(r.take()?);
         if version != FORMAT_VERSION {
-            return Err(UpdateError::UnknownVersion(version).into());
+            return Err(UpdateError::UnknownVersion { found: version, supported: FORMAT_VERSION }.into());
         }
         let [code] = r.take()?;
         let encoding = match code {

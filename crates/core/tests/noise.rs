@@ -6,7 +6,7 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use hearth_core::noise::{ByteSource, Sampler, add_noise, clip, l2_norm};
 use hearth_core::params::Gaussian;
-use hearth_core::update::UpdateError;
+use hearth_core::UpdateError;
 use hearth_core::{HearthError, Result};
 
 /// A replayable byte stream (SplitMix64), for tests only.

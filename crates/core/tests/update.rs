@@ -5,12 +5,12 @@
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
-use hearth_core::HearthError;
+use hearth_core::{HearthError, UpdateError};
 use hearth_core::noise::{ByteSource, Sampler, l2_norm};
-use hearth_core::pack::MAX_PARAMS;
+use hearth_core::params::MAX_PARAMS;
 use hearth_core::params::Gaussian;
 use hearth_core::update::{
-    Encoding, F32_HEADER_LEN, MAX_ROUNDING_DRAWS, Payload, QUANTIZED_HEADER_LEN, Update, UpdateError, build_update,
+    Encoding, F32_HEADER_LEN, FORMAT_VERSION, MAX_ROUNDING_DRAWS, Payload, QUANTIZED_HEADER_LEN, Update, build_update,
     grid_step, rounding_bound,
 };
 
@@ -101,7 +101,7 @@ fn malformed_updates_are_refused_with_typed_errors() {
     assert_eq!(update_error(&q[..53]), Truncated { needed: 55, found: 53 });
     assert_eq!(update_error(&patched(&f, 0, b"HRTV")), BadMagic(*b"HRTV"));
     for v in [0u16, 2, u16::MAX] {
-        assert_eq!(update_error(&patched(&f, 4, &v.to_le_bytes())), UnknownVersion(v));
+        assert_eq!(update_error(&patched(&f, 4, &v.to_le_bytes())), UnknownVersion { found: v, supported: FORMAT_VERSION });
     }
     for e in [2u8, 255] {
         assert_eq!(update_error(&patched(&q, 6, &[e])), UnknownEncoding(e));

@@ -6,7 +6,6 @@
 use crate::metrics::{Metrics, auc, hit_ndcg_at_10, logloss};
 use crate::task::{Device, Task};
 use hearth_core::catalog::Context;
-use hearth_core::engine::user_slots;
 use hearth_core::features::FeatureSpec;
 use hearth_core::pack::ModelPack;
 use hearth_core::params::Params;
@@ -47,7 +46,7 @@ pub fn evaluate(params: &Params, spec: &FeatureSpec, task: &Task, cfg: &TrainCon
     let zeros = vec![0.0; params.arch.dim];
     score_devices(task, |d| {
         let local_u = reconstruct(params, &zeros, &d.examples, cfg);
-        let req = Request { user: user_slots(&d.profile, spec, d.now_ms).0, local_u, context: context.clone() };
+        let req = Request { user: d.profile.user_slots(spec, d.now_ms).0, local_u, context: context.clone() };
         let logits = scorer.logits(&req, &side).map_err(|e| e.to_string())?;
         Ok(logits.iter().map(|&z| 1.0 / (1.0 + (-f64::from(z)).exp())).collect())
     })

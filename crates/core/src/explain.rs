@@ -1,0 +1,57 @@
+//! "Why this ad": each profile feature's first-order share of one ad's logit, so the visitor
+//! sees which of their own interests moved a ranking.
+//!
+//! A feature's share is its weighted embedding (its part of the pooled user vector) dotted with
+//! ∂logit/∂user ([`reference::user_gradient`]): exact for the dot-product term, first-order for
+//! the MLP.
+
+use crate::params::Params;
+use crate::reference::{self, RequestSide};
+use crate::scorer::Request;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    pub feature: String,
+    /// This feature's share of the logit, to first order.
+    pub contribution: f32,
+}
+
+/// What explaining any ad for one request needs, computed once per ranking.
+pub struct Explainer {
+    request_side: RequestSide,
+    /// Profile feature names, in user-slot order.
+    names: Vec<String>,
+    /// Each feature's weighted embedding, in the same order.
+    shares: Vec<Vec<f32>>,
+}
+
+impl Explainer {
+    /// `names` are the profile features in `req`'s user slots, in slot order.
+    pub fn new(p: &Params, req: &Request, names: Vec<String>) -> Explainer {
+        let shares = names
+            .iter()
+            .zip(req.user.ids.iter().zip(&req.user.weights))
+            .map(|(_, (&id, &w))| reference::pool(p.get("emb"), p.arch.dim, &[id], &[w]))
+            .collect();
+        Explainer { request_side: reference::request_side(p, req), names, shares }
+    }
+
+    /// The `n` profile features with the largest share (by magnitude) of the logit of the ad
+    /// whose ad-side row is `side`; ties by name.
+    pub fn explain(&self, p: &Params, side: &[f32], n: usize) -> Vec<Contribution> {
+        let grad = reference::user_gradient(p, &self.request_side, side);
+        let mut out: Vec<Contribution> = self
+            .names
+            .iter()
+            .zip(&self.shares)
+            .map(|(name, share)| Contribution {
+                feature: name.clone(),
+                contribution: share.iter().zip(&grad).map(|(e, g)| e * g).sum(),
+            })
+            .collect();
+        out.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()).then_with(|| a.feature.cmp(&b.feature)));
+        out.truncate(n);
+        out
+    }
+}
