@@ -18,7 +18,7 @@ use hearth_core::features::FeatureSpec;
 use hearth_core::pack::ModelPack;
 use hearth_core::params::{Gaussian, Params};
 use hearth_core::profile::{Profile, ProfileConfig};
-use hearth_core::reference;
+use hearth_core::forward;
 use hearth_core::scorer::Request;
 use hearth_core::train::{self, Adam, Example, TrainConfig};
 use std::collections::HashMap;
@@ -220,8 +220,7 @@ pub fn readers(catalog: &Catalog, spec: &FeatureSpec, n: usize, seed: u64) -> Re
 /// Logit of one example with a zero device embedding, as a fresh visitor is scored.
 fn logit(p: &Params, ex: &Example) -> f32 {
     let req = Request { user: ex.user.clone(), local_u: vec![0.0; p.arch.dim], context: ex.context.clone() };
-    let rs = reference::request_side(p, &req);
-    reference::logit(p, &rs, &reference::ad_side(p, &ex.ad.ids, &ex.ad.weights))
+    forward::score(p, &req, &ex.ad)
 }
 
 fn model_auc(p: &Params, examples: &[Example]) -> f64 {

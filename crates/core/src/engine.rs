@@ -9,7 +9,7 @@ use crate::pack::ModelPack;
 use crate::profile::Profile;
 use crate::explain::Explainer;
 use crate::rank::{self, RankOptions, Ranked};
-use crate::reference;
+use crate::forward;
 use crate::scorer::{Request, Scorer};
 use crate::train;
 use std::borrow::Cow;
@@ -139,10 +139,10 @@ impl Engine {
         Ok((request, names))
     }
 
-    /// What this profile and page contribute to every ad's logit (see [`reference::logit`]).
-    pub fn request_side(&self, context: &Context, now_ms: i64) -> Result<reference::RequestSide> {
+    /// What this profile and page contribute to every ad's logit (see [`forward::logit`]).
+    pub fn request_side(&self, context: &Context, now_ms: i64) -> Result<forward::RequestSide> {
         let (req, _) = self.request(context, now_ms)?;
-        Ok(reference::request_side(&self.pack.params, &req))
+        Ok(forward::request_side(&self.pack.params, &req))
     }
 
     /// Logits for the whole installed catalog, in catalog order.
@@ -226,7 +226,7 @@ impl Engine {
                 Ranked {
                     ad_id: catalog.ads[i].id.clone(),
                     score,
-                    probability: rank::sigmoid(score),
+                    probability: forward::sigmoid(score),
                     why: explainer.as_ref().map_or_else(Vec::new, |x| x.explain(p, row, opts.explain)),
                 }
             })

@@ -2,11 +2,11 @@
 //! sees which of their own interests moved a ranking.
 //!
 //! A feature's share is its weighted embedding (its part of the pooled user vector) dotted with
-//! ∂logit/∂user ([`reference::user_gradient`]): exact for the dot-product term, first-order for
+//! ∂logit/∂user ([`forward::user_gradient`]): exact for the dot-product term, first-order for
 //! the MLP.
 
 use crate::params::Params;
-use crate::reference::{self, RequestSide};
+use crate::forward::{self, RequestSide};
 use crate::scorer::Request;
 use serde::{Deserialize, Serialize};
 
@@ -32,15 +32,15 @@ impl Explainer {
         let shares = names
             .iter()
             .zip(req.user.ids.iter().zip(&req.user.weights))
-            .map(|(_, (&id, &w))| reference::pool(p.get("emb"), p.arch.dim, &[id], &[w]))
+            .map(|(_, (&id, &w))| forward::pool(p.get("emb"), p.arch.dim, &[id], &[w]))
             .collect();
-        Explainer { request_side: reference::request_side(p, req), names, shares }
+        Explainer { request_side: forward::request_side(p, req), names, shares }
     }
 
     /// The `n` profile features with the largest share (by magnitude) of the logit of the ad
     /// whose ad-side row is `side`; ties by name.
     pub fn explain(&self, p: &Params, side: &[f32], n: usize) -> Vec<Contribution> {
-        let grad = reference::user_gradient(p, &self.request_side, side);
+        let grad = forward::user_gradient(p, &self.request_side, side);
         let mut out: Vec<Contribution> = self
             .names
             .iter()

@@ -147,7 +147,3 @@ pub fn by_score(candidates: &[usize], scores: &[f32], ads: &[Ad], keep: Option<u
     order.sort_by(cmp);
     order
 }
-
-pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}

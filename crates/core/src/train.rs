@@ -4,7 +4,7 @@
 //! global parameters with `local_u` fixed. Only the global change Δ = new − old ever leaves the
 //! device (clipped and noised, see `update`); `local_u` stays.
 //!
-//! The loss is weighted binary cross-entropy on the logit of `reference`'s forward pass; its
+//! The loss is weighted binary cross-entropy on the logit of the plain-Rust forward pass (`forward`); its
 //! gradient below is derived by hand and checked against finite differences and an independent
 //! numpy implementation in the tests.
 
@@ -14,7 +14,7 @@ use crate::event::{Event, EventKind};
 use crate::features::{FeatureSpec, Slots};
 use crate::params::Params;
 use crate::profile::Profile;
-use crate::reference::{dot, pool, vec_mat};
+use crate::forward::{self, Pass, mat_vec, sigmoid};
 use serde::{Deserialize, Serialize};
 
 /// A click counts for the impressions of the same ad shown up to this long before it.
@@ -88,10 +88,6 @@ fn bce(z: f32, y: f32) -> f32 {
     z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()
 }
 
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
-}
-
 /// Adds `w × table rows` of the gradient `g` back into the rows the slots pooled.
 fn scatter(grad: &mut [f32], offset: usize, width: usize, slots: &Slots, g: &[f32]) {
     for (&id, &w) in slots.ids.iter().zip(&slots.weights) {
@@ -100,11 +96,6 @@ fn scatter(grad: &mut [f32], offset: usize, width: usize, slots: &Slots, g: &[f3
             *t += w * gi;
         }
     }
-}
-
-/// `m` (rows × cols) times `v` (cols).
-fn mat_vec(m: &[f32], v: &[f32]) -> Vec<f32> {
-    m.chunks_exact(v.len()).map(|row| dot(row, v)).collect()
 }
 
 /// Adds `x ⊗ y` into the row-major `x.len() × y.len()` block at `out`.
@@ -119,8 +110,8 @@ fn add_outer(out: &mut [f32], x: &[f32], y: &[f32]) {
 /// Loss of one example and, when asked, its gradient added into `grad` (same layout as
 /// `p.values`) and into `grad_u` (∂/∂local_u). Returns the weighted loss.
 ///
-/// Forward: a, u (= pooled profile + local_u), c pooled; pre = a·W1a + u·W1u + c·W1c + b1;
-/// h = relu(pre); z = h·w2 + b2 + a·(u + c) + Σ wₛ bias[idₛ].
+/// Forward ([`forward::pass`]): a, u (= pooled profile + local_u), c pooled;
+/// pre = a·W1a + u·W1u + c·W1c + b1; h = relu(pre); z = h·w2 + b2 + a·(u + c) + Σ wₛ bias[idₛ].
 /// Backward with g = weight·(σ(z) − y): ∂b2 = g, ∂w2 = g·h, ∂bias[idₛ] = g·wₛ,
 /// δ = g·w2 ⊙ [pre > 0]: ∂b1 = δ, ∂W1a = a⊗δ, ∂W1u = u⊗δ, ∂W1c = c⊗δ,
 /// ∂a = W1a·δ + g·(u + c), ∂u = W1u·δ + g·a, ∂c = W1c·δ + g·a, and each pooled row gets wₛ × its side's ∂.
@@ -132,36 +123,24 @@ pub fn example_loss(
     grad_u: Option<&mut [f32]>,
 ) -> f32 {
     let (d, h) = (p.arch.dim, p.arch.hidden);
-    let emb = p.get("emb");
-    let a = pool(emb, d, &ex.ad.ids, &ex.ad.weights);
-    let mut u = pool(emb, d, &ex.user.ids, &ex.user.weights);
-    u.iter_mut().zip(local_u).for_each(|(x, l)| *x += l);
-    let c = pool(emb, d, &ex.context.ids, &ex.context.weights);
-    let (w1a, w1u, w1c) = (p.get("w1_ad"), p.get("w1_user"), p.get("w1_ctx"));
-    let pre: Vec<f32> = vec_mat(&a, w1a, h)
-        .iter()
-        .zip(vec_mat(&u, w1u, h))
-        .zip(vec_mat(&c, w1c, h))
-        .zip(p.get("b1"))
-        .map(|(((x, y), z), b)| x + y + z + b)
-        .collect();
-    let hid: Vec<f32> = pre.iter().map(|v| v.max(0.0)).collect();
-    let uc: Vec<f32> = u.iter().zip(&c).map(|(x, y)| x + y).collect();
-    let z = dot(&hid, p.get("w2"))
-        + p.get("b2")[0]
-        + dot(&a, &uc)
-        + pool(p.get("bias"), 1, &ex.ad.ids, &ex.ad.weights)[0];
+    let side = forward::ad_side(p, &ex.ad.ids, &ex.ad.weights);
+    let rs = forward::request_side_of(p, &ex.user, local_u, &ex.context);
+    let Pass { pre, logit: z } = forward::pass(p, &rs, &side);
     let loss = ex.weight * bce(z, ex.label);
     if grad.is_none() && grad_u.is_none() {
         return loss;
     }
 
+    let (a, u, c) = (&side[..d], &rs.user, &rs.context);
+    let (w1a, w1u, w1c) = (p.get("w1_ad"), p.get("w1_user"), p.get("w1_ctx"));
+    let hid: Vec<f32> = pre.iter().map(|v| v.max(0.0)).collect();
+    let uc: Vec<f32> = u.iter().zip(c).map(|(x, y)| x + y).collect();
     let g = ex.weight * (sigmoid(z) - ex.label);
     let delta: Vec<f32> = pre.iter().zip(p.get("w2")).map(|(&v, &w)| if v > 0.0 { g * w } else { 0.0 }).collect();
-    let side = |w1: &[f32], other: &[f32]| -> Vec<f32> {
+    let side_grad = |w1: &[f32], other: &[f32]| -> Vec<f32> {
         mat_vec(w1, &delta).iter().zip(other).map(|(x, o)| x + g * o).collect()
     };
-    let du = side(w1u, &a);
+    let du = side_grad(w1u, a);
     if let Some(grad_u) = grad_u {
         grad_u.iter_mut().zip(&du).for_each(|(t, x)| *t += x);
     }
@@ -171,12 +150,12 @@ pub fn example_loss(
     grad[off("w2")..off("w2") + h].iter_mut().zip(&hid).for_each(|(t, x)| *t += g * x);
     grad[off("b1")..off("b1") + h].iter_mut().zip(&delta).for_each(|(t, x)| *t += x);
     scatter(grad, off("bias"), 1, &ex.ad, &[g]);
-    for (name, x) in [("w1_ad", &a), ("w1_user", &u), ("w1_ctx", &c)] {
+    for (name, x) in [("w1_ad", a), ("w1_user", u.as_slice()), ("w1_ctx", c.as_slice())] {
         add_outer(&mut grad[off(name)..off(name) + d * h], x, &delta);
     }
-    scatter(grad, off("emb"), d, &ex.ad, &side(w1a, &uc));
+    scatter(grad, off("emb"), d, &ex.ad, &side_grad(w1a, &uc));
     scatter(grad, off("emb"), d, &ex.user, &du);
-    scatter(grad, off("emb"), d, &ex.context, &side(w1c, &a));
+    scatter(grad, off("emb"), d, &ex.context, &side_grad(w1c, a));
     loss
 }
 

@@ -11,7 +11,8 @@ use hearth_core::catalog::{Ad, Context, MAX_CATALOG};
 use hearth_core::engine::Engine;
 use hearth_core::event::Event;
 use hearth_core::profile::{Profile, ProfileConfig};
-use hearth_core::rank::{Cap, Diversity, FrequencyCaps, RankOptions, sigmoid};
+use hearth_core::forward::sigmoid;
+use hearth_core::rank::{Cap, Diversity, FrequencyCaps, RankOptions};
 
 const NOW: i64 = 1_700_000_000_000;
 const TOPICS: [&str; 4] = ["sports", "finance", "travel", "cooking"];

@@ -7,7 +7,7 @@ mod common;
 
 use common::{ARCH, random_request, random_slots, spec};
 use hearth_core::params::Gaussian;
-use hearth_core::reference;
+use hearth_core::forward;
 use hearth_core::scorer::{Scorer, WholeGraph};
 
 fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
@@ -33,11 +33,11 @@ fn tract_matches_reference_on_random_inputs() {
             let weights: Vec<f32> = ads.iter().flat_map(|s| s.weights.clone()).collect();
 
             let side = scorer.ad_side(&ids, &weights).unwrap();
-            let ref_side: Vec<f32> = ads.iter().flat_map(|s| reference::ad_side(p, &s.ids, &s.weights)).collect();
+            let ref_side: Vec<f32> = ads.iter().flat_map(|s| forward::ad_side(p, &s.ids, &s.weights)).collect();
             assert_close(&side, &ref_side, 1e-5, "ad side");
 
-            let rs = reference::request_side(p, &req);
-            let expected: Vec<f32> = ref_side.chunks(ARCH.ad_side_width()).map(|row| reference::logit(p, &rs, row)).collect();
+            let rs = forward::request_side(p, &req);
+            let expected: Vec<f32> = ref_side.chunks(ARCH.ad_side_width()).map(|row| forward::logit(p, &rs, row)).collect();
             assert_close(&scorer.logits(&req, &side).unwrap(), &expected, 1e-5, "cut graph");
             assert_close(&whole.logits(&req, &ids, &weights).unwrap(), &expected, 1e-5, "whole graph");
         }
@@ -52,9 +52,9 @@ fn user_gradient_matches_finite_differences() {
     let mut rng = Gaussian::new(3);
     let req = random_request(&mut rng);
     let ad = random_slots(&mut rng, spec().ad_slots, ARCH.buckets);
-    let side = reference::ad_side(p, &ad.ids, &ad.weights);
-    let rs = reference::request_side(p, &req);
-    let grad = reference::user_gradient(p, &rs, &side);
+    let side = forward::ad_side(p, &ad.ids, &ad.weights);
+    let rs = forward::request_side(p, &req);
+    let grad = forward::user_gradient(p, &rs, &side);
     let h = 1e-3f32;
     for i in 0..ARCH.dim {
         let shifted = |delta: f32| {
@@ -64,7 +64,7 @@ fn user_gradient_matches_finite_differences() {
             for (j, q) in r.q.iter_mut().enumerate() {
                 *q += delta * p.get("w1_user")[i * ARCH.hidden + j];
             }
-            reference::logit(p, &r, &side)
+            forward::logit(p, &r, &side)
         };
         let numeric = (shifted(h) - shifted(-h)) / (2.0 * h);
         assert!((numeric - grad[i]).abs() < 2e-2, "d/du[{i}]: numeric {numeric} vs analytic {}", grad[i]);

@@ -5,7 +5,7 @@
 //! adapter the caller keeps ranking with tract.
 
 use hearth_core::engine::Engine;
-use hearth_core::reference::RequestSide;
+use hearth_core::forward::RequestSide;
 use std::future::Future;
 use thiserror::Error;
 use wgpu::util::DeviceExt;

@@ -1,6 +1,19 @@
-//! A plain-Rust forward pass of the starter architecture, written from the math rather than
-//! from the graph. Tests hold tract to it; ranking uses its gradient to explain scores.
+//! The model's forward pass in plain Rust, written from the math rather than from the graph,
+//! and the vector helpers every plain-Rust computation shares.
+//!
+//! tract runs the shipped graph; this is the same function for what tract cannot give: local
+//! training differentiates it (`train`), explanations take its gradient with respect to the user
+//! vector (`explain`), and the tests hold tract, the GPU kernel and onnxruntime to it.
+//!
+//! ```text
+//! a = pool(emb, ad)          u = pool(emb, user) + local_u          c = pool(emb, context)
+//! pre = a·W1a + (u·W1u + c·W1c + b1)        h = relu(pre)
+//! logit = h·w2 + a·(u + c) + Σ wₛ·bias[idₛ] + b2
+//! ```
+//! The ad side `[a, a·W1a, Σ wₛ·bias[idₛ]]` depends only on the ad and the model; the request
+//! side `(u, c, q = u·W1u + c·W1c + b1)` only on the visitor and the page.
 
+use crate::features::Slots;
 use crate::params::Params;
 use crate::scorer::Request;
 
@@ -27,8 +40,18 @@ pub fn vec_mat(x: &[f32], m: &[f32], cols: usize) -> Vec<f32> {
     out
 }
 
+/// `m` (rows × `v.len()`, row-major) times `v`.
+pub fn mat_vec(m: &[f32], v: &[f32]) -> Vec<f32> {
+    m.chunks_exact(v.len()).map(|row| dot(row, v)).collect()
+}
+
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The click probability of a logit.
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }
 
 /// One ad's cached row: pooled embedding, its first-layer projection, its bias.
@@ -52,25 +75,50 @@ pub struct RequestSide {
 }
 
 pub fn request_side(p: &Params, req: &Request) -> RequestSide {
+    request_side_of(p, &req.user, &req.local_u, &req.context)
+}
+
+/// [`request_side`] from its parts, as training holds them.
+pub fn request_side_of(p: &Params, user_slots: &Slots, local_u: &[f32], context_slots: &Slots) -> RequestSide {
     let (d, h) = (p.arch.dim, p.arch.hidden);
-    let mut user = pool(p.get("emb"), d, &req.user.ids, &req.user.weights);
-    for (u, l) in user.iter_mut().zip(&req.local_u) {
+    let mut user = pool(p.get("emb"), d, &user_slots.ids, &user_slots.weights);
+    for (u, l) in user.iter_mut().zip(local_u) {
         *u += l;
     }
-    let context = pool(p.get("emb"), d, &req.context.ids, &req.context.weights);
+    let context = pool(p.get("emb"), d, &context_slots.ids, &context_slots.weights);
     let qu = vec_mat(&user, p.get("w1_user"), h);
     let qc = vec_mat(&context, p.get("w1_ctx"), h);
     let q = qu.iter().zip(&qc).zip(p.get("b1")).map(|((a, b), c)| a + b + c).collect();
     RequestSide { user, context, q }
 }
 
-pub fn logit(p: &Params, rs: &RequestSide, side: &[f32]) -> f32 {
+/// One candidate's pass: what the logit is made of, kept for the backward pass.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    /// The hidden layer before ReLU.
+    pub pre: Vec<f32>,
+    pub logit: f32,
+}
+
+/// The forward pass of the ad whose ad-side row is `side` (see [`ad_side`]).
+pub fn pass(p: &Params, rs: &RequestSide, side: &[f32]) -> Pass {
     let (d, h) = (p.arch.dim, p.arch.hidden);
     let (a, rest) = side.split_at(d);
     let (proj, bias) = rest.split_at(h);
-    let mlp: f32 = proj.iter().zip(&rs.q).zip(p.get("w2")).map(|((x, q), w)| (x + q).max(0.0) * w).sum();
+    let pre: Vec<f32> = proj.iter().zip(&rs.q).map(|(x, q)| x + q).collect();
+    let mlp: f32 = pre.iter().zip(p.get("w2")).map(|(x, w)| x.max(0.0) * w).sum();
     let uc: Vec<f32> = rs.user.iter().zip(&rs.context).map(|(u, c)| u + c).collect();
-    mlp + dot(a, &uc) + bias[0] + p.get("b2")[0]
+    let logit = mlp + dot(a, &uc) + bias[0] + p.get("b2")[0];
+    Pass { pre, logit }
+}
+
+pub fn logit(p: &Params, rs: &RequestSide, side: &[f32]) -> f32 {
+    pass(p, rs, side).logit
+}
+
+/// The logit of one request and one ad, both in input form.
+pub fn score(p: &Params, req: &Request, ad: &Slots) -> f32 {
+    logit(p, &request_side(p, req), &ad_side(p, &ad.ids, &ad.weights))
 }
 
 /// ∂logit/∂user for one ad: the dot-product term gives the ad embedding, the MLP the
