@@ -2,15 +2,15 @@
 //! plain JS objects (serde-wasm-bindgen); every error becomes a thrown `Error` with the typed
 //! message from the core.
 
-use hearth_core::catalog::{Ad, Context};
-use hearth_core::engine::Engine;
-use hearth_core::event::{Event, RawEvent};
-use hearth_core::pack::ModelPack;
-use hearth_core::profile::{Profile, ProfileConfig};
-use hearth_core::accountant::{self, Deployment};
-use hearth_core::noise::Sampler;
-use hearth_core::rank::RankOptions;
-use hearth_core::round::{self, RoundTask};
+use hearth_core::device::catalog::{Ad, Context};
+use hearth_core::device::engine::Engine;
+use hearth_core::device::event::{Event, RawEvent};
+use hearth_core::model::pack::ModelPack;
+use hearth_core::device::profile::{Profile, ProfileConfig};
+use hearth_core::privacy::accountant::{self, Deployment};
+use hearth_core::privacy::noise::Sampler;
+use hearth_core::device::rank::RankOptions;
+use hearth_core::learning::round::{self, RoundTask};
 use hearth_gpu::GpuScorer;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;

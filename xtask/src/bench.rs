@@ -3,14 +3,14 @@
 //! benchmark (www/bench/workload.mjs).
 
 use crate::{arg, load_pack};
-use hearth_core::catalog::{Ad, Context};
-use hearth_core::engine::Engine;
-use hearth_core::event::Event;
-use hearth_core::profile::{Profile, ProfileConfig};
-use hearth_core::noise::Sampler;
-use hearth_core::rank::RankOptions;
-use hearth_core::round::{RoundTask, participate};
-use hearth_core::scorer::WholeGraph;
+use hearth_core::device::catalog::{Ad, Context};
+use hearth_core::device::engine::Engine;
+use hearth_core::device::event::Event;
+use hearth_core::device::profile::{Profile, ProfileConfig};
+use hearth_core::privacy::noise::Sampler;
+use hearth_core::device::rank::RankOptions;
+use hearth_core::learning::round::{RoundTask, participate};
+use hearth_core::model::scorer::WholeGraph;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -7,7 +7,7 @@
 //! demo.css and landing.mjs are hand-written and not generated.
 
 use crate::arg;
-use hearth_core::catalog::Ad;
+use hearth_core::device::catalog::Ad;
 use serde_json::{Map, Value, json};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -616,7 +616,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hearth_core::catalog::Catalog;
+    use hearth_core::device::catalog::Catalog;
     use std::collections::{BTreeSet, HashSet};
 
     /// The values of every `attr="…"` in an HTML page.
@@ -630,7 +630,7 @@ mod tests {
             .collect()
     }
 
-    fn manifest_spec() -> hearth_core::features::FeatureSpec {
+    fn manifest_spec() -> hearth_core::model::features::FeatureSpec {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default/manifest.json");
         let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir).unwrap()).unwrap();
         serde_json::from_value(manifest["features"].clone()).unwrap()

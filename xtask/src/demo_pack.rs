@@ -10,17 +10,17 @@
 //! and the cohort's delta applied at learning rate 1, as FedAvg would with one client.
 
 use crate::{DEFAULT_ARCH, arg, default_spec};
-use hearth_core::catalog::{Ad, Context};
-use hearth_core::engine::Engine;
-use hearth_core::rank::RankOptions;
-use hearth_core::event::{Event, RawEvent};
-use hearth_core::features::FeatureSpec;
-use hearth_core::pack::ModelPack;
-use hearth_core::params::{Gaussian, Params};
-use hearth_core::profile::{Profile, ProfileConfig};
-use hearth_core::forward;
-use hearth_core::scorer::Request;
-use hearth_core::train::{self, Adam, Example, TrainConfig};
+use hearth_core::device::catalog::{Ad, Context};
+use hearth_core::device::engine::Engine;
+use hearth_core::device::rank::RankOptions;
+use hearth_core::device::event::{Event, RawEvent};
+use hearth_core::model::features::FeatureSpec;
+use hearth_core::model::pack::ModelPack;
+use hearth_core::model::params::{Gaussian, Params};
+use hearth_core::device::profile::{Profile, ProfileConfig};
+use hearth_core::model::forward;
+use hearth_core::model::scorer::Request;
+use hearth_core::learning::train::{self, Adam, Example, TrainConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -1,11 +1,11 @@
 //! Native side of the browser-equals-native test: rank a fixture and print the result as JSON.
 
 use crate::{arg, load_pack};
-use hearth_core::catalog::{Ad, Context};
-use hearth_core::engine::Engine;
-use hearth_core::event::Event;
-use hearth_core::profile::{Profile, ProfileConfig};
-use hearth_core::rank::RankOptions;
+use hearth_core::device::catalog::{Ad, Context};
+use hearth_core::device::engine::Engine;
+use hearth_core::device::event::Event;
+use hearth_core::device::profile::{Profile, ProfileConfig};
+use hearth_core::device::rank::RankOptions;
 use serde_json::Value;
 use std::path::PathBuf;
 

@@ -7,9 +7,9 @@
 
 use crate::bench::{commit, write_records};
 use crate::{arg, load_pack};
-use hearth_core::noise::Sampler;
-use hearth_core::round::RoundTask;
-use hearth_core::update::{Encoding, build_update};
+use hearth_core::privacy::noise::Sampler;
+use hearth_core::learning::round::RoundTask;
+use hearth_core::privacy::update::{Encoding, build_update};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -232,7 +232,7 @@ fn drive(url: &str, clients: usize, measure: Duration) -> Result<(u64, u64, Vec<
 
 fn encoding_of(task: &RoundTask) -> Encoding {
     match task.encoding {
-        hearth_core::round::UploadEncoding::F32 => Encoding::F32,
-        hearth_core::round::UploadEncoding::Quantized => Encoding::QuantizedI16,
+        hearth_core::learning::round::UploadEncoding::F32 => Encoding::F32,
+        hearth_core::learning::round::UploadEncoding::Quantized => Encoding::QuantizedI16,
     }
 }

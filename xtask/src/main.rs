@@ -8,9 +8,9 @@ mod fixture;
 mod loadgen;
 mod sink;
 
-use hearth_core::features::{FeatureSpec, HASH_NAME};
-use hearth_core::pack::ModelPack;
-use hearth_core::params::{Arch, Params};
+use hearth_core::model::features::{FeatureSpec, HASH_NAME};
+use hearth_core::model::pack::ModelPack;
+use hearth_core::model::params::{Arch, Params};
 use std::path::{Path, PathBuf};
 
 /// The default pack's shape: a 16k-bucket table of 16-wide embeddings and a 32-unit MLP.

@@ -2,9 +2,9 @@
 //! whole document, so fetching it reveals nothing about the visitor; the ETag lets devices
 //! revalidate it for the price of a 304.
 
-use hearth_core::catalog::Ad;
+use hearth_core::device::catalog::Ad;
 use serde::Deserialize;
-use hearth_core::pack::sha256_hex;
+use hearth_core::model::pack::sha256_hex;
 use std::path::Path;
 
 /// Largest catalog served; devices refuse bigger ones too (www/hearth/store.js).

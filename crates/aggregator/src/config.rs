@@ -2,8 +2,8 @@
 //! (value parsed as TOML, else taken as a string), then validation. Every field has a default,
 //! so an empty file is a working local setup.
 
-use hearth_core::round::UploadEncoding;
-use hearth_core::train::TrainConfig;
+use hearth_core::learning::round::UploadEncoding;
+use hearth_core::learning::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

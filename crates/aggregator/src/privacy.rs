@@ -7,7 +7,7 @@
 //! K / population. Abandoned rounds release nothing and cost nothing.
 
 use crate::config::Config;
-use hearth_core::accountant::{Deployment, Sampling, epsilon, local_epsilon};
+use hearth_core::privacy::accountant::{Deployment, Sampling, epsilon, local_epsilon};
 use serde::Serialize;
 
 /// Rounds beyond this are never searched for; a budget that allows more is effectively unbounded.

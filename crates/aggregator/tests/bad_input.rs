@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use hearth_core::noise::Sampler;
-use hearth_core::update::{Encoding, Payload, Update, build_update};
+use hearth_core::privacy::noise::Sampler;
+use hearth_core::privacy::update::{Encoding, Payload, Update, build_update};
 use std::time::Duration;
 
 const K: u64 = 10;

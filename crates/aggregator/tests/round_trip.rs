@@ -4,14 +4,14 @@
 mod common;
 
 use common::*;
-use hearth_core::catalog::Ad;
-use hearth_core::engine::Engine;
-use hearth_core::event::{AdRef, Event, EventKind};
-use hearth_core::noise::Sampler;
-use hearth_core::profile::{Profile, ProfileConfig};
-use hearth_core::rank::RankOptions;
-use hearth_core::round::participate;
-use hearth_core::update::{Encoding, Update};
+use hearth_core::device::catalog::Ad;
+use hearth_core::device::engine::Engine;
+use hearth_core::device::event::{AdRef, Event, EventKind};
+use hearth_core::privacy::noise::Sampler;
+use hearth_core::device::profile::{Profile, ProfileConfig};
+use hearth_core::device::rank::RankOptions;
+use hearth_core::learning::round::participate;
+use hearth_core::privacy::update::{Encoding, Update};
 
 const K: u64 = 10;
 
@@ -31,7 +31,7 @@ fn catalog() -> Vec<Ad> {
 }
 
 /// A device that reads travel pages and clicks travel ads among all it is shown.
-fn travel_reader(pack: hearth_core::pack::ModelPack) -> Engine {
+fn travel_reader(pack: hearth_core::model::pack::ModelPack) -> Engine {
     let ads = catalog();
     let mut e = Engine::new(pack, Profile::new(ProfileConfig::default()).unwrap()).unwrap();
     e.set_catalog(ads.clone()).unwrap();

@@ -1,25 +1,37 @@
 //! hearth-core: the one library the browser module, the aggregator and the simulator share.
 //! No I/O: callers hand in bytes and clocks.
+//!
+//! # Map
+//!
+//! | group | modules | main types |
+//! |---|---|---|
+//! | [`model`] | `features`, `params`, `graph`, `onnx_pb`, `tract_import`, `pack`, `scorer`, `forward` | [`FeatureSpec`](model::features::FeatureSpec), [`Params`](model::params::Params), [`ModelPack`](model::pack::ModelPack), [`Scorer`](model::scorer::Scorer) |
+//! | [`device`] | `event`, `profile`, `catalog`, `rank`, `explain`, `engine` | [`Event`](device::event::Event), [`Profile`](device::profile::Profile), [`Catalog`](device::catalog::Catalog), [`Engine`](device::engine::Engine) |
+//! | [`learning`] | `train`, `round` | [`Example`](learning::train::Example), [`TrainConfig`](learning::train::TrainConfig), [`RoundTask`](learning::round::RoundTask) |
+//! | [`privacy`] | `noise`, `update`, `accountant` | [`Sampler`](privacy::noise::Sampler), [`Update`](privacy::update::Update), [`Accountant`](privacy::accountant::Accountant) |
+//! | [`error`] | | [`HearthError`], [`UpdateError`] |
+//!
+//! # Flow
+//!
+//! ```text
+//! manifest.json + model.onnx ─► ModelPack::load ─► Scorer (tract, cut at the ad side)
+//!                                                     │
+//! page views, ad events ─► Event ─► Profile ──────────┤
+//! catalog.json ──────────► Catalog (hashed ad slots) ─┴─► Engine::rank ─► Ranked (+ why)
+//!
+//! RoundTask ─► round::participate: Engine::examples ─► train (reconstruct local_u, global steps)
+//!           ─► update::build_update (clip, noise) ─► Update::encode ─► bytes to upload
+//!
+//! aggregator: Update::decode ─► mean of the round ─► new Params ─► graph::write ─► next ModelPack
+//! ```
+//!
+//! Dependencies run one way: `model` needs only `error`; `device` needs `model`; `learning`
+//! needs `device` and `model`; `privacy` needs `model` (parameter bounds) and `error`.
 
-pub mod accountant;
-pub mod catalog;
-pub mod engine;
+pub mod device;
 pub mod error;
-pub mod event;
-pub mod explain;
-pub mod features;
-pub mod forward;
-pub mod graph;
-pub mod noise;
-pub mod onnx_pb;
-pub mod pack;
-pub mod params;
-pub mod profile;
-pub mod rank;
-pub mod round;
-pub mod scorer;
-pub mod tract_import;
-pub mod train;
-pub mod update;
+pub mod learning;
+pub mod model;
+pub mod privacy;
 
 pub use error::{HearthError, Result, UpdateError};

@@ -7,7 +7,7 @@
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use hearth_core::HearthError;
-use hearth_core::accountant::{
+use hearth_core::privacy::accountant::{
     Deployment, Sampling, epsilon, local_epsilon, noise_for, orders, rdp, report, sampling_rate,
 };
 use serde::Deserialize;

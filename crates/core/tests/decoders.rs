@@ -5,11 +5,11 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use hearth_core::HearthError;
-use hearth_core::event::{AdRef, Event, EventKind, check_text};
-use hearth_core::features::{FeatureSpec, HASH_NAME};
-use hearth_core::pack::{FORMAT, FORMAT_VERSION, Manifest, ModelPack, sha256_hex};
-use hearth_core::params::{Arch, Params};
-use hearth_core::profile::{Profile, ProfileConfig};
+use hearth_core::device::event::{AdRef, Event, EventKind, check_text};
+use hearth_core::model::features::{FeatureSpec, HASH_NAME};
+use hearth_core::model::pack::{FORMAT, FORMAT_VERSION, Manifest, ModelPack, sha256_hex};
+use hearth_core::model::params::{Arch, Params};
+use hearth_core::device::profile::{Profile, ProfileConfig};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;

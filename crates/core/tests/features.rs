@@ -5,7 +5,7 @@
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
-use hearth_core::features::{FeatureSpec, HASH_NAME, PADDING, Slots, bucket, feature, hash64};
+use hearth_core::model::features::{FeatureSpec, HASH_NAME, PADDING, Slots, bucket, feature, hash64};
 use serde::Deserialize;
 
 /// Written by `python3 scripts/hash_vectors.py`; regenerate it rather than editing it.

@@ -8,12 +8,12 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 mod common;
 
 use hearth_core::HearthError;
-use hearth_core::graph::{Dim, int_attr, ints_attr, node, value_info};
-use hearth_core::onnx_pb::{
+use hearth_core::model::graph::{Dim, int_attr, ints_attr, node, value_info};
+use hearth_core::model::onnx_pb::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
     tensor_proto::DataType,
 };
-use hearth_core::tract_import::typed_model;
+use hearth_core::model::tract_import::typed_model;
 use tract_core::prelude::*;
 
 fn ints(name: &str, values: &[i64]) -> TensorProto {
@@ -393,7 +393,7 @@ fn unsupported_models_and_declarations_are_refused() {
     let mut unknown_dim = relu();
     let g = unknown_dim.graph.as_mut().unwrap();
     g.input[0] = value_info("x", DataType::Float, &[Batch, Fixed(3)]);
-    if let Some(hearth_core::onnx_pb::type_proto::Value::TensorType(t)) =
+    if let Some(hearth_core::model::onnx_pb::type_proto::Value::TensorType(t)) =
         g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
     {
         t.shape.as_mut().unwrap().dim[1].value = None;
@@ -555,9 +555,9 @@ mod damaged {
 #[test]
 #[ignore = "driven by scripts/ort_check.py"]
 fn ort_check_logits() {
-    use hearth_core::features::Slots;
-    use hearth_core::pack::ModelPack;
-    use hearth_core::scorer::{Request, Scorer, WholeGraph};
+    use hearth_core::model::features::Slots;
+    use hearth_core::model::pack::ModelPack;
+    use hearth_core::model::scorer::{Request, Scorer, WholeGraph};
     use serde_json::{Value, json};
     use std::path::PathBuf;
 

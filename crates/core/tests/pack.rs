@@ -8,11 +8,11 @@ mod common;
 
 use common::{ARCH, pack_bytes, spec};
 use hearth_core::HearthError;
-use hearth_core::pack::{Manifest, ModelPack, sha256_hex};
-use hearth_core::params::Params;
+use hearth_core::model::pack::{Manifest, ModelPack, sha256_hex};
+use hearth_core::model::params::Params;
 use prost::Message;
 use serde_json::Value;
-use hearth_core::onnx_pb::ModelProto;
+use hearth_core::model::onnx_pb::ModelProto;
 
 /// Replace the manifest's hash so the ONNX bytes themselves get checked.
 fn rehash(manifest: &str, onnx: &[u8]) -> String {
@@ -98,20 +98,20 @@ fn wrong_input_shape_or_type_is_refused() {
     let bad = edit_onnx(&onnx, |p| {
         let g = p.graph.as_mut().unwrap();
         let i = g.input.iter().position(|v| v.name == "user_ids").unwrap();
-        g.input[i] = hearth_core::graph::value_info(
+        g.input[i] = hearth_core::model::graph::value_info(
             "user_ids",
-            hearth_core::onnx_pb::tensor_proto::DataType::Int64,
-            &[hearth_core::graph::Dim::Fixed(1), hearth_core::graph::Dim::Fixed(spec().user_slots + 1)],
+            hearth_core::model::onnx_pb::tensor_proto::DataType::Int64,
+            &[hearth_core::model::graph::Dim::Fixed(1), hearth_core::model::graph::Dim::Fixed(spec().user_slots + 1)],
         );
     });
     assert!(matches!(err(&bad, &rehash(&manifest, &bad)), HearthError::Shape { name, .. } if name == "user_ids"));
     let float_ids = edit_onnx(&onnx, |p| {
         let g = p.graph.as_mut().unwrap();
         let i = g.input.iter().position(|v| v.name == "ad_ids").unwrap();
-        g.input[i] = hearth_core::graph::value_info(
+        g.input[i] = hearth_core::model::graph::value_info(
             "ad_ids",
-            hearth_core::onnx_pb::tensor_proto::DataType::Float,
-            &[hearth_core::graph::Dim::Batch, hearth_core::graph::Dim::Fixed(spec().ad_slots)],
+            hearth_core::model::onnx_pb::tensor_proto::DataType::Float,
+            &[hearth_core::model::graph::Dim::Batch, hearth_core::model::graph::Dim::Fixed(spec().ad_slots)],
         );
     });
     assert!(matches!(err(&float_ids, &rehash(&manifest, &float_ids)), HearthError::Graph(_)));
@@ -173,7 +173,7 @@ fn bad_manifests_are_refused() {
     // A manifest describing another architecture than the file is a shape error.
     let other = edit_manifest(&manifest, |m| {
         m["hidden_dim"] = (ARCH.hidden + 1).into();
-        let layout = hearth_core::params::Arch { hidden: ARCH.hidden + 1, ..ARCH }.layout();
+        let layout = hearth_core::model::params::Arch { hidden: ARCH.hidden + 1, ..ARCH }.layout();
         m["parameters"] = serde_json::to_value(layout).unwrap();
     });
     assert!(matches!(err(&onnx, &other), HearthError::Shape { .. }));

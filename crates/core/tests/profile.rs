@@ -8,9 +8,9 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 mod common;
 
 use hearth_core::HearthError;
-use hearth_core::catalog::Ad;
-use hearth_core::event::{AdRef, Event, EventKind, MAX_TERMS, MAX_TEXT};
-use hearth_core::profile::{
+use hearth_core::device::catalog::Ad;
+use hearth_core::device::event::{AdRef, Event, EventKind, MAX_TERMS, MAX_TEXT};
+use hearth_core::device::profile::{
     MAX_EVENTS_CEILING, MAX_FEATURE_NAME, MAX_FEATURES_CEILING, Profile, ProfileConfig, VERSION,
 };
 use serde_json::{Value, json};

@@ -7,12 +7,12 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 mod common;
 
 use hearth_core::HearthError;
-use hearth_core::catalog::{Ad, Context, MAX_CATALOG};
-use hearth_core::engine::Engine;
-use hearth_core::event::Event;
-use hearth_core::profile::{Profile, ProfileConfig};
-use hearth_core::forward::sigmoid;
-use hearth_core::rank::{Cap, Diversity, FrequencyCaps, RankOptions};
+use hearth_core::device::catalog::{Ad, Context, MAX_CATALOG};
+use hearth_core::device::engine::Engine;
+use hearth_core::device::event::Event;
+use hearth_core::device::profile::{Profile, ProfileConfig};
+use hearth_core::model::forward::sigmoid;
+use hearth_core::device::rank::{Cap, Diversity, FrequencyCaps, RankOptions};
 
 const NOW: i64 = 1_700_000_000_000;
 const TOPICS: [&str; 4] = ["sports", "finance", "travel", "cooking"];

@@ -8,10 +8,10 @@ mod common;
 
 use common::{pack, sports_fan};
 use hearth_core::HearthError;
-use hearth_core::engine::Engine;
-use hearth_core::noise::{Sampler, l2_norm};
-use hearth_core::round::{RoundTask, UploadEncoding, participate};
-use hearth_core::update::{Payload, Update, grid_step, rounding_bound};
+use hearth_core::device::engine::Engine;
+use hearth_core::privacy::noise::{Sampler, l2_norm};
+use hearth_core::learning::round::{RoundTask, UploadEncoding, participate};
+use hearth_core::privacy::update::{Payload, Update, grid_step, rounding_bound};
 
 const NOW: i64 = 1_750_000_000_000;
 
@@ -88,7 +88,7 @@ fn rounds_for_another_model_or_too_few_events_are_refused_before_training() {
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn a_stored_local_embedding_restores_the_trained_ranking() {
-    use hearth_core::catalog::Context;
+    use hearth_core::device::catalog::Context;
     let mut trained = engine();
     participate(&mut trained, &task(UploadEncoding::F32), &mut Sampler::os()).unwrap();
     let logits = |e: &Engine| e.catalog_logits(&Context::default(), NOW).unwrap();

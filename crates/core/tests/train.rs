@@ -9,12 +9,12 @@ mod common;
 
 use common::{ARCH, ad, ad_event, random_slots, spec, sports_fan};
 use hearth_core::HearthError;
-use hearth_core::catalog::Ad;
-use hearth_core::event::{Event, EventKind};
-use hearth_core::features::Slots;
-use hearth_core::params::{Arch, Gaussian, Params};
-use hearth_core::profile::{Profile, ProfileConfig};
-use hearth_core::train::{
+use hearth_core::device::catalog::Ad;
+use hearth_core::device::event::{Event, EventKind};
+use hearth_core::model::features::Slots;
+use hearth_core::model::params::{Arch, Gaussian, Params};
+use hearth_core::device::profile::{Profile, ProfileConfig};
+use hearth_core::learning::train::{
     Adam, AdamState, DISMISSAL_WEIGHT, Example, TrainConfig, example_loss, examples, mean_loss, train,
 };
 use serde::Deserialize;

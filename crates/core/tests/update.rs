@@ -6,10 +6,10 @@
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use hearth_core::{HearthError, UpdateError};
-use hearth_core::noise::{ByteSource, Sampler, l2_norm};
-use hearth_core::params::MAX_PARAMS;
-use hearth_core::params::Gaussian;
-use hearth_core::update::{
+use hearth_core::privacy::noise::{ByteSource, Sampler, l2_norm};
+use hearth_core::model::params::MAX_PARAMS;
+use hearth_core::model::params::Gaussian;
+use hearth_core::privacy::update::{
     Encoding, F32_HEADER_LEN, FORMAT_VERSION, MAX_ROUNDING_DRAWS, Payload, QUANTIZED_HEADER_LEN, Update, build_update,
     grid_step, rounding_bound,
 };

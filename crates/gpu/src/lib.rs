@@ -4,8 +4,8 @@
 //! `Engine::rank_scored`; caps, diversity and explanations stay in the core. When there is no
 //! adapter the caller keeps ranking with tract.
 
-use hearth_core::engine::Engine;
-use hearth_core::forward::RequestSide;
+use hearth_core::device::engine::Engine;
+use hearth_core::model::forward::RequestSide;
 use std::future::Future;
 use thiserror::Error;
 use wgpu::util::DeviceExt;

@@ -2,12 +2,12 @@
 //! for an empty, a one-ad and larger catalogs. CI installs mesa-vulkan-drivers (llvmpipe), so a
 //! missing adapter fails these tests instead of skipping them.
 
-use hearth_core::catalog::{Ad, Context};
-use hearth_core::engine::Engine;
-use hearth_core::event::{AdRef, Event, EventKind};
-use hearth_core::pack::ModelPack;
-use hearth_core::profile::{Profile, ProfileConfig};
-use hearth_core::rank::RankOptions;
+use hearth_core::device::catalog::{Ad, Context};
+use hearth_core::device::engine::Engine;
+use hearth_core::device::event::{AdRef, Event, EventKind};
+use hearth_core::model::pack::ModelPack;
+use hearth_core::device::profile::{Profile, ProfileConfig};
+use hearth_core::device::rank::RankOptions;
 use hearth_gpu::{GpuError, GpuScorer, request_vector};
 
 const NOW: i64 = 1_700_000_000_000;
@@ -83,7 +83,7 @@ fn gpu_logits_match_tract_on_the_default_pack() {
         assert!(gt == tt || close, "n = {n}: top-{k} differs: {gt:?} vs {tt:?}");
         if n > 0 {
             let opts = RankOptions { k, ..RankOptions::at(NOW) };
-            let ids = |r: Vec<hearth_core::rank::Ranked>| r.into_iter().map(|r| r.ad_id).collect::<Vec<_>>();
+            let ids = |r: Vec<hearth_core::device::rank::Ranked>| r.into_iter().map(|r| r.ad_id).collect::<Vec<_>>();
             let scored = engine.rank_scored(&context, &opts, &gpu).unwrap();
             assert!(close || ids(scored) == ids(engine.rank(&context, &opts).unwrap()));
         }

@@ -5,12 +5,12 @@
 
 use crate::metrics::{Metrics, auc, hit_ndcg_at_10, logloss};
 use crate::task::{Device, Task};
-use hearth_core::catalog::Context;
-use hearth_core::features::FeatureSpec;
-use hearth_core::pack::ModelPack;
-use hearth_core::params::Params;
-use hearth_core::scorer::{Request, Scorer};
-use hearth_core::train::{TrainConfig, reconstruct};
+use hearth_core::device::catalog::Context;
+use hearth_core::model::features::FeatureSpec;
+use hearth_core::model::pack::ModelPack;
+use hearth_core::model::params::Params;
+use hearth_core::model::scorer::{Request, Scorer};
+use hearth_core::learning::train::{TrainConfig, reconstruct};
 use rayon::prelude::*;
 
 /// Metrics from per-device click probabilities over the whole catalog.

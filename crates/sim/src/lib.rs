@@ -11,10 +11,10 @@ pub mod runs;
 pub mod task;
 
 use hearth_aggregator::config::Optimizer;
-use hearth_core::accountant::{Sampling, noise_for};
-use hearth_core::features::{FeatureSpec, HASH_NAME};
-use hearth_core::params::{Arch, Params};
-use hearth_core::train::TrainConfig;
+use hearth_core::privacy::accountant::{Sampling, noise_for};
+use hearth_core::model::features::{FeatureSpec, HASH_NAME};
+use hearth_core::model::params::{Arch, Params};
+use hearth_core::learning::train::TrainConfig;
 use report::{Report, Run};
 use runs::{Dp, FedConfig};
 use serde::Serialize;

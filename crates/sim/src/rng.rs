@@ -1,7 +1,7 @@
 //! A seeded CSPRNG (ChaCha20) as the noise source, so a simulation is reproducible from its seed
 //! while its noise is as strong as the product's. One stream per (round, device).
 
-use hearth_core::noise::ByteSource;
+use hearth_core::privacy::noise::ByteSource;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 

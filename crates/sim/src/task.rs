@@ -8,12 +8,12 @@
 //! never rated (sampled with the seed).
 
 use crate::data::{Dataset, Rating};
-use hearth_core::catalog::{Ad, Catalog};
-use hearth_core::event::{AdRef, Event, EventKind};
-use hearth_core::features::{FeatureSpec, feature};
-use hearth_core::params::Gaussian;
-use hearth_core::profile::{Profile, ProfileConfig};
-use hearth_core::train::{self, Example};
+use hearth_core::device::catalog::{Ad, Catalog};
+use hearth_core::device::event::{AdRef, Event, EventKind};
+use hearth_core::model::features::{FeatureSpec, feature};
+use hearth_core::model::params::Gaussian;
+use hearth_core::device::profile::{Profile, ProfileConfig};
+use hearth_core::learning::train::{self, Example};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 

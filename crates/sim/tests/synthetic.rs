@@ -2,7 +2,7 @@
 //! every user likes one genre. Checks the loader, that personalization is learned, that the
 //! report has every run, and that a seed reproduces it exactly.
 
-use hearth_core::params::Arch;
+use hearth_core::model::params::Arch;
 use hearth_sim::data::Dataset;
 use hearth_sim::{Options, run};
 use std::fmt::Write;

@@ -1,12 +1,12 @@
 //! Runs the real `hearth-aggregator` binary on loopback and talks HTTP to it.
 #![allow(dead_code)]
 
-use hearth_core::features::{FeatureSpec, HASH_NAME};
-use hearth_core::noise::Sampler;
-use hearth_core::pack::ModelPack;
-use hearth_core::params::{Arch, Gaussian, Params};
-use hearth_core::round::RoundTask;
-use hearth_core::update::{Encoding, Update, build_update};
+use hearth_core::model::features::{FeatureSpec, HASH_NAME};
+use hearth_core::privacy::noise::Sampler;
+use hearth_core::model::pack::ModelPack;
+use hearth_core::model::params::{Arch, Gaussian, Params};
+use hearth_core::learning::round::RoundTask;
+use hearth_core::privacy::update::{Encoding, Update, build_update};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

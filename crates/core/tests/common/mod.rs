@@ -1,13 +1,13 @@
 //! Small packs and inputs shared by the integration tests.
 #![allow(dead_code)]
 
-use hearth_core::catalog::Ad;
-use hearth_core::event::{AdRef, Event, EventKind};
-use hearth_core::features::{FeatureSpec, HASH_NAME, Slots};
-use hearth_core::profile::{Profile, ProfileConfig};
-use hearth_core::pack::ModelPack;
-use hearth_core::params::{Arch, Gaussian, Params};
-use hearth_core::scorer::Request;
+use hearth_core::device::catalog::Ad;
+use hearth_core::device::event::{AdRef, Event, EventKind};
+use hearth_core::model::features::{FeatureSpec, HASH_NAME, Slots};
+use hearth_core::device::profile::{Profile, ProfileConfig};
+use hearth_core::model::pack::ModelPack;
+use hearth_core::model::params::{Arch, Gaussian, Params};
+use hearth_core::model::scorer::Request;
 
 pub const ARCH: Arch = Arch { buckets: 512, dim: 8, hidden: 12 };
 

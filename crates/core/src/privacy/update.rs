@@ -23,7 +23,7 @@
 //!   of the `F32` path with the same z, at the price of slightly more noise (C̃·γ > C).
 //!   Conditioning makes the rounding very slightly biased, only through the rare re-draws.
 //!
-//! Noise is continuous Gaussian from floating point ([`crate::noise`]), not an exact sampler.
+//! Noise is continuous Gaussian from floating point ([`crate::privacy::noise`]), not an exact sampler.
 //!
 //! # Wire format (little-endian)
 //!
@@ -43,8 +43,8 @@
 //!
 //! Nothing else: no device identifier and no timestamp. The nonce identifies the upload only.
 
-use crate::noise::{ByteSource, Sampler, add_noise, clip, l2_norm};
-use crate::params::MAX_PARAMS;
+use crate::privacy::noise::{ByteSource, Sampler, add_noise, clip, l2_norm};
+use crate::model::params::MAX_PARAMS;
 use crate::error::{HearthError, Result, UpdateError};
 
 pub const MAGIC: [u8; 4] = *b"HRTU";

@@ -10,7 +10,7 @@
 //! refused rather than tripping an assertion inside tract.
 
 use crate::error::{HearthError, Result};
-use crate::onnx_pb::{
+use crate::model::onnx_pb::{
     AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto, attribute_proto::AttributeType,
     tensor_proto::{DataLocation, DataType},
     tensor_shape_proto::dimension::Value as DimValue,

@@ -1,11 +1,12 @@
 //! One device's part in a federated round: the task the aggregator announces, and the path from
 //! the device's events to the bytes it uploads (train, then clip, noise and encode).
 
-use crate::engine::Engine;
+use crate::device::catalog::Ad;
+use crate::device::engine::Engine;
 use crate::error::{HearthError, Result};
-use crate::noise::{ByteSource, Sampler};
-use crate::train::{TrainConfig, Trained};
-use crate::update::{BuildStats, Encoding, build_update, check_clip_norm, check_noise_multiplier};
+use crate::privacy::noise::{ByteSource, Sampler};
+use crate::learning::train::{self, Example, TrainConfig, Trained};
+use crate::privacy::update::{BuildStats, Encoding, build_update, check_clip_norm, check_noise_multiplier};
 use serde::{Deserialize, Serialize};
 
 /// What the aggregator asks of a device this round.
@@ -87,4 +88,24 @@ pub fn participate<S: ByteSource>(engine: &mut Engine, task: &RoundTask, rng: &m
         rng,
     )?;
     Ok(Participation { upload: update.encode(), stats, trained, examples: examples.len() })
+}
+
+/// Learning on an engine's own state. These live here rather than in `device::engine` so that
+/// the device layer never depends on learning.
+impl Engine {
+    /// Labelled examples from this device's events; ads still in the catalog contribute their
+    /// content features.
+    pub fn examples(&self) -> Result<Vec<Example>> {
+        let by_id: std::collections::HashMap<&str, &Ad> = self.catalog().ads.iter().map(|a| (a.id.as_str(), a)).collect();
+        train::examples(self.profile(), self.spec(), |id| by_id.get(id).copied())
+    }
+
+    /// One round of local training on `examples` (from [`Engine::examples`]). Keeps the
+    /// reconstructed local embedding; returns the global delta for the caller to clip, noise
+    /// and upload.
+    pub fn train(&mut self, examples: &[Example], cfg: &TrainConfig) -> Result<Trained> {
+        let trained = train::train(&self.pack().params, self.local_u(), examples, cfg)?;
+        self.set_local_u(&trained.local_u)?;
+        Ok(trained)
+    }
 }

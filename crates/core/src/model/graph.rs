@@ -2,10 +2,10 @@
 //! initializers. The graph is cut in two at the tensor `ad_side`: everything upstream depends
 //! only on the ad and the model, so a shell can compute it once per catalog and model version.
 
-use crate::features::FeatureSpec;
-use crate::params::Params;
+use crate::model::features::FeatureSpec;
+use crate::model::params::Params;
 use prost::Message;
-use crate::onnx_pb::{
+use crate::model::onnx_pb::{
     self as pb, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
     ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::Dimension,
     tensor_shape_proto::dimension::Value as DimValue, type_proto,

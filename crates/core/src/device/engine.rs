@@ -1,17 +1,16 @@
 //! What a device runs: one model, one profile, one catalog, and the cached ad side of that
 //! catalog under that model. The browser shell wraps this and nothing more.
 
-use crate::catalog::{Ad, Catalog, Context};
+use crate::device::catalog::{Ad, Catalog, Context};
 use crate::error::{HearthError, Result};
-use crate::event::Event;
-use crate::features::FeatureSpec;
-use crate::pack::ModelPack;
-use crate::profile::Profile;
-use crate::explain::Explainer;
-use crate::rank::{self, RankOptions, Ranked};
-use crate::forward;
-use crate::scorer::{Request, Scorer};
-use crate::train;
+use crate::device::event::Event;
+use crate::model::features::FeatureSpec;
+use crate::model::pack::ModelPack;
+use crate::device::profile::Profile;
+use crate::device::explain::Explainer;
+use crate::device::rank::{self, RankOptions, Ranked};
+use crate::model::forward;
+use crate::model::scorer::{Request, Scorer};
 use std::borrow::Cow;
 
 pub struct Engine {
@@ -104,22 +103,6 @@ impl Engine {
         }
         self.local_u.copy_from_slice(local_u);
         Ok(())
-    }
-
-    /// Labelled examples from this device's events; ads still in the catalog contribute their
-    /// content features.
-    pub fn examples(&self) -> Result<Vec<train::Example>> {
-        let by_id: std::collections::HashMap<&str, &Ad> = self.catalog.ads.iter().map(|a| (a.id.as_str(), a)).collect();
-        train::examples(&self.profile, self.spec(), |id| by_id.get(id).copied())
-    }
-
-    /// One round of local training on `examples` (from [`Engine::examples`]). Keeps the
-    /// reconstructed local embedding; returns the global delta for the caller to clip, noise
-    /// and upload.
-    pub fn train(&mut self, examples: &[train::Example], cfg: &train::TrainConfig) -> Result<train::Trained> {
-        let trained = train::train(&self.pack.params, &self.local_u, examples, cfg)?;
-        self.local_u.clone_from(&trained.local_u);
-        Ok(trained)
     }
 
     /// Validates and installs a catalog, computing its ad side once.

@@ -8,13 +8,13 @@
 //! gradient below is derived by hand and checked against finite differences and an independent
 //! numpy implementation in the tests.
 
-use crate::catalog::{Ad, Context};
+use crate::device::catalog::{Ad, Context};
 use crate::error::{HearthError, Result};
-use crate::event::{Event, EventKind};
-use crate::features::{FeatureSpec, Slots};
-use crate::params::Params;
-use crate::profile::Profile;
-use crate::forward::{self, Pass, mat_vec, sigmoid};
+use crate::device::event::{Event, EventKind};
+use crate::model::features::{FeatureSpec, Slots};
+use crate::model::params::Params;
+use crate::device::profile::Profile;
+use crate::model::forward::{self, Pass, mat_vec, sigmoid};
 use serde::{Deserialize, Serialize};
 
 /// A click counts for the impressions of the same ad shown up to this long before it.

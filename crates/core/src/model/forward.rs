@@ -13,9 +13,9 @@
 //! The ad side `[a, a·W1a, Σ wₛ·bias[idₛ]]` depends only on the ad and the model; the request
 //! side `(u, c, q = u·W1u + c·W1c + b1)` only on the visitor and the page.
 
-use crate::features::Slots;
-use crate::params::Params;
-use crate::scorer::Request;
+use crate::model::features::Slots;
+use crate::model::params::Params;
+use crate::model::scorer::Request;
 
 /// Weighted sum of `table` rows (`width` wide) over padded ids.
 pub fn pool(table: &[f32], width: usize, ids: &[i64], weights: &[f32]) -> Vec<f32> {

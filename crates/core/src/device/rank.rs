@@ -1,10 +1,10 @@
 //! Ranking policy around the model: frequency caps before scoring, top-k and an optional
 //! diversity re-rank after, and "why this ad" from the profile features that moved the score.
 
-use crate::catalog::Ad;
-use crate::event::EventKind;
-use crate::explain::Contribution;
-use crate::profile::Profile;
+use crate::device::catalog::Ad;
+use crate::device::event::EventKind;
+use crate::device::explain::Contribution;
+use crate::device::profile::Profile;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 

@@ -2,8 +2,8 @@
 //! hashed into the padded slots the model takes.
 
 use crate::error::{HearthError, Result};
-use crate::event::check_text;
-use crate::features::{FeatureSpec, Slots, feature};
+use crate::device::event::check_text;
+use crate::model::features::{FeatureSpec, Slots, feature};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 

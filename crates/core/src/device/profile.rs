@@ -2,8 +2,8 @@
 //! feature weights, both bounded, and the whole profile serialises to a versioned document.
 
 use crate::error::{HearthError, Result};
-use crate::event::{Event, EventKind};
-use crate::features::{FeatureSpec, Slots, feature};
+use crate::device::event::{Event, EventKind};
+use crate::model::features::{FeatureSpec, Slots, feature};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -14,7 +14,7 @@ pub const MAX_EVENTS_CEILING: usize = 100_000;
 pub const MAX_FEATURES_CEILING: usize = 10_000;
 /// Longest stored feature name: a `kind:` prefix plus a term of up to `MAX_TEXT` bytes, which
 /// lower-casing can lengthen (`İ`, 2 bytes, becomes `i̇`, 3 bytes).
-pub const MAX_FEATURE_NAME: usize = 2 * crate::event::MAX_TEXT + 16;
+pub const MAX_FEATURE_NAME: usize = 2 * crate::device::event::MAX_TEXT + 16;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,7 +240,7 @@ pub fn touched_features(event: &Event) -> Vec<(String, f64)> {
                 _ => DISMISSAL,
             };
             if let Some(ad) = &event.ad {
-                out.extend(crate::catalog::ad_feature_names(
+                out.extend(crate::device::catalog::ad_feature_names(
                     &ad.ad_id,
                     ad.campaign.as_deref(),
                     ad.advertiser.as_deref(),

@@ -5,9 +5,9 @@
 //! ∂logit/∂user ([`forward::user_gradient`]): exact for the dot-product term, first-order for
 //! the MLP.
 
-use crate::params::Params;
-use crate::forward::{self, RequestSide};
-use crate::scorer::Request;
+use crate::model::params::Params;
+use crate::model::forward::{self, RequestSide};
+use crate::model::scorer::Request;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

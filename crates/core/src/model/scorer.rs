@@ -3,12 +3,12 @@
 //! sliced from the pack's own graph, so they compute exactly what the full graph computes.
 
 use crate::error::{HearthError, Result};
-use crate::features::Slots;
-use crate::graph::{AD_INPUTS, AD_SIDE, Dim, LOGITS, REQUEST_INPUTS, value_info};
-use crate::pack::ModelPack;
+use crate::model::features::Slots;
+use crate::model::graph::{AD_INPUTS, AD_SIDE, Dim, LOGITS, REQUEST_INPUTS, value_info};
+use crate::model::pack::ModelPack;
 use std::collections::HashSet;
-use crate::onnx_pb::{GraphProto, ModelProto, ValueInfoProto, tensor_proto::DataType};
-use crate::tract_import;
+use crate::model::onnx_pb::{GraphProto, ModelProto, ValueInfoProto, tensor_proto::DataType};
+use crate::model::tract_import;
 use tract_core::prelude::*;
 
 type Plan = std::sync::Arc<TypedRunnableModel>;
