@@ -9,8 +9,8 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { startServer } from './serve.mjs';
-import { launchChromium, openPage } from './browser.mjs';
+import { startServer } from '../tests/support/serve.mjs';
+import { launchChromium, openPage } from '../tests/support/browser.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);

@@ -17,6 +17,10 @@ scripts/test-wasm.sh
 
 scripts/build-wasm.sh
 
+log "types: tsc --checkJs on the SDK (www/tsconfig.json, www/hearth/tsconfig.json)"
+tsc -p www
+tsc -p www/hearth
+
 log "browser: node --test tests/browser/"
 cargo build -p hearth-aggregator # the demo test runs target/debug/hearth-aggregator
 node --test tests/browser/

@@ -1,3 +1,4 @@
+// @ts-check
 // Hearth publisher snippet: on-device ad personalization in one script tag.
 //
 //   <script async src="https://cdn.example/hearth/hearth.js"
@@ -11,28 +12,34 @@
 // uploads live in a dedicated worker (hearth/worker.js), started lazily when the page is idle.
 // Nothing here reads or writes cookies, and catalog text reaches the page only as textContent
 // inside a sandboxed iframe.
+/** @import { EventKind, HearthApi, RankedAd, Status } from './hearth' */
 (() => {
   'use strict';
   if (window.hearth?.version) return; // included twice
 
-  const script = document.currentScript;
+  const script = /** @type {HTMLScriptElement | null} */ (document.currentScript);
+  /** @param {string} name */
   const attr = (name) => script?.getAttribute(`data-${name}`);
+  const catalog = attr('catalog');
   const config = {
     aggregator: new URL(attr('aggregator') ?? '/', location.href).href,
-    catalog: attr('catalog') && new URL(attr('catalog'), location.href).href,
+    catalog: catalog && new URL(catalog, location.href).href,
     // "auto" uses WebGPU when an adapter exists and the catalog is large enough to pay for it.
     gpu: attr('gpu') ?? 'auto',
   };
   const base = new URL('.', script?.src ?? location.href);
-  const gpc = navigator.globalPrivacyControl === true;
+  const gpc = 'globalPrivacyControl' in navigator && navigator.globalPrivacyControl === true;
 
   // ---- worker RPC ---------------------------------------------------------------------------
+  /** @type {Worker | undefined} */
   let worker;
+  /** @type {Error | undefined} */
   let failed; // set when the worker could not start: every call rejects with it
   let seq = 0;
+  /** @type {Map<number, { resolve: (result: any) => void, reject: (error: Error) => void }>} */
   const calls = new Map();
   function start() {
-    if (worker) return;
+    if (worker) return worker;
     const url = new URL('hearth/worker.js', base);
     // A worker must come from the page's origin; a snippet on a CDN starts one that imports it
     // (its files must then be served with CORS).
@@ -52,27 +59,36 @@
       // (blocked, missing, no CORS) fires a bare event and will never answer.
       if (e.message) return console.warn(`hearth: worker error: ${e.message}`);
       failed = new Error(`could not start the worker from ${url.href}`);
-      worker.terminate();
+      worker?.terminate();
       for (const c of calls.values()) c.reject(failed);
       calls.clear();
     };
     call('init', { ...config, gpc }).catch(() => {}); // every later call reports the same error
+    return worker;
   }
+  /**
+   * @param {string} method
+   * @param {...unknown} args
+   * @returns {Promise<any>}
+   */
   function call(method, ...args) {
-    start();
+    const started = start();
     if (failed) return Promise.reject(failed);
     return new Promise((resolve, reject) => {
       const id = ++seq;
       calls.set(id, { resolve, reject });
-      worker.postMessage({ id, method, args });
+      started.postMessage({ id, method, args });
     });
   }
 
   // ---- the page ------------------------------------------------------------------------------
+  /** @param {string} name */
   const meta = (name) =>
-    (document.querySelector(`meta[name="hearth:${name}"]`)?.content ?? '')
+    (/** @type {HTMLMetaElement | null} */ (document.querySelector(`meta[name="hearth:${name}"]`))?.content ?? '')
       .split(',').map((s) => s.trim()).filter(Boolean);
+  /** @type {{ topics: string[], keywords: string[] }} */
   let page = { topics: [], keywords: [] };
+  /** @param {string | undefined} slot */
   const context = (slot) => ({ ...page, slot, hour: new Date().getHours() });
 
   // ---- rendering -------------------------------------------------------------------------------
@@ -102,14 +118,21 @@ $('.i').addEventListener('click', () => { $('.w').hidden = false; send('why'); }
 $('.close').addEventListener('click', () => { $('.w').hidden = true; });
 <\/script>`;
 
+  /** @type {Map<Element, { frame: HTMLIFrameElement, loaded: Promise<unknown>, ad?: RankedAd, seen?: boolean, visible?: boolean }>} */
   const shown = new Map(); // slot element -> {ad, frame, seen}
+  /** @type {Set<string>} */
   const dismissed = new Set();
 
+  /** @param {RankedAd} ad */
   function whyText(ad) {
     const up = ad.why.filter((w) => w.contribution > 0).map((w) => w.feature.replace(/^[a-z]+:/, ''));
     return up.length ? `Related to what you have read: ${up.join(', ')}.` : 'Matches the topic of this page.';
   }
 
+  /**
+   * @param {HTMLElement} slot
+   * @param {RankedAd} ad
+   */
   function render(slot, ad) {
     let state = shown.get(slot);
     if (!state) {
@@ -134,10 +157,18 @@ $('.close').addEventListener('click', () => { $('.w').hidden = true; });
     });
   }
 
-  const adFields = (ad) => ({ ad_id: ad.ad_id, campaign: ad.campaign, advertiser: ad.advertiser, category: ad.category });
-  const report = (kind, ad) => call('record', { kind, ts: Date.now(), ...adFields(ad) }).catch((e) => console.warn(`hearth: ${e.message}`));
+  // An ad event carries only the ad's id: the worker adds the rest from its catalog (adFields in
+  // hearth/catalog.js), as this classic script cannot import that module.
+  /** @param {EventKind} kind */
+  const adEvent = (kind) => /** @param {string} adId */ (adId) => call('recordAd', kind, adId, Date.now());
+  /**
+   * @param {EventKind} kind
+   * @param {RankedAd} ad
+   */
+  const report = (kind, ad) => adEvent(kind)(ad.ad_id).catch((e) => console.warn(`hearth: ${e.message}`));
 
   // An impression counts once half the ad has been on screen.
+  /** @param {Element} slot */
   function seen(slot) {
     const state = shown.get(slot);
     if (!state?.ad || state.seen) return;
@@ -165,12 +196,13 @@ $('.close').addEventListener('click', () => { $('.w').hidden = true; });
     }
   });
 
-  const slots = () => [...document.querySelectorAll('[data-hearth-slot]')];
+  const slots = () => [.../** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('[data-hearth-slot]'))];
 
   // One ranking for all slots, so two slots never show the same advertiser.
   async function fill() {
     const all = slots();
     if (!all.length) return [];
+    /** @type {RankedAd[]} */
     const ranked = await call('rank', context(all[0].dataset.hearthSlot), {
       k: all.length + dismissed.size,
       diversity: { slots: all.length + dismissed.size, max_per_advertiser: 1 },
@@ -185,9 +217,15 @@ $('.close').addEventListener('click', () => { $('.w').hidden = true; });
   }
 
   // ---- public API ------------------------------------------------------------------------------
-  const adEvent = (kind) => (adId) => call('recordAd', kind, adId, Date.now());
+  /** @type {{ resolve: (status: Status) => void, reject: (error: Error) => void }} */
+  let ready;
+  /** @type {Promise<Status>} */
+  const whenReady = new Promise((resolve, reject) => { ready = { resolve, reject }; });
+  whenReady.catch(() => {}); // a page that never awaits it sees the warning below, not an error
+  /** @type {HearthApi} */
   const api = {
     version: '0.1.0',
+    ready: whenReady,
     /** Records what this page is about and makes it the context of the slots. */
     page({ topics = [], keywords = [] } = {}) {
       page = { topics, keywords };
@@ -210,12 +248,13 @@ $('.close').addEventListener('click', () => { $('.w').hidden = true; });
     participate: () => call('participate', { background: false }),
     scores: (options = {}) => call('scores', context(options.slot), options),
   };
-  let ready;
-  api.ready = new Promise((resolve, reject) => { ready = { resolve, reject }; });
-  api.ready.catch(() => {}); // a page that never awaits it sees the warning below, not an error
   window.hearth = api;
 
   // ---- start when the page is idle -----------------------------------------------------------
+  /**
+   * @param {() => void} fn
+   * @param {number} timeout
+   */
   const idle = (fn, timeout) =>
     'requestIdleCallback' in window ? requestIdleCallback(fn, { timeout }) : setTimeout(fn, 1);
   async function boot() {

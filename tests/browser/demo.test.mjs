@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import { startAggregator, useBrowser } from './helpers.mjs';
-import { openPage } from '../../scripts/browser.mjs';
+import { openPage } from '../support/browser.mjs';
 
 const env = useBrowser(startAggregator);
 const SHOTS = 'target/e2e';

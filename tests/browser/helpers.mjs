@@ -6,8 +6,8 @@ import { createInterface } from 'node:readline';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startServer } from '../../scripts/serve.mjs';
-import { launchChromium, openPage } from '../../scripts/browser.mjs';
+import { startServer } from '../support/serve.mjs';
+import { launchChromium, openPage } from '../support/browser.mjs';
 
 export const NOW = 1_750_000_000_000;
 

@@ -1,9 +1,9 @@
-// scripts/serve.mjs: MIME types the browser depends on, and nothing served
+// tests/support/serve.mjs: MIME types the browser depends on, and nothing served
 // outside its mounts.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { startServer } from '../../scripts/serve.mjs';
+import { startServer } from '../support/serve.mjs';
 
 let server;
 before(async () => (server = await startServer()));

@@ -1,7 +1,7 @@
 // onnxruntime-web as the reference engine: the bench page and the parity test
 // both run model.onnx through it, fed with Hearth's own model inputs.
 
-/** ort's wasm build, one thread, SIMD, served under /ort/ (scripts/serve.mjs). */
+/** ort's wasm build, one thread, SIMD, served under /ort/ (tests/support/serve.mjs). */
 export async function loadOrt() {
   const ort = await import('/ort/ort.wasm.min.mjs');
   ort.env.wasm.numThreads = 1;

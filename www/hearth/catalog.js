@@ -1,13 +1,30 @@
+// @ts-check
 // The catalog document: {"ads": [...], "creatives": {id: {title, body, cta, url}}}. hearth-core
 // checks the ads (setCatalog); this checks what only the page shows, the creatives. A catalog
 // with one bad creative is refused whole, so every visitor ranks the same ads.
+/** @import { Ad } from '../pkg/hearth.js' */
+/** @import { Creative } from '../hearth.js' */
+
 const TEXT = { title: 80, body: 200, cta: 30 };
 
-// Relative creative URLs are resolved against `base`, the catalog's own address.
+/**
+ * @typedef {object} Catalog
+ * @property {Ad[]} ads
+ * @property {Record<string, Creative>} creatives
+ * @property {Map<string, Ad>} byId
+ */
+
+/**
+ * Relative creative URLs are resolved against `base`, the catalog's own address.
+ * @param {string} text
+ * @param {string} base
+ * @returns {Catalog}
+ */
 export function checkCatalog(text, base) {
   const doc = JSON.parse(text);
   if (!Array.isArray(doc?.ads)) throw new Error('`ads` is not a list');
   if (typeof doc.creatives !== 'object' || doc.creatives === null) throw new Error('`creatives` is not an object');
+  /** @type {Map<string, Ad>} */
   const byId = new Map();
   for (const ad of doc.ads) {
     const id = ad?.id;
@@ -30,3 +47,10 @@ export function checkCatalog(text, base) {
   }
   return { ads: doc.ads, creatives: doc.creatives, byId };
 }
+
+/**
+ * What an ad event and a ranked ad say of the ad: the same fields, so a ranking and the events
+ * it leads to name an ad alike.
+ * @param {Ad} ad
+ */
+export const adFields = (ad) => ({ ad_id: ad.id, campaign: ad.campaign, advertiser: ad.advertiser, category: ad.category });

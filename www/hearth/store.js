@@ -1,13 +1,35 @@
+// @ts-check
 // Hearth's on-device store: one IndexedDB database, one key-value object store, a schema
 // version, and a bound on every record. A store this code did not write (another schema, a
 // foreign database of the same name, unreadable records) is deleted and started afresh with a
 // warning: the device loses its profile, never its ability to run.
+/** @import { Rounds } from './participate.js' */
+
+/** @typedef {{ optedOut: boolean }} Settings */
+/** @typedef {{ version: number, manifest: string, onnx: Uint8Array, etag?: string }} Model */
+/** @typedef {{ url: string, etag?: string, text: string }} CatalogRecord */
+
+/**
+ * Each record by its key.
+ * @typedef {object} Records
+ * @property {{ schema: number }} meta
+ * @property {Settings} settings
+ * @property {string} profile  hearth-core's profile document
+ * @property {number} profileRev  counts writes of the profile and localU (tabs.js)
+ * @property {Float32Array} localU  the local embedding
+ * @property {Model} model
+ * @property {CatalogRecord} catalog
+ * @property {Rounds} rounds
+ */
 
 export const DB_NAME = 'hearth';
 export const SCHEMA = 1;
 const STORE = 'kv';
 
-// Most bytes each record may hold; a profile is bounded by the core's own caps (5,000 events).
+/**
+ * Most bytes each record may hold; a profile is bounded by the core's own caps (5,000 events).
+ * @type {Record<keyof Records, number>}
+ */
 export const LIMITS = {
   meta: 1 << 10,
   settings: 1 << 10,
@@ -19,7 +41,10 @@ export const LIMITS = {
   rounds: 4 << 20,
 };
 
-// What each record must look like to be trusted.
+/**
+ * What each record must look like to be trusted.
+ * @type {Record<keyof Records, (v: any) => boolean>}
+ */
 const SHAPES = {
   meta: (v) => v?.schema === SCHEMA,
   settings: (v) => typeof v?.optedOut === 'boolean',
@@ -31,17 +56,30 @@ const SHAPES = {
   rounds: (v) => typeof v === 'object' && v !== null && !Array.isArray(v),
 };
 
+/**
+ * @param {unknown} v
+ * @returns {number}
+ */
 const size = (v) =>
   typeof v === 'string' ? v.length * 2 : ArrayBuffer.isView(v) ? v.byteLength
     : v && typeof v === 'object' ? Object.values(v).reduce((n, x) => n + size(x), 0) : 8;
 
+/**
+ * @template T
+ * @param {IDBRequest<T>} req
+ * @returns {Promise<T>}
+ */
 const promised = (req) => new Promise((resolve, reject) => {
   req.onsuccess = () => resolve(req.result);
   req.onerror = () => reject(req.error);
 });
 
+/**
+ * @param {IDBTransaction} tx
+ * @returns {Promise<void>}
+ */
 const committed = (tx) => new Promise((resolve, reject) => {
-  tx.oncomplete = resolve;
+  tx.oncomplete = () => resolve();
   tx.onerror = tx.onabort = () => reject(tx.error ?? new Error('store transaction aborted'));
 });
 
@@ -55,7 +93,9 @@ function openDb() {
 }
 
 export class Store {
+  /** @param {(message: string) => void} warn */
   static async open(warn) {
+    /** @type {IDBDatabase | undefined} */
     let db;
     try {
       db = await openDb();
@@ -72,6 +112,10 @@ export class Store {
     return new Store(db, warn);
   }
 
+  /**
+   * @param {IDBDatabase} db
+   * @param {(message: string) => void} warn
+   */
   constructor(db, warn) {
     this.db = db;
     this.warn = warn;
@@ -79,7 +123,12 @@ export class Store {
     db.onversionchange = () => db.close();
   }
 
-  // The record under `key`, or undefined; a record of the wrong shape is dropped with a warning.
+  /**
+   * The record under `key`, or undefined; a record of the wrong shape is dropped with a warning.
+   * @template {keyof Records} K
+   * @param {K} key
+   * @returns {Promise<Records[K] | undefined>}
+   */
   async get(key) {
     const value = await promised(this.db.transaction(STORE).objectStore(STORE).get(key));
     if (value === undefined || SHAPES[key](value)) return value;
@@ -88,9 +137,12 @@ export class Store {
     return undefined;
   }
 
-  // Writes several records in one transaction: all of them or, on any error, none.
+  /**
+   * Writes several records in one transaction: all of them or, on any error, none.
+   * @param {Partial<Records>} records
+   */
   async put(records) {
-    for (const [key, value] of Object.entries(records)) {
+    for (const [key, value] of /** @type {[keyof Records, unknown][]} */ (Object.entries(records))) {
       if (!SHAPES[key]?.(value)) throw new Error(`refusing to store a malformed ${key}`);
       if (size(value) > LIMITS[key]) throw new Error(`${key} is larger than the ${LIMITS[key]} bytes allowed`);
     }
@@ -99,6 +151,7 @@ export class Store {
     await committed(tx);
   }
 
+  /** @param {...keyof Records} keys */
   async delete(...keys) {
     const tx = this.db.transaction(STORE, 'readwrite');
     for (const key of keys) tx.objectStore(STORE).delete(key);

@@ -1,6 +1,6 @@
 // Tiny static file server for Hearth's www/ (no dependencies).
 //
-//   node scripts/serve.mjs [--port N] [--host 127.0.0.1] [--quiet]
+//   node tests/support/serve.mjs [--port N] [--host 127.0.0.1] [--quiet]
 //
 // URL space (everything else is 404; nothing outside these directories leaks):
 //   /          -> www/            (demo/, bench/, pkg/ built by build-wasm.sh)
@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 // Longest prefix first.
 const MOUNTS = [

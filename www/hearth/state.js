@@ -1,0 +1,31 @@
+// @ts-check
+// The worker's state, in one object that its modules are handed rather than module-level
+// variables they share. It is made only once the model and catalog are in, and every message
+// waits for it, so no method can run on a half-started worker.
+/** @import { Hearth, WebGpuScorer } from '../pkg/hearth.js' */
+/** @import { Catalog } from './catalog.js' */
+/** @import { Settings, Store } from './store.js' */
+
+/**
+ * What the snippet's script tag asks for, and whether Global Privacy Control is set.
+ * @typedef {{ aggregator: string, catalog: string, gpu: string, gpc: boolean }} Config
+ */
+
+/**
+ * @typedef {object} State
+ * @property {Config} config
+ * @property {Store} store
+ * @property {(message: string) => void} warn  shown on the page's console
+ * @property {Hearth} h  the model, this device's profile and the catalog's ad side
+ * @property {Catalog} catalog
+ * @property {Settings} settings  as this tab last read them
+ * @property {number} profileRev  the revision of the stored profile that `h` holds
+ * @property {WebGpuScorer | undefined} gpu  once started and loaded
+ * @property {Promise<WebGpuScorer | undefined> | undefined} gpuStart  once asked for
+ */
+
+/**
+ * @param {Pick<State, 'config' | 'store' | 'warn' | 'h' | 'catalog' | 'profileRev'>} loaded
+ * @returns {State}
+ */
+export const createState = (loaded) => ({ ...loaded, settings: { optedOut: false }, gpu: undefined, gpuStart: undefined });
