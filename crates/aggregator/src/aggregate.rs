@@ -18,7 +18,7 @@ use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::pack::{ModelPack, sha256_hex};
 use hearth_core::model::params::Params;
 use hearth_core::learning::round::RoundTask;
-use hearth_core::privacy::update::Update;
+use hearth_core::privacy::wire::Update;
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};

@@ -4,7 +4,8 @@
 use hearth_core::HearthError;
 use hearth_core::learning::round::UploadEncoding;
 use hearth_core::UpdateError;
-use hearth_core::privacy::update::{Encoding, Payload, Update, grid_step, rounding_bound};
+use hearth_core::privacy::wire::{Encoding, Payload, Update};
+use hearth_core::privacy::privatize::{grid_step, rounding_bound};
 use serde::Serialize;
 
 /// Noise norms farther than this many standard deviations from their mean are treated as
@@ -74,7 +75,7 @@ pub struct Expect {
 impl Expect {
     /// Exact byte size of a well-formed upload, which is also the body limit.
     pub fn body_len(&self) -> usize {
-        use hearth_core::privacy::update::{F32_HEADER_LEN, QUANTIZED_HEADER_LEN};
+        use hearth_core::privacy::wire::{F32_HEADER_LEN, QUANTIZED_HEADER_LEN};
         match self.encoding {
             UploadEncoding::F32 => F32_HEADER_LEN + 4 * self.params,
             UploadEncoding::Quantized => QUANTIZED_HEADER_LEN + 2 * self.params,

@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use hearth_core::privacy::noise::Sampler;
-use hearth_core::privacy::update::{Encoding, Payload, Update, build_update};
+use hearth_core::privacy::wire::{Encoding, Payload, Update};
+use hearth_core::privacy::privatize::build_update;
 use std::time::Duration;
 
 const K: u64 = 10;

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use hearth_core::model::params::Gaussian;
-use hearth_core::privacy::update::{Encoding, Update};
+use hearth_core::privacy::wire::{Encoding, Update};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use hearth_aggregator::config::Config;
 use hearth_aggregator::privacy::Budget;
-use hearth_core::privacy::update::Encoding;
+use hearth_core::privacy::wire::Encoding;
 use std::time::Duration;
 
 const K: u64 = 10;

@@ -11,7 +11,7 @@ use hearth_core::privacy::noise::Sampler;
 use hearth_core::device::profile::{Profile, ProfileConfig};
 use hearth_core::device::rank::RankOptions;
 use hearth_core::learning::round::participate;
-use hearth_core::privacy::update::{Encoding, Update};
+use hearth_core::privacy::wire::{Encoding, Update};
 
 const K: u64 = 10;
 

@@ -8,7 +8,7 @@
 //! | [`model`] | `features`, `params`, `graph`, `onnx_pb`, `tract_import`, `pack`, `scorer`, `forward` | [`FeatureSpec`](model::features::FeatureSpec), [`Params`](model::params::Params), [`ModelPack`](model::pack::ModelPack), [`Scorer`](model::scorer::Scorer) |
 //! | [`device`] | `event`, `profile`, `catalog`, `rank`, `explain`, `engine` | [`Event`](device::event::Event), [`Profile`](device::profile::Profile), [`Catalog`](device::catalog::Catalog), [`Engine`](device::engine::Engine) |
 //! | [`learning`] | `train`, `round` | [`Example`](learning::train::Example), [`TrainConfig`](learning::train::TrainConfig), [`RoundTask`](learning::round::RoundTask) |
-//! | [`privacy`] | `noise`, `update`, `accountant` | [`Sampler`](privacy::noise::Sampler), [`Update`](privacy::update::Update), [`Accountant`](privacy::accountant::Accountant) |
+//! | [`privacy`] | `noise`, `privatize`, `wire`, `accountant` | [`Sampler`](privacy::noise::Sampler), [`Update`](privacy::wire::Update), [`Deployment`](privacy::accountant::Deployment) |
 //! | [`error`] | | [`HearthError`], [`UpdateError`] |
 //!
 //! # Flow
@@ -20,7 +20,7 @@
 //! catalog.json ──────────► Catalog (hashed ad slots) ─┴─► Engine::rank ─► Ranked (+ why)
 //!
 //! RoundTask ─► round::participate: Engine::examples ─► train (reconstruct local_u, global steps)
-//!           ─► update::build_update (clip, noise) ─► Update::encode ─► bytes to upload
+//!           ─► privatize::build_update (clip, noise) ─► Update::encode ─► bytes to upload
 //!
 //! aggregator: Update::decode ─► mean of the round ─► new Params ─► graph::write ─► next ModelPack
 //! ```

@@ -11,7 +11,8 @@ use hearth_core::HearthError;
 use hearth_core::device::engine::Engine;
 use hearth_core::privacy::noise::{Sampler, l2_norm};
 use hearth_core::learning::round::{RoundTask, UploadEncoding, participate};
-use hearth_core::privacy::update::{Payload, Update, grid_step, rounding_bound};
+use hearth_core::privacy::wire::{Payload, Update};
+use hearth_core::privacy::privatize::{grid_step, rounding_bound};
 
 const NOW: i64 = 1_750_000_000_000;
 

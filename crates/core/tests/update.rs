@@ -9,10 +9,8 @@ use hearth_core::{HearthError, UpdateError};
 use hearth_core::privacy::noise::{ByteSource, Sampler, l2_norm};
 use hearth_core::model::params::MAX_PARAMS;
 use hearth_core::model::params::Gaussian;
-use hearth_core::privacy::update::{
-    Encoding, F32_HEADER_LEN, FORMAT_VERSION, MAX_ROUNDING_DRAWS, Payload, QUANTIZED_HEADER_LEN, Update, build_update,
-    grid_step, rounding_bound,
-};
+use hearth_core::privacy::wire::{Encoding, F32_HEADER_LEN, FORMAT_VERSION, Payload, QUANTIZED_HEADER_LEN, Update};
+use hearth_core::privacy::privatize::{MAX_ROUNDING_DRAWS, build_update, grid_step, rounding_bound};
 
 fn sample(payload: Payload) -> Update {
     Update {

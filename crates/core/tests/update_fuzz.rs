@@ -3,7 +3,7 @@
 //! Valid updates survive an encode and decode. Native only: proptest does not run in the browser.
 #![cfg(not(target_arch = "wasm32"))]
 
-use hearth_core::privacy::update::{Payload, Update};
+use hearth_core::privacy::wire::{Payload, Update};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;

@@ -6,7 +6,8 @@ use crate::device::engine::Engine;
 use crate::error::{HearthError, Result};
 use crate::privacy::noise::{ByteSource, Sampler};
 use crate::learning::train::{self, Example, TrainConfig, Trained};
-use crate::privacy::update::{BuildStats, Encoding, build_update, check_clip_norm, check_noise_multiplier};
+use crate::privacy::wire::{Encoding, check_clip_norm, check_noise_multiplier};
+use crate::privacy::privatize::{BuildStats, build_update};
 use serde::{Deserialize, Serialize};
 
 /// What the aggregator asks of a device this round.

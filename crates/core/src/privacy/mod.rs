@@ -3,4 +3,5 @@
 
 pub mod accountant;
 pub mod noise;
-pub mod update;
+pub mod privatize;
+pub mod wire;
