@@ -39,8 +39,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let commit = commit();
     let mut records = Vec::new();
     let mut peak = 0;
-    let runs = [(Encoding::F32, "f32", false), (Encoding::QuantizedI16, "quantized", false), (Encoding::F32, "f32", true)];
-    for (encoding, name, sink) in runs {
+    let runs = [(Encoding::F32, false), (Encoding::QuantizedI16, false), (Encoding::F32, true)];
+    for (encoding, sink) in runs {
+        let name = encoding.name();
         for clients in LEVELS {
             let r = level(&server, clients, encoding, sink, Duration::from_secs_f64(seconds))?;
             let mut lat = r.latencies_ms.clone();
@@ -105,17 +106,13 @@ fn level(binary: &Path, clients: usize, encoding: Encoding, sink: bool, measure:
     Ok(Run { accepted, busy, latencies_ms, peak_rss, rounds })
 }
 
-fn encoding_name(encoding: Encoding) -> &'static str {
-    if encoding == Encoding::F32 { "f32" } else { "quantized" }
-}
-
 fn start_sink(encoding: Encoding) -> Result<(Child, String), String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    listening(Command::new(me).args(["http-sink", encoding_name(encoding)]).stdout(Stdio::piped()).spawn().map_err(|e| e.to_string())?)
+    listening(Command::new(me).args(["http-sink", encoding.name()]).stdout(Stdio::piped()).spawn().map_err(|e| e.to_string())?)
 }
 
 fn start(binary: &Path, dir: &Path, encoding: Encoding) -> Result<(Child, String), String> {
-    let encoding = encoding_name(encoding);
+    let encoding = encoding.name();
     let child = Command::new(binary)
         .env("HEARTH_AGG__LISTEN", "\"127.0.0.1:0\"")
         .env("HEARTH_AGG__DATABASE", format!("{:?}", dir.join("hearth.db")))
@@ -169,7 +166,7 @@ fn peak_rss(pid: u32) -> u64 {
 fn drive(url: &str, clients: usize, measure: Duration) -> Result<(u64, u64, Vec<f64>), String> {
     let first = task(&agent(), url)?;
     let params = load_pack(Path::new("models/default"))?.params.values.len();
-    let (base, _) = build_update(vec![1e-3; params], first.model_version, first.round_id, first.clip_norm, first.noise_multiplier, encoding_of(&first), &mut Sampler::os())
+    let (base, _) = build_update(vec![1e-3; params], first.model_version, first.round_id, first.clip_norm, first.noise_multiplier, first.encoding, &mut Sampler::os())
         .map_err(|e| e.to_string())?;
     let current = Arc::new(RwLock::new((first.round_id, first.model_version)));
     let (measuring, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
@@ -231,9 +228,3 @@ fn drive(url: &str, clients: usize, measure: Duration) -> Result<(u64, u64, Vec<
     Ok((accepted.load(Ordering::Relaxed), busy.load(Ordering::Relaxed), latencies))
 }
 
-fn encoding_of(task: &RoundTask) -> Encoding {
-    match task.encoding {
-        hearth_core::learning::round::UploadEncoding::F32 => Encoding::F32,
-        hearth_core::learning::round::UploadEncoding::Quantized => Encoding::QuantizedI16,
-    }
-}

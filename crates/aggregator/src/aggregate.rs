@@ -12,7 +12,8 @@ use crate::metrics::Metrics;
 use crate::optimizer;
 use crate::privacy::{Budget, PrivacyStatus};
 use crate::store::{Closing, OptimizerState, RoundRow, Store, StoredModel};
-use crate::validate::{self, Expect, Reject};
+use crate::reason::{Reason, Reject};
+use crate::validate::{self, Expect};
 use axum::body::Bytes;
 use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::pack::{ModelPack, sha256_hex};
@@ -48,7 +49,7 @@ pub struct Accepted {
 
 /// A published model pack as served.
 #[derive(Debug)]
-pub struct Published {
+pub struct PublishedModel {
     pub version: u64,
     pub onnx: Bytes,
     pub manifest: Bytes,
@@ -65,19 +66,23 @@ pub struct OpenRound {
 /// What request handlers see; replaced whole on every change.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub model: Arc<Published>,
+    pub model: Arc<PublishedModel>,
     pub round: Option<OpenRound>,
     pub privacy: PrivacyStatus,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The database cannot be opened, migrated or read (operator's disk or permissions).
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    /// The initial or stored model pack is refused by hearth-core (operator's pack).
     #[error("model pack: {0}")]
     Model(#[from] hearth_core::HearthError),
+    /// A file the configuration names cannot be read (operator's paths).
     #[error("cannot read {path}: {source}")]
     Read { path: std::path::PathBuf, source: std::io::Error },
+    /// The database holds what this build never writes (damage or tampering).
     #[error("stored update of round {round} is unreadable: {detail}")]
     Corrupt { round: u64, detail: String },
 }
@@ -89,7 +94,7 @@ pub struct Keeper {
     features: FeatureSpec,
     params: Params,
     optimizer_state: Option<OptimizerState>,
-    model: Arc<Published>,
+    model: Arc<PublishedModel>,
     round: Option<RoundRow>,
     sum: Vec<f64>,
     count: u64,
@@ -196,7 +201,7 @@ impl Keeper {
         let (current, stale): (Vec<_>, Vec<_>) = batch.into_iter().partition(|s| s.update.round_id == round.id);
         for s in stale {
             let detail = format!("round {} ended before this update was stored", s.update.round_id);
-            let _ = s.reply.send(Err(Reject::new(409, "wrong_round", detail)));
+            let _ = s.reply.send(Err(Reject::new(Reason::WrongRound, detail)));
         }
         if current.is_empty() {
             return;
@@ -206,7 +211,7 @@ impl Keeper {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(error = %e, "storing updates failed; none acknowledged");
-                let reject = Reject::new(503, "storage_unavailable", "the update could not be stored; retry later");
+                let reject = Reject::new(Reason::StorageUnavailable, "the update could not be stored; retry later");
                 current.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
                 return;
             }
@@ -218,7 +223,7 @@ impl Keeper {
                 self.metrics.accepted(self.count);
                 let _ = s.reply.send(Ok(Accepted { round_id: round.id, accepted: self.count }));
             } else {
-                let _ = s.reply.send(Err(Reject::new(409, "duplicate_nonce", "an update with this nonce was already accepted")));
+                let _ = s.reply.send(Err(Reject::new(Reason::DuplicateNonce, "an update with this nonce was already accepted")));
             }
         }
         if self.count >= self.config.round.min_clients {
@@ -293,14 +298,7 @@ impl Keeper {
                 deadline_ms: Some(row.deadline_ms),
             };
             OpenRound {
-                expect: Expect {
-                    round_id: row.id,
-                    model_version: row.model_version,
-                    clip_norm: r.clip_norm,
-                    noise_multiplier: r.noise_multiplier,
-                    encoding: r.encoding,
-                    params: self.params.values.len(),
-                },
+                expect: Expect::of(&task, self.params.values.len()),
                 task_json: serde_json::to_vec(&task).expect("task serialises").into(),
             }
         });
@@ -313,8 +311,8 @@ fn add(sum: &mut [f64], update: &Update) {
     sum.iter_mut().zip(update.iter_values()).for_each(|(s, v)| *s += f64::from(v));
 }
 
-fn published(m: &StoredModel) -> Published {
-    Published {
+fn published(m: &StoredModel) -> PublishedModel {
+    PublishedModel {
         version: m.version,
         onnx: Bytes::copy_from_slice(&m.onnx),
         manifest: Bytes::copy_from_slice(m.manifest.as_bytes()),

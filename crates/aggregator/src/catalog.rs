@@ -10,15 +10,17 @@ use std::path::Path;
 /// Largest catalog served; devices refuse bigger ones too (www/hearth/store.js).
 pub const MAX_CATALOG_BYTES: usize = 8 << 20;
 
-pub struct Published {
+pub struct PublishedCatalog {
     pub body: Vec<u8>,
     pub etag: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    /// The file cannot be read (operator's path or permissions).
     #[error("cannot read the catalog {path}: {source}")]
     Read { path: String, source: std::io::Error },
+    /// The file is not a catalog hearth-core accepts (operator's catalog).
     #[error("catalog {path}: {detail}")]
     Invalid { path: String, detail: String },
 }
@@ -32,8 +34,8 @@ struct Document {
     creatives: std::collections::HashMap<String, serde_json::Value>,
 }
 
-impl Published {
-    pub fn read(path: &Path) -> Result<Published, CatalogError> {
+impl PublishedCatalog {
+    pub fn read(path: &Path) -> Result<PublishedCatalog, CatalogError> {
         let shown = path.display().to_string();
         let body = std::fs::read(path).map_err(|source| CatalogError::Read { path: shown.clone(), source })?;
         let invalid = |detail: String| CatalogError::Invalid { path: shown.clone(), detail };
@@ -45,6 +47,6 @@ impl Published {
             return Err(invalid(format!("ad {:?} has no creative", ad.id)));
         }
         let etag = format!("\"{}\"", &sha256_hex(&body)[..32]);
-        Ok(Published { body, etag })
+        Ok(PublishedCatalog { body, etag })
     }
 }

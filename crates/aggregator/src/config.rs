@@ -2,7 +2,7 @@
 //! (value parsed as TOML, else taken as a string), then validation. Every field has a default,
 //! so an empty file is a working local setup.
 
-use hearth_core::learning::round::UploadEncoding;
+use hearth_core::privacy::wire::Encoding;
 use hearth_core::learning::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ pub struct RoundConfig {
     pub clip_norm: f32,
     pub noise_multiplier: f32,
     pub min_events: usize,
-    pub encoding: UploadEncoding,
+    pub encoding: Encoding,
     pub train: TrainConfig,
 }
 
@@ -98,7 +98,7 @@ impl Default for RoundConfig {
             clip_norm: 1.0,
             noise_multiplier: 1.0,
             min_events: 20,
-            encoding: UploadEncoding::F32,
+            encoding: Encoding::F32,
             train: TrainConfig::default(),
         }
     }
@@ -118,10 +118,13 @@ impl Default for PrivacyConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The configuration file cannot be read.
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    /// The file or an environment override is not TOML of the expected shape (unknown keys too).
     #[error("{0}")]
     Parse(String),
+    /// Well-formed settings that cannot run safely (K below the floor, C or z out of range, ...).
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }

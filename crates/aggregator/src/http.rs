@@ -2,10 +2,11 @@
 //! block on each other; uploads are validated here, in parallel, and only valid ones are queued.
 //! Nothing about the caller (address, headers) is logged or stored.
 
-use crate::aggregate::{self, Accepted, Published, Snapshot, Submission};
+use crate::aggregate::{self, Accepted, PublishedModel, Snapshot, Submission};
 use crate::metrics::Metrics;
 use crate::store;
-use crate::validate::{self, Reject};
+use crate::reason::{Reason, Reject};
+use crate::validate;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -50,7 +51,7 @@ pub struct App {
     pub body_timeout: Duration,
     /// Permits to read and hold an upload (see `Config::upload_concurrency`).
     pub uploads: Arc<Semaphore>,
-    pub catalog: Option<Arc<crate::catalog::Published>>,
+    pub catalog: Option<Arc<crate::catalog::PublishedCatalog>>,
 }
 
 pub fn router(app: App, www: Option<PathBuf>) -> Router {
@@ -95,15 +96,15 @@ pub fn router(app: App, www: Option<PathBuf>) -> Router {
                 header::HeaderName::from_static("cross-origin-embedder-policy"),
                 HeaderValue::from_static("require-corp"),
             )),
-        None => api.fallback(|| async { reject(Reject::new(404, "not_found", "no such resource")) }),
+        None => api.fallback(|| async { reject(Reject::new(Reason::NotFound, "no such resource")) }),
     };
     router.layer(cors)
 }
 
 fn reject(r: Reject) -> Response {
-    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut resp = (status, axum::Json(&r)).into_response();
-    if r.code == "busy" {
+    if r.reason == Reason::Busy {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
@@ -119,7 +120,7 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
 }
 
 /// The current pack may change at any round close: revalidate every time (cheap with ETag).
-fn current_pack(headers: &HeaderMap, model: &Published, body: Bytes, content_type: &'static str) -> Response {
+fn current_pack(headers: &HeaderMap, model: &PublishedModel, body: Bytes, content_type: &'static str) -> Response {
     if let Some(resp) = not_modified(headers, &model.etag) {
         return resp;
     }
@@ -134,7 +135,7 @@ fn current_pack(headers: &HeaderMap, model: &Published, body: Bytes, content_typ
 
 async fn catalog(State(app): State<App>, headers: HeaderMap) -> Response {
     let Some(c) = app.catalog else {
-        return reject(Reject::new(404, "no_catalog", "this aggregator publishes no catalog"));
+        return reject(Reject::new(Reason::NoCatalog, "this aggregator publishes no catalog"));
     };
     if let Some(resp) = not_modified(&headers, &c.etag) {
         return resp;
@@ -160,7 +161,7 @@ async fn current_onnx(State(app): State<App>, headers: HeaderMap) -> Response {
 /// A published version never changes, so it may be cached for good.
 async fn versioned(app: App, version: String, pick: fn(store::StoredModel) -> (Vec<u8>, &'static str)) -> Response {
     let Ok(version) = version.parse::<u64>() else {
-        return reject(Reject::new(400, "bad_version", "model version must be an integer"));
+        return reject(Reject::new(Reason::BadVersion, "model version must be an integer"));
     };
     let path = app.database.clone();
     let found = tokio::task::spawn_blocking(move || store::connect(&path).and_then(|c| store::model(&c, version))).await;
@@ -175,12 +176,12 @@ async fn versioned(app: App, version: String, pick: fn(store::StoredModel) -> (V
             ];
             (headers, body).into_response()
         }
-        Ok(Ok(None)) => reject(Reject::new(404, "unknown_model_version", format!("no model version {version} was published"))),
+        Ok(Ok(None)) => reject(Reject::new(Reason::UnknownModelVersion, format!("no model version {version} was published"))),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "reading a model failed");
-            reject(Reject::new(503, "storage_unavailable", "the model could not be read"))
+            reject(Reject::new(Reason::StorageUnavailable, "the model could not be read"))
         }
-        Err(_) => reject(Reject::new(503, "storage_unavailable", "the model could not be read")),
+        Err(_) => reject(Reject::new(Reason::StorageUnavailable, "the model could not be read")),
     }
 }
 
@@ -229,8 +230,8 @@ async fn upload(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
     match verdict {
         Ok(a) => (StatusCode::ACCEPTED, axum::Json(a)).into_response(),
         Err(r) => {
-            app.metrics.rejected(r.code);
-            tracing::debug!(reason = r.code, "upload refused");
+            app.metrics.rejected(r.reason);
+            tracing::debug!(reason = r.reason.code(), "upload refused");
             reject(r)
         }
     }
@@ -240,10 +241,10 @@ async fn upload(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
 async fn accept_upload(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, Reject> {
     let media_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap_or("").trim());
     if !media_type.is_some_and(|t| t.eq_ignore_ascii_case(UPDATE_MEDIA_TYPE)) {
-        return Err(Reject::new(415, "unsupported_media_type", format!("uploads must be {UPDATE_MEDIA_TYPE}")));
+        return Err(Reject::new(Reason::UnsupportedMediaType, format!("uploads must be {UPDATE_MEDIA_TYPE}")));
     }
     if headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() != b"identity") {
-        return Err(Reject::new(415, "unsupported_content_encoding", "uploads must not be content-encoded"));
+        return Err(Reject::new(Reason::UnsupportedContentEncoding, "uploads must not be content-encoded"));
     }
     let snap = snapshot(app);
     let round = snap.round.as_ref().ok_or_else(|| validate::no_round(snap.privacy.training))?;
@@ -252,20 +253,20 @@ async fn accept_upload(app: &App, headers: &HeaderMap, body: Body) -> Result<Acc
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
-    let _permit = app.uploads.acquire().await.map_err(|_| Reject::new(503, "storage_unavailable", "the aggregator is shutting down"))?;
+    let _permit = app.uploads.acquire().await.map_err(|_| Reject::new(Reason::StorageUnavailable, "the aggregator is shutting down"))?;
     let bytes = read_body(body, limit, app.body_timeout).await?;
     let update = validate::decode(&bytes)?;
     validate::check(&update, &round.expect)?;
     let (reply, verdict) = oneshot::channel();
     app.queue.try_send(Submission { update, body: bytes, reply }).map_err(|e| match e {
-        TrySendError::Full(_) => Reject::new(503, "busy", "too many uploads in flight; retry shortly"),
-        TrySendError::Disconnected(_) => Reject::new(503, "storage_unavailable", "the aggregator is shutting down"),
+        TrySendError::Full(_) => Reject::new(Reason::Busy, "too many uploads in flight; retry shortly"),
+        TrySendError::Disconnected(_) => Reject::new(Reason::StorageUnavailable, "the aggregator is shutting down"),
     })?;
-    verdict.await.unwrap_or_else(|_| Err(Reject::new(503, "storage_unavailable", "the aggregator is shutting down")))
+    verdict.await.unwrap_or_else(|_| Err(Reject::new(Reason::StorageUnavailable, "the aggregator is shutting down")))
 }
 
 fn too_large(limit: usize) -> Reject {
-    Reject::new(413, "payload_too_large", format!("an update for this round is {limit} bytes"))
+    Reject::new(Reason::PayloadTooLarge, format!("an update for this round is {limit} bytes"))
 }
 
 /// Reads at most `limit` bytes, all within `timeout`: a sender that trickles is cut off.
@@ -273,7 +274,7 @@ async fn read_body(mut body: Body, limit: usize, timeout: Duration) -> Result<Ve
     let read = async {
         let mut buf = Vec::with_capacity(limit);
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| Reject::new(400, "body_read_failed", e.to_string()))?;
+            let frame = frame.map_err(|e| Reject::new(Reason::BodyReadFailed, e.to_string()))?;
             if let Ok(data) = frame.into_data() {
                 if buf.len() + data.len() > limit {
                     return Err(too_large(limit));
@@ -285,5 +286,5 @@ async fn read_body(mut body: Body, limit: usize, timeout: Duration) -> Result<Ve
     };
     tokio::time::timeout(timeout, read)
         .await
-        .unwrap_or_else(|_| Err(Reject::new(408, "body_timeout", format!("the body did not arrive within {} ms", timeout.as_millis()))))
+        .unwrap_or_else(|_| Err(Reject::new(Reason::BodyTimeout, format!("the body did not arrive within {} ms", timeout.as_millis()))))
 }

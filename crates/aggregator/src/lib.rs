@@ -9,6 +9,7 @@ pub mod http;
 pub mod metrics;
 pub mod optimizer;
 pub mod privacy;
+pub mod reason;
 pub mod store;
 pub mod validate;
 
@@ -26,7 +27,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
     let (keeper, snapshot) = Keeper::start(config.clone(), metrics.clone())?;
     let (queue, inbox) = std::sync::mpsc::sync_channel(config.queue);
     let keeper = std::thread::Builder::new().name("round-keeper".into()).spawn(move || keeper.run(inbox))?;
-    let catalog = config.catalog.as_deref().map(catalog::Published::read).transpose()?.map(Arc::new);
+    let catalog = config.catalog.as_deref().map(catalog::PublishedCatalog::read).transpose()?.map(Arc::new);
     let app = http::App {
         snapshot,
         queue,

@@ -1,7 +1,7 @@
 //! Prometheus metrics, rendered by hand in the text exposition format: a few counters, gauges
 //! and one latency histogram need no registry.
 
-use crate::validate::REASONS;
+use crate::reason::Reason;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -12,7 +12,8 @@ const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 #[derive(Debug, Default)]
 pub struct Metrics {
     accepted_total: AtomicU64,
-    rejected: [AtomicU64; REASONS.len()],
+    /// By [`Reason::ALL`] index; only upload reasons are ever counted.
+    rejected: [AtomicU64; Reason::ALL.len()],
     rounds_closed: AtomicU64,
     rounds_abandoned: AtomicU64,
     round_updates: AtomicU64,
@@ -35,8 +36,8 @@ impl Metrics {
         self.round_updates.store(n, Relaxed);
     }
 
-    pub fn rejected(&self, code: &str) {
-        if let Some(i) = REASONS.iter().position(|r| *r == code) {
+    pub fn rejected(&self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
             self.rejected[i].fetch_add(1, Relaxed);
         }
     }
@@ -77,7 +78,12 @@ impl Metrics {
         let get = |a: &AtomicU64| a.load(Relaxed) as f64;
         let one = |a: &AtomicU64| vec![(String::new(), get(a))];
         metric("hearth_updates_accepted_total", "counter", "Updates stored and counted in a round.", &one(&self.accepted_total));
-        let rejected: Vec<_> = REASONS.iter().zip(&self.rejected).map(|(r, c)| (format!("{{reason=\"{r}\"}}"), get(c))).collect();
+        let rejected: Vec<_> = Reason::ALL
+            .iter()
+            .zip(&self.rejected)
+            .filter(|(r, _)| r.is_upload())
+            .map(|(r, c)| (format!("{{reason=\"{}\"}}", r.code()), get(c)))
+            .collect();
         metric("hearth_updates_rejected_total", "counter", "Uploads refused, by reason.", &rejected);
         metric("hearth_rounds_closed_total", "counter", "Rounds released as a new model.", &one(&self.rounds_closed));
         metric("hearth_rounds_abandoned_total", "counter", "Rounds dropped at their deadline.", &one(&self.rounds_abandoned));

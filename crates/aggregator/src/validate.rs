@@ -2,64 +2,25 @@
 //! HTTP layer reads the body, this decides, the store only ever sees accepted updates.
 
 use hearth_core::HearthError;
-use hearth_core::learning::round::UploadEncoding;
+use hearth_core::learning::round::RoundTask;
 use hearth_core::UpdateError;
 use hearth_core::privacy::wire::{Encoding, Payload, Update};
 use hearth_core::privacy::privatize::{grid_step, rounding_bound};
-use serde::Serialize;
+use crate::reason::{Reason, Reject};
 
 /// Noise norms farther than this many standard deviations from their mean are treated as
 /// not noised as declared. ‖noise‖ is 1-Lipschitz in the Gaussian, so an honest update
 /// falls outside with probability at most 2·exp(−t²/2) ≈ 2.5e-14 at t = 8.
 pub const NORM_TAIL_SIGMAS: f64 = 8.0;
 
-/// Why an upload was refused; `code` is the machine-readable reason in the 4xx body.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Reject {
-    #[serde(skip)]
-    pub status: u16,
-    #[serde(rename = "error")]
-    pub code: &'static str,
-    pub detail: String,
-}
-
-impl Reject {
-    pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Reject {
-        Reject { status, code, detail: detail.into() }
-    }
-}
-
 /// Why no update can be taken now: between rounds (retry), or for good once the budget is spent.
 pub fn no_round(training: bool) -> Reject {
     if training {
-        Reject::new(503, "no_open_round", "no round is open; retry later")
+        Reject::new(Reason::NoOpenRound, "no round is open; retry later")
     } else {
-        Reject::new(410, "privacy_budget_spent", "the privacy budget is spent; training has stopped")
+        Reject::new(Reason::PrivacyBudgetSpent, "the privacy budget is spent; training has stopped")
     }
 }
-
-/// Every reason code an upload can be refused with, for the metrics' label set.
-pub const REASONS: &[&str] = &[
-    "unsupported_media_type",
-    "unsupported_content_encoding",
-    "payload_too_large",
-    "body_timeout",
-    "body_read_failed",
-    "malformed_update",
-    "unsupported_format_version",
-    "non_finite",
-    "no_open_round",
-    "privacy_budget_spent",
-    "stale_model",
-    "wrong_round",
-    "privacy_parameters_mismatch",
-    "wrong_encoding",
-    "wrong_parameter_count",
-    "implausible_norm",
-    "duplicate_nonce",
-    "busy",
-    "storage_unavailable",
-];
 
 /// What the open round expects of an update.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,72 +29,69 @@ pub struct Expect {
     pub model_version: u64,
     pub clip_norm: f32,
     pub noise_multiplier: f32,
-    pub encoding: UploadEncoding,
+    pub encoding: Encoding,
     pub params: usize,
 }
 
 impl Expect {
+    /// What `task` asks of an update to a model of `params` parameters.
+    pub fn of(task: &RoundTask, params: usize) -> Expect {
+        Expect {
+            round_id: task.round_id,
+            model_version: task.model_version,
+            clip_norm: task.clip_norm,
+            noise_multiplier: task.noise_multiplier,
+            encoding: task.encoding,
+            params,
+        }
+    }
+
     /// Exact byte size of a well-formed upload, which is also the body limit.
     pub fn body_len(&self) -> usize {
-        use hearth_core::privacy::wire::{F32_HEADER_LEN, QUANTIZED_HEADER_LEN};
-        match self.encoding {
-            UploadEncoding::F32 => F32_HEADER_LEN + 4 * self.params,
-            UploadEncoding::Quantized => QUANTIZED_HEADER_LEN + 2 * self.params,
-        }
+        self.encoding.encoded_len(self.params)
     }
 }
 
 /// Decodes the body; wire-format defects become 400s.
 pub fn decode(body: &[u8]) -> Result<Update, Reject> {
     Update::decode(body).map_err(|e| match e {
-        HearthError::Update(UpdateError::UnknownVersion { .. }) => Reject::new(400, "unsupported_format_version", e.to_string()),
-        HearthError::NonFinite { .. } => Reject::new(422, "non_finite", e.to_string()),
-        _ => Reject::new(400, "malformed_update", e.to_string()),
+        HearthError::Update(UpdateError::UnknownVersion { .. }) => Reject::new(Reason::UnsupportedFormatVersion, e.to_string()),
+        HearthError::NonFinite { .. } => Reject::new(Reason::NonFinite, e.to_string()),
+        _ => Reject::new(Reason::MalformedUpdate, e.to_string()),
     })
 }
 
 /// Round, model, privacy parameters, encoding, size and norm, in that order.
 pub fn check(update: &Update, expect: &Expect) -> Result<(), Reject> {
     if update.model_version != expect.model_version {
-        return Err(Reject::new(
-            409,
-            "stale_model",
+        return Err(Reject::new(Reason::StaleModel,
             format!("update is for model {}, the open round trains model {}", update.model_version, expect.model_version),
         ));
     }
     if update.round_id != expect.round_id {
-        return Err(Reject::new(409, "wrong_round", format!("update is for round {}, round {} is open", update.round_id, expect.round_id)));
+        return Err(Reject::new(Reason::WrongRound, format!("update is for round {}, round {} is open", update.round_id, expect.round_id)));
     }
     if update.clip_norm != expect.clip_norm || update.noise_multiplier != expect.noise_multiplier {
-        return Err(Reject::new(
-            422,
-            "privacy_parameters_mismatch",
+        return Err(Reject::new(Reason::PrivacyParametersMismatch,
             format!(
                 "update declares C = {}, z = {}; the round asks C = {}, z = {}",
                 update.clip_norm, update.noise_multiplier, expect.clip_norm, expect.noise_multiplier
             ),
         ));
     }
-    let wanted = match expect.encoding {
-        UploadEncoding::F32 => Encoding::F32,
-        UploadEncoding::Quantized => Encoding::QuantizedI16,
-    };
+    let wanted = expect.encoding;
     if update.encoding() != wanted {
-        return Err(Reject::new(422, "wrong_encoding", format!("update is {:?}, the round asks {wanted:?}", update.encoding())));
+        return Err(Reject::new(Reason::WrongEncoding, format!("update is {:?}, the round asks {wanted:?}", update.encoding())));
     }
     if update.len() != expect.params {
-        return Err(Reject::new(
-            422,
-            "wrong_parameter_count",
+        return Err(Reject::new(Reason::WrongParameterCount,
             format!("{} parameters, the model has {}", update.len(), expect.params),
         ));
     }
     let (low, high) = plausible_norm(update, expect)?;
     let norm = update.iter_values().map(|x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
     if !(low..=high).contains(&norm) {
-        return Err(Reject::new(
-            422,
-            "implausible_norm",
+        return Err(Reject::new(Reason::ImplausibleNorm,
             format!("‖update‖ = {norm:.4} is outside [{low:.4}, {high:.4}], the range of a clipped update noised with the declared C and z"),
         ));
     }
@@ -150,9 +108,9 @@ fn plausible_norm(update: &Update, expect: &Expect) -> Result<(f64, f64), Reject
     let (signal, sigma, rounding) = match &update.payload {
         Payload::F32(_) => (f64::from(expect.clip_norm), z * f64::from(expect.clip_norm), 0.0),
         Payload::QuantizedI16 { step, .. } => {
-            let expected_step = grid_step(expect.clip_norm, expect.noise_multiplier).map_err(|e| Reject::new(422, "malformed_update", e.to_string()))?;
+            let expected_step = grid_step(expect.clip_norm, expect.noise_multiplier).map_err(|e| Reject::new(Reason::MalformedUpdate, e.to_string()))?;
             if *step != expected_step {
-                return Err(Reject::new(422, "malformed_update", format!("grid step {step} is not {expected_step}, the step C and z give")));
+                return Err(Reject::new(Reason::MalformedUpdate, format!("grid step {step} is not {expected_step}, the step C and z give")));
             }
             let gamma = f64::from(*step);
             let bound = rounding_bound(f64::from(expect.clip_norm) / gamma, expect.params) * gamma;

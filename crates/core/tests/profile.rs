@@ -305,7 +305,7 @@ fn configs_beyond_the_ceilings_are_refused() {
     let e = err_of(Profile::new(config(1e9, 10, MAX_FEATURES_CEILING + 1)));
     assert!(matches!(e, HearthError::TooLarge { found, .. } if found == MAX_FEATURES_CEILING + 1), "{e:?}");
     for hl in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-        assert!(matches!(err_of(Profile::new(config(hl, 10, 10))), HearthError::ProfileCorrupt(_)), "half-life {hl}");
+        assert!(matches!(err_of(Profile::new(config(hl, 10, 10))), HearthError::InvalidProfileConfig(_)), "half-life {hl}");
     }
     assert!(Profile::new(config(1.0, MAX_EVENTS_CEILING, MAX_FEATURES_CEILING)).is_ok());
 }
@@ -561,7 +561,7 @@ fn load_or_reset_keeps_good_profiles_and_explains_dropped_ones() {
 
     // A fresh profile needs a valid config of its own.
     let e = err_of(Profile::load_or_reset("", config(0.0, 1, 1)));
-    assert!(matches!(e, HearthError::ProfileCorrupt(_)), "{e:?}");
+    assert!(matches!(e, HearthError::InvalidProfileConfig(_)), "{e:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

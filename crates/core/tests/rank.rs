@@ -189,7 +189,7 @@ fn bad_candidates_and_options_are_refused() {
     assert!(matches!(e.rank(&late, &opts), Err(HearthError::InvalidContext(_))));
     let crowded = Context { topics: (0..common::spec().context_slots + 1).map(|i| format!("t{i}")).collect(), ..Context::default() };
     assert!(matches!(e.rank(&crowded, &opts), Err(HearthError::TooLarge { .. })));
-    assert!(e.rank(&ctx, &RankOptions { k: 0, ..opts }).is_err());
+    assert!(matches!(e.rank(&ctx, &RankOptions { k: 0, ..opts }), Err(HearthError::InvalidRankOptions(_))));
 }
 
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]

@@ -10,8 +10,8 @@ use common::{pack, sports_fan};
 use hearth_core::HearthError;
 use hearth_core::device::engine::Engine;
 use hearth_core::privacy::noise::{Sampler, l2_norm};
-use hearth_core::learning::round::{RoundTask, UploadEncoding, participate};
-use hearth_core::privacy::wire::{Payload, Update};
+use hearth_core::learning::round::{RoundTask, participate};
+use hearth_core::privacy::wire::{Encoding, Payload, Update};
 use hearth_core::privacy::privatize::{grid_step, rounding_bound};
 
 const NOW: i64 = 1_750_000_000_000;
@@ -23,7 +23,7 @@ fn engine() -> Engine {
     e
 }
 
-fn task(encoding: UploadEncoding) -> RoundTask {
+fn task(encoding: Encoding) -> RoundTask {
     serde_json::from_value(serde_json::json!({
         "round_id": 17, "model_version": 3, "clip_norm": 0.5, "noise_multiplier": 1.1, "min_events": 20,
         "encoding": encoding,
@@ -34,7 +34,7 @@ fn task(encoding: UploadEncoding) -> RoundTask {
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn a_round_trains_and_uploads_only_the_noised_update() {
-    for encoding in [UploadEncoding::F32, UploadEncoding::Quantized] {
+    for encoding in [Encoding::F32, Encoding::QuantizedI16] {
         let mut e = engine();
         let params = e.pack().params.values.len();
         let out = participate(&mut e, &task(encoding), &mut Sampler::os()).unwrap();
@@ -43,8 +43,8 @@ fn a_round_trains_and_uploads_only_the_noised_update() {
         // f32: the noised vector is the clipped one. Quantized: the stochastically rounded one,
         // whose norm conditional rounding holds to C̃ grid units.
         let bound = match encoding {
-            UploadEncoding::F32 => 0.5,
-            UploadEncoding::Quantized => {
+            Encoding::F32 => 0.5,
+            Encoding::QuantizedI16 => {
                 let step = f64::from(grid_step(0.5, 1.1).unwrap());
                 rounding_bound(0.5 / step, params) * step
             }
@@ -56,7 +56,7 @@ fn a_round_trains_and_uploads_only_the_noised_update() {
         assert_eq!((u.round_id, u.model_version, u.clip_norm, u.noise_multiplier), (17, 3, 0.5, 1.1));
         let values = u.values();
         assert_eq!(values.len(), params);
-        assert!(matches!((&u.payload, encoding), (Payload::F32(_), UploadEncoding::F32) | (Payload::QuantizedI16 { .. }, UploadEncoding::Quantized)));
+        assert!(matches!((&u.payload, encoding), (Payload::F32(_), Encoding::F32) | (Payload::QuantizedI16 { .. }, Encoding::QuantizedI16)));
         // Noise on every coordinate: the upload's norm is dominated by z·C·√d, far above C.
         let expected = 1.1 * 0.5 * (params as f64).sqrt();
         let norm = l2_norm(&values);
@@ -73,11 +73,11 @@ fn a_round_trains_and_uploads_only_the_noised_update() {
 fn rounds_for_another_model_or_too_few_events_are_refused_before_training() {
     let mut e = engine();
     let before = e.local_u().to_vec();
-    let other = RoundTask { model_version: 4, ..task(UploadEncoding::F32) };
-    assert!(matches!(participate(&mut e, &other, &mut Sampler::os()), Err(HearthError::InvalidTraining(m)) if m.contains("model version")));
-    let greedy = RoundTask { min_events: 10_000, ..task(UploadEncoding::F32) };
-    assert!(matches!(participate(&mut e, &greedy, &mut Sampler::os()), Err(HearthError::InvalidTraining(m)) if m.contains("needs 10000")));
-    let bad_clip = RoundTask { clip_norm: -1.0, ..task(UploadEncoding::F32) };
+    let other = RoundTask { model_version: 4, ..task(Encoding::F32) };
+    assert!(matches!(participate(&mut e, &other, &mut Sampler::os()), Err(HearthError::WrongModel { wanted: 4, .. })));
+    let greedy = RoundTask { min_events: 10_000, ..task(Encoding::F32) };
+    assert!(matches!(participate(&mut e, &greedy, &mut Sampler::os()), Err(HearthError::TooFewEvents { needed: 10_000, .. })));
+    let bad_clip = RoundTask { clip_norm: -1.0, ..task(Encoding::F32) };
     assert!(participate(&mut e, &bad_clip, &mut Sampler::os()).is_err());
     let unknown: Result<RoundTask, _> = serde_json::from_value(serde_json::json!({
         "round_id": 1, "model_version": 3, "clip_norm": 1.0, "noise_multiplier": 1.0, "device_id": "x"
@@ -91,7 +91,7 @@ fn rounds_for_another_model_or_too_few_events_are_refused_before_training() {
 fn a_stored_local_embedding_restores_the_trained_ranking() {
     use hearth_core::device::catalog::Context;
     let mut trained = engine();
-    participate(&mut trained, &task(UploadEncoding::F32), &mut Sampler::os()).unwrap();
+    participate(&mut trained, &task(Encoding::F32), &mut Sampler::os()).unwrap();
     let logits = |e: &Engine| e.catalog_logits(&Context::default(), NOW).unwrap();
 
     // A device that reloads: same profile and catalog, fresh engine, the stored embedding.

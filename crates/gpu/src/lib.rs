@@ -15,14 +15,19 @@ const WORKGROUP: u32 = 64;
 
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum GpuError {
+    /// The platform: no adapter or device (the caller falls back to tract).
     #[error("no GPU device: {0}")]
     Device(String),
+    /// The caller: inputs whose length does not match the loaded model or catalog.
     #[error("{what} has length {found}, expected {expected}")]
     Size { what: &'static str, expected: usize, found: usize },
+    /// The platform: a buffer past this device's limits (the caller falls back to tract).
     #[error("{what} needs {needed} bytes; this device allows {limit}")]
     TooLarge { what: &'static str, needed: u64, limit: u64 },
+    /// The caller: scoring asked for before a catalog was loaded.
     #[error("no catalog loaded")]
     NotLoaded,
+    /// The platform: the dispatch or the read-back failed.
     #[error("GPU scoring failed: {0}")]
     Failed(String),
 }

@@ -173,7 +173,7 @@ impl Engine {
         precomputed: Option<&[f32]>,
     ) -> Result<Vec<Ranked>> {
         if opts.k == 0 {
-            return Err(HearthError::InvalidContext("k must be at least 1".into()));
+            return Err(HearthError::InvalidRankOptions("k must be at least 1".into()));
         }
         let (req, names) = self.request(context, opts.now_ms)?;
         let width = self.scorer.width();

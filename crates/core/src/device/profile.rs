@@ -34,7 +34,7 @@ impl Default for ProfileConfig {
 impl ProfileConfig {
     pub fn validate(&self) -> Result<()> {
         if !(self.half_life_ms.is_finite() && self.half_life_ms > 0.0) {
-            return Err(HearthError::ProfileCorrupt(format!("half-life {} ms", self.half_life_ms)));
+            return Err(HearthError::InvalidProfileConfig(format!("half-life {} ms", self.half_life_ms)));
         }
         for (what, found, limit) in [
             ("profile event cap", self.max_events, MAX_EVENTS_CEILING),
@@ -190,7 +190,11 @@ impl Profile {
     }
 
     fn validate(&self) -> Result<()> {
-        self.config.validate()?;
+        // A stored configuration that cannot hold is damage to the stored document.
+        self.config.validate().map_err(|e| match e {
+            HearthError::InvalidProfileConfig(m) => HearthError::ProfileCorrupt(m),
+            other => other,
+        })?;
         for (what, found, limit) in [
             ("stored profile events", self.events.len(), self.config.max_events),
             ("stored profile features", self.features.len(), self.config.max_features),

@@ -25,21 +25,13 @@ pub struct RoundTask {
     #[serde(default)]
     pub min_events: usize,
     #[serde(default)]
-    pub encoding: UploadEncoding,
+    pub encoding: Encoding,
     #[serde(default)]
     pub train: TrainConfig,
     /// Unix time (ms) after which the aggregator abandons the round; a device that cannot
     /// finish by then may sit it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<i64>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UploadEncoding {
-    #[default]
-    F32,
-    Quantized,
 }
 
 /// The upload and what went into it (the latter stays on the device).
@@ -60,32 +52,20 @@ pub fn participate<S: ByteSource>(engine: &mut Engine, task: &RoundTask, rng: &m
     task.train.validate()?;
     let have = engine.pack().manifest.model_version;
     if task.model_version != have {
-        return Err(HearthError::InvalidTraining(format!(
-            "round {} is for model version {}, this device has {have}",
-            task.round_id, task.model_version
-        )));
+        return Err(HearthError::WrongModel { round: task.round_id, wanted: task.model_version, have });
     }
     let examples = engine.examples()?;
     if examples.len() < task.min_events {
-        return Err(HearthError::InvalidTraining(format!(
-            "{} labelled local events; round {} needs {}",
-            examples.len(),
-            task.round_id,
-            task.min_events
-        )));
+        return Err(HearthError::TooFewEvents { round: task.round_id, have: examples.len(), needed: task.min_events });
     }
     let trained = engine.train(&examples, &task.train)?;
-    let encoding = match task.encoding {
-        UploadEncoding::F32 => Encoding::F32,
-        UploadEncoding::Quantized => Encoding::QuantizedI16,
-    };
     let (update, stats) = build_update(
         trained.delta.clone(),
         task.model_version,
         task.round_id,
         task.clip_norm,
         task.noise_multiplier,
-        encoding,
+        task.encoding,
         rng,
     )?;
     Ok(Participation { upload: update.encode(), stats, trained, examples: examples.len() })

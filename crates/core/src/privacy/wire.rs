@@ -20,6 +20,7 @@
 //! Nothing else: no device identifier and no timestamp. The nonce identifies the upload only.
 use crate::error::{HearthError, Result, UpdateError};
 use crate::model::params::MAX_PARAMS;
+use serde::{Deserialize, Serialize};
 
 pub const MAGIC: [u8; 4] = *b"HRTU";
 pub const FORMAT_VERSION: u16 = 1;
@@ -27,10 +28,50 @@ pub const FORMAT_VERSION: u16 = 1;
 pub const F32_HEADER_LEN: usize = 51;
 /// Header bytes of the quantized encoding: the f32 header and the grid step.
 pub const QUANTIZED_HEADER_LEN: usize = F32_HEADER_LEN + 4;
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the payload's values are written. The round task names it (`"f32"` or `"quantized"`);
+/// byte 6 of the header carries its code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Encoding {
+    #[default]
+    #[serde(rename = "f32")]
     F32 = 0,
+    #[serde(rename = "quantized")]
     QuantizedI16 = 1,
+}
+
+impl Encoding {
+    /// The name the round task and the benchmarks use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::F32 => "f32",
+            Encoding::QuantizedI16 => "quantized",
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Encoding> {
+        [Encoding::F32, Encoding::QuantizedI16].into_iter().find(|e| *e as u8 == code)
+    }
+
+    /// Header bytes before the payload.
+    pub fn header_len(self) -> usize {
+        match self {
+            Encoding::F32 => F32_HEADER_LEN,
+            Encoding::QuantizedI16 => QUANTIZED_HEADER_LEN,
+        }
+    }
+
+    /// Payload bytes per parameter.
+    pub fn value_width(self) -> usize {
+        match self {
+            Encoding::F32 => 4,
+            Encoding::QuantizedI16 => 2,
+        }
+    }
+
+    /// Exact byte size of an update of `params` parameters in this encoding.
+    pub fn encoded_len(self, params: usize) -> usize {
+        self.header_len() + params * self.value_width()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,11 +130,8 @@ impl Update {
     /// If the payload holds more than `u32::MAX` values; `privatize::build_update` and [`Update::decode`]
     /// never produce more than [`MAX_PARAMS`].
     pub fn encode(&self) -> Vec<u8> {
-        let (count, header, width) = match &self.payload {
-            Payload::F32(v) => (v.len(), F32_HEADER_LEN, 4),
-            Payload::QuantizedI16 { values, .. } => (values.len(), QUANTIZED_HEADER_LEN, 2),
-        };
-        let mut out = Vec::with_capacity(header + count * width);
+        let count = self.len();
+        let mut out = Vec::with_capacity(self.encoding().encoded_len(count));
         out.extend(MAGIC);
         out.extend(FORMAT_VERSION.to_le_bytes());
         out.push(self.encoding() as u8);
@@ -125,11 +163,7 @@ impl Update {
             return Err(UpdateError::UnknownVersion { found: version, supported: FORMAT_VERSION }.into());
         }
         let [code] = r.take()?;
-        let encoding = match code {
-            0 => Encoding::F32,
-            1 => Encoding::QuantizedI16,
-            _ => return Err(UpdateError::UnknownEncoding(code).into()),
-        };
+        let encoding = Encoding::from_code(code).ok_or(UpdateError::UnknownEncoding(code))?;
         let model_version = u64::from_le_bytes(r.take()?);
         let round_id = u64::from_le_bytes(r.take()?);
         let nonce = r.take()?;
@@ -144,11 +178,11 @@ impl Update {
             Encoding::QuantizedI16 => Some(check_step(f32::from_le_bytes(r.take()?))?),
         };
 
-        let width = if step.is_some() { 2 } else { 4 };
-        let payload = &bytes[r.at..];
-        if payload.len() != count * width {
-            return Err(UpdateError::LengthMismatch { expected: r.at + count * width, found: bytes.len() }.into());
+        let expected = encoding.encoded_len(count);
+        if bytes.len() != expected {
+            return Err(UpdateError::LengthMismatch { expected, found: bytes.len() }.into());
         }
+        let payload = &bytes[r.at..];
         let payload = match step {
             None => {
                 let values: Vec<f32> = payload.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
