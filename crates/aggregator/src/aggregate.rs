@@ -9,9 +9,8 @@
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::optimizer;
 use crate::privacy::{Budget, PrivacyStatus};
-use crate::store::{Closing, OptimizerState, RoundRow, Store, StoredModel};
+use crate::store::{Closing, RoundRow, Store, StoredModel};
 use crate::reason::{Reason, Reject};
 use crate::validate::{self, Expect};
 use axum::body::Bytes;
@@ -19,6 +18,7 @@ use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::pack::{ModelPack, sha256_hex};
 use hearth_core::model::params::Params;
 use hearth_core::learning::round::RoundTask;
+use hearth_core::learning::server::{OptimizerState, RoundSum};
 use hearth_core::privacy::wire::Update;
 use serde::Serialize;
 use std::sync::Arc;
@@ -96,8 +96,7 @@ pub struct Keeper {
     optimizer_state: Option<OptimizerState>,
     model: Arc<PublishedModel>,
     round: Option<RoundRow>,
-    sum: Vec<f64>,
-    count: u64,
+    sum: RoundSum,
     released: u64,
     snapshot: watch::Sender<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
@@ -127,12 +126,11 @@ impl Keeper {
         let budget = Budget::new(&config)?;
         let released = store.closed_rounds()?;
         let round = store.open_round()?;
-        let mut sum = vec![0.0; pack.params.values.len()];
-        let mut count = 0;
+        let mut sum = RoundSum::new(pack.params.values.len());
         if let Some(r) = round {
             let mut bad = None;
-            count = store.for_each_update(r.id, |body| match Update::decode(body) {
-                Ok(u) => add(&mut sum, &u),
+            let count = store.for_each_update(r.id, |body| match Update::decode(body) {
+                Ok(u) => sum.add(u.iter_values()),
                 Err(e) => bad = Some(e.to_string()),
             })?;
             if let Some(detail) = bad.or_else(|| (count != r.accepted).then(|| format!("{count} stored updates, {} counted", r.accepted))) {
@@ -152,7 +150,6 @@ impl Keeper {
             model,
             round,
             sum,
-            count,
             released,
             snapshot: tx,
             metrics,
@@ -161,9 +158,9 @@ impl Keeper {
             let now = now_ms();
             keeper.round = Some(keeper.store.start_round(keeper.model.version, now, keeper.deadline_from(now))?);
         }
-        keeper.metrics.round_holds(keeper.count);
+        keeper.metrics.round_holds(keeper.sum.count());
         keeper.publish();
-        tracing::info!(model_version = keeper.model.version, round = ?keeper.round.map(|r| r.id), recovered_updates = keeper.count, "aggregator ready");
+        tracing::info!(model_version = keeper.model.version, round = ?keeper.round.map(|r| r.id), recovered_updates = keeper.sum.count(), "aggregator ready");
         Ok((keeper, rx))
     }
 
@@ -218,33 +215,31 @@ impl Keeper {
         };
         for (s, is_new) in current.into_iter().zip(fresh) {
             if is_new {
-                add(&mut self.sum, &s.update);
-                self.count += 1;
-                self.metrics.accepted(self.count);
-                let _ = s.reply.send(Ok(Accepted { round_id: round.id, accepted: self.count }));
+                self.sum.add(s.update.iter_values());
+                self.metrics.accepted(self.sum.count());
+                let _ = s.reply.send(Ok(Accepted { round_id: round.id, accepted: self.sum.count() }));
             } else {
                 let _ = s.reply.send(Err(Reject::new(Reason::DuplicateNonce, "an update with this nonce was already accepted")));
             }
         }
-        if self.count >= self.config.round.min_clients {
+        if self.sum.count() >= self.config.round.min_clients {
             self.close(round);
         }
     }
 
     /// Releases the round: mean, server step, new pack, next round; all or nothing.
     fn close(&mut self, round: RoundRow) {
-        let mean: Vec<f64> = self.sum.iter().map(|s| s / self.count as f64).collect();
         let mut params = self.params.clone();
-        let state = optimizer::step(self.config.optimizer, &mut params.values, &mean, self.optimizer_state.clone());
+        let state = self.config.optimizer.step(&mut params.values, &self.sum.mean(), self.optimizer_state.clone());
         let version = self.model.version + 1;
         let (onnx, manifest) = ModelPack::write(&params, &self.features, version);
         let model = StoredModel { version, sha256: sha256_hex(&onnx), onnx, manifest };
         let now = now_ms();
         let next_deadline = (self.released + 1 < self.budget.rounds_allowed).then(|| self.deadline_from(now));
-        let closing = Closing { round: round.id, accepted: self.count, model: &model, optimizer: state.as_ref(), now_ms: now };
+        let closing = Closing { round: round.id, accepted: self.sum.count(), model: &model, optimizer: state.as_ref(), now_ms: now };
         match self.store.close_round(&closing, next_deadline) {
             Ok(next) => {
-                tracing::info!(round = round.id, updates = self.count, model_version = version, "round closed, model published");
+                tracing::info!(round = round.id, updates = self.sum.count(), model_version = version, "round closed, model published");
                 self.params = params;
                 self.optimizer_state = state;
                 self.model = Arc::new(published(&model));
@@ -268,7 +263,7 @@ impl Keeper {
         }
         match self.store.abandon_round(round.id, self.model.version, now, self.deadline_from(now)) {
             Ok(next) => {
-                tracing::warn!(round = round.id, updates = self.count, needed = self.config.round.min_clients, "round abandoned at its deadline; nothing released");
+                tracing::warn!(round = round.id, updates = self.sum.count(), needed = self.config.round.min_clients, "round abandoned at its deadline; nothing released");
                 self.begin(Some(next));
                 self.metrics.round_abandoned();
             }
@@ -278,8 +273,7 @@ impl Keeper {
 
     fn begin(&mut self, next: Option<RoundRow>) {
         self.round = next;
-        self.sum.iter_mut().for_each(|s| *s = 0.0);
-        self.count = 0;
+        self.sum.clear();
         self.metrics.round_holds(0);
         self.publish();
     }
@@ -305,10 +299,6 @@ impl Keeper {
         self.metrics.published(self.model.version, self.released);
         self.snapshot.send_replace(Arc::new(Snapshot { model: self.model.clone(), round, privacy: self.budget.status(self.released) }));
     }
-}
-
-fn add(sum: &mut [f64], update: &Update) {
-    sum.iter_mut().zip(update.iter_values()).for_each(|(s, v)| *s += f64::from(v));
 }
 
 fn published(m: &StoredModel) -> PublishedModel {

@@ -2,9 +2,10 @@
 //! (value parsed as TOML, else taken as a string), then validation. Every field has a default,
 //! so an empty file is a working local setup.
 
+use hearth_core::learning::server::Optimizer;
 use hearth_core::privacy::wire::Encoding;
 use hearth_core::learning::train::TrainConfig;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// No aggregate is ever released from fewer devices than this, whatever the file says.
@@ -52,16 +53,6 @@ pub struct RoundConfig {
     pub train: TrainConfig,
 }
 
-/// The server step applied to the mean update Δ̄ when a round closes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Optimizer {
-    /// w += lr · Δ̄ (lr = 1 is plain federated averaging).
-    FedAvg { lr: f32 },
-    /// Reddi et al. 2021: m = β1 m + (1−β1) Δ̄, v = β2 v + (1−β2) Δ̄², w += lr · m / (√v + τ).
-    FedAdam { lr: f32, beta1: f32, beta2: f32, tau: f32 },
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrivacyConfig {
@@ -101,12 +92,6 @@ impl Default for RoundConfig {
             encoding: Encoding::F32,
             train: TrainConfig::default(),
         }
-    }
-}
-
-impl Default for Optimizer {
-    fn default() -> Self {
-        Optimizer::FedAvg { lr: 1.0 }
     }
 }
 
@@ -164,15 +149,7 @@ impl Config {
             return bad("round.deadline_secs, body_timeout_ms, upload_concurrency and queue must be positive".into());
         }
         r.train.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let positive = |x: f32| x.is_finite() && x > 0.0;
-        let unit = |x: f32| (0.0..1.0).contains(&x);
-        match self.optimizer {
-            Optimizer::FedAvg { lr } if !positive(lr) => return bad(format!("optimizer.lr = {lr} must be positive")),
-            Optimizer::FedAdam { lr, beta1, beta2, tau } if !(positive(lr) && unit(beta1) && unit(beta2) && positive(tau)) => {
-                return bad("fed_adam needs lr > 0, beta1 and beta2 in [0, 1), tau > 0".into());
-            }
-            _ => {}
-        }
+        self.optimizer.validate().map_err(|e| ConfigError::Invalid(format!("optimizer: {e}")))?;
         let p = &self.privacy;
         if !(p.epsilon_budget.is_finite() && p.epsilon_budget > 0.0) {
             return bad(format!("privacy.epsilon_budget = {} must be finite and positive", p.epsilon_budget));

@@ -7,7 +7,6 @@ pub mod catalog;
 pub mod config;
 pub mod http;
 pub mod metrics;
-pub mod optimizer;
 pub mod privacy;
 pub mod reason;
 pub mod store;

@@ -2,6 +2,7 @@
 //! the server optimizer's state. WAL with synchronous=FULL, so a committed transaction survives
 //! a killed process (and a power cut); every multi-row change is one transaction.
 
+use hearth_core::learning::server::OptimizerState;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 
@@ -59,14 +60,6 @@ pub struct RoundRow {
     pub opened_ms: i64,
     pub deadline_ms: i64,
     pub accepted: u64,
-}
-
-/// FedAdam's moments, stored with the model they produced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OptimizerState {
-    pub steps: u64,
-    pub m: Vec<f32>,
-    pub v: Vec<f32>,
 }
 
 /// What closing a round writes, atomically.

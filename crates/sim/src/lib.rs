@@ -10,7 +10,7 @@ pub mod rng;
 pub mod runs;
 pub mod task;
 
-use hearth_aggregator::config::Optimizer;
+use hearth_core::learning::server::Optimizer;
 use hearth_core::privacy::accountant::{Sampling, noise_for};
 use hearth_core::model::features::{FeatureSpec, HASH_NAME};
 use hearth_core::model::params::{Arch, Params};

@@ -7,7 +7,7 @@
 //! `hearth-sim scale [--devices N]`: times one federated round with N simulated devices.
 
 use hearth_sim::report::{Run, table};
-use hearth_aggregator::config::Optimizer;
+use hearth_core::learning::server::Optimizer;
 use hearth_sim::{Options, plot};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -6,8 +6,7 @@ use crate::metrics::Metrics;
 use crate::rng::Seeded;
 use crate::Options;
 use crate::task::Task;
-use hearth_aggregator::config::Optimizer;
-use hearth_aggregator::optimizer;
+use hearth_core::learning::server::{Optimizer, RoundSum};
 use hearth_core::model::features::FeatureSpec;
 use hearth_core::privacy::noise::Sampler;
 use hearth_core::model::params::{Gaussian, Params};
@@ -84,8 +83,8 @@ fn sample(n: usize, k: usize, seed: u64, round: usize) -> Vec<usize> {
 }
 
 /// Federated rounds: each chosen device trains from the current model and its stored local
-/// embedding (train::train), clips and noises its delta with DP (update::build_update), and the
-/// mean delta moves the model through the aggregator's FedAvg step.
+/// embedding (train::train), clips and noises its delta with DP (privatize::build_update), and the
+/// mean delta moves the model through the server step the aggregator runs (hearth-core's learning::server).
 /// `start` is the history so far (the initial model's point). `eval_every` 0 evaluates never.
 pub fn federated(init: &Params, start: &[Point], spec: &FeatureSpec, task: &Task, cfg: &FedConfig, name: &str) -> Result<(Params, Vec<Point>), String> {
     let mut params = init.clone();
@@ -96,13 +95,13 @@ pub fn federated(init: &Params, start: &[Point], spec: &FeatureSpec, task: &Task
     let pb = bar(cfg.rounds, name);
     for round in 1..=cfg.rounds {
         let clients = sample(devices, cfg.clients_per_round, cfg.seed, round);
-        let mut sum = vec![0.0f64; params.values.len()];
+        let mut sum = RoundSum::new(params.values.len());
         let chunks: Vec<&[usize]> = clients.chunks(CHUNK).collect();
         for group in chunks.chunks(GROUP) {
             let parts = group
                 .par_iter()
                 .map(|chunk| {
-                    let mut part = vec![0.0f64; params.values.len()];
+                    let mut part = RoundSum::new(params.values.len());
                     let mut us = Vec::with_capacity(chunk.len());
                     for &c in *chunk {
                         let t = train::train(&params, &local_u[c], &task.devices[c % task.devices.len()].examples, &cfg.train).map_err(|e| e.to_string())?;
@@ -116,19 +115,18 @@ pub fn federated(init: &Params, start: &[Point], spec: &FeatureSpec, task: &Task
                                     .values()
                             }
                         };
-                        part.iter_mut().zip(&values).for_each(|(s, &v)| *s += f64::from(v));
+                        part.add(values);
                         us.push((c, t.local_u));
                     }
                     Ok((part, us))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
             for (part, us) in parts {
-                sum.iter_mut().zip(&part).for_each(|(s, p)| *s += p);
+                sum.merge(&part);
                 us.into_iter().for_each(|(c, u)| local_u[c] = u);
             }
         }
-        let mean: Vec<f64> = sum.iter().map(|s| s / clients.len() as f64).collect();
-        server_state = optimizer::step(cfg.server, &mut params.values, &mean, server_state);
+        server_state = cfg.server.step(&mut params.values, &sum.mean(), server_state);
         if cfg.eval_every > 0 && (round % cfg.eval_every == 0 || round == cfg.rounds) {
             record(&mut history, round, &params, spec, task, &cfg.train)?;
         }

@@ -1,0 +1,121 @@
+//! The server's side of a round, in the core so that the aggregator and the simulator run the
+//! same arithmetic: the running sum of a round's updates and the step its mean takes.
+
+use crate::error::{HearthError, Result};
+use serde::{Deserialize, Serialize};
+
+/// The server step applied to the mean update Δ̄ when a round closes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Optimizer {
+    /// w += lr · Δ̄ (lr = 1 is plain federated averaging).
+    FedAvg { lr: f32 },
+    /// Reddi et al. 2021: m = β1 m + (1−β1) Δ̄, v = β2 v + (1−β2) Δ̄², w += lr · m / (√v + τ).
+    FedAdam { lr: f32, beta1: f32, beta2: f32, tau: f32 },
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        Optimizer::FedAvg { lr: 1.0 }
+    }
+}
+
+/// FedAdam's moments, kept between rounds with the model they produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState {
+    pub steps: u64,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+impl Optimizer {
+    pub fn validate(&self) -> Result<()> {
+        let positive = |x: f32| x.is_finite() && x > 0.0;
+        let unit = |x: f32| (0.0..1.0).contains(&x);
+        match *self {
+            Optimizer::FedAvg { lr } if !positive(lr) => {
+                Err(HearthError::InvalidTraining(format!("server lr = {lr} must be positive")))
+            }
+            Optimizer::FedAdam { lr, beta1, beta2, tau } if !(positive(lr) && unit(beta1) && unit(beta2) && positive(tau)) => {
+                Err(HearthError::InvalidTraining("fed_adam needs lr > 0, beta1 and beta2 in [0, 1), tau > 0".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies one server step to `params` in place; returns FedAdam's new moments (None for
+    /// FedAvg). `state` is the previous step's, or None before the first.
+    ///
+    /// # Panics
+    /// If `mean` and `params` differ in length: both come from the same model.
+    pub fn step(self, params: &mut [f32], mean: &[f64], state: Option<OptimizerState>) -> Option<OptimizerState> {
+        assert_eq!(params.len(), mean.len(), "mean update and model differ in size");
+        match self {
+            Optimizer::FedAvg { lr } => {
+                for (w, d) in params.iter_mut().zip(mean) {
+                    *w = (f64::from(*w) + f64::from(lr) * d) as f32;
+                }
+                None
+            }
+            Optimizer::FedAdam { lr, beta1, beta2, tau } => {
+                let mut s = state
+                    .filter(|s| s.m.len() == params.len())
+                    .unwrap_or_else(|| OptimizerState { steps: 0, m: vec![0.0; params.len()], v: vec![0.0; params.len()] });
+                let (lr, b1, b2, tau) = (f64::from(lr), f64::from(beta1), f64::from(beta2), f64::from(tau));
+                for (((w, d), m), v) in params.iter_mut().zip(mean).zip(&mut s.m).zip(&mut s.v) {
+                    let m_new = b1 * f64::from(*m) + (1.0 - b1) * d;
+                    let v_new = b2 * f64::from(*v) + (1.0 - b2) * d * d;
+                    *w = (f64::from(*w) + lr * m_new / (v_new.sqrt() + tau)) as f32;
+                    *m = m_new as f32;
+                    *v = v_new as f32;
+                }
+                s.steps += 1;
+                Some(s)
+            }
+        }
+    }
+}
+
+/// The running sum of a round's updates: one f64 per parameter whatever the number of
+/// updates, so f32 uploads add up without losing precision. Partial sums (one per worker or
+/// replica) merge into one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundSum {
+    sum: Vec<f64>,
+    count: u64,
+}
+
+impl RoundSum {
+    pub fn new(params: usize) -> RoundSum {
+        RoundSum { sum: vec![0.0; params], count: 0 }
+    }
+
+    /// Adds one update's values (as many as the model has parameters).
+    pub fn add(&mut self, values: impl IntoIterator<Item = f32>) {
+        self.sum.iter_mut().zip(values).for_each(|(s, v)| *s += f64::from(v));
+        self.count += 1;
+    }
+
+    /// Adds another partial sum of the same round.
+    pub fn merge(&mut self, other: &RoundSum) {
+        self.sum.iter_mut().zip(&other.sum).for_each(|(s, o)| *s += o);
+        self.count += other.count;
+    }
+
+    /// Updates added so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The mean update Δ̄ (zeros before the first update).
+    pub fn mean(&self) -> Vec<f64> {
+        let n = self.count.max(1) as f64;
+        self.sum.iter().map(|s| s / n).collect()
+    }
+
+    /// Empties the sum for the next round.
+    pub fn clear(&mut self) {
+        self.sum.iter_mut().for_each(|s| *s = 0.0);
+        self.count = 0;
+    }
+}
