@@ -9,13 +9,15 @@
 //! `train::train` from zero `local_u` (no reconstruction, since a fresh demo visitor has none)
 //! and the cohort's delta applied at learning rate 1, as FedAvg would with one client.
 
-use crate::{DEFAULT_ARCH, arg, default_spec};
+use crate::{arg, default_spec};
+use hearth_core::model::params::DEFAULT_ARCH;
 use hearth_core::device::catalog::{Ad, Context};
 use hearth_core::device::engine::Engine;
 use hearth_core::device::rank::RankOptions;
 use hearth_core::device::event::{Event, RawEvent};
 use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::pack::ModelPack;
+use hearth_core::model::pack_dir;
 use hearth_core::model::params::{Gaussian, Params};
 use hearth_core::device::profile::{Profile, ProfileConfig};
 use hearth_core::model::forward;
@@ -358,9 +360,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "{category} share of the top 30: empty profile {e0:.2} -> {e1:.2}, after 5 {category} page views {r0:.2} -> {r1:.2} (initial -> trained)"
         );
     }
-    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    std::fs::write(out.join("model.onnx"), &onnx).map_err(|e| e.to_string())?;
-    std::fs::write(out.join("manifest.json"), manifest + "\n").map_err(|e| e.to_string())?;
+    pack_dir::write(&out, &onnx, &manifest).map_err(|e| e.to_string())?;
     println!(
         "wrote {} ({} bytes of ONNX, trained on {} examples) in {:.1}s",
         out.display(),

@@ -8,23 +8,15 @@ mod fixture;
 mod loadgen;
 mod sink;
 
-use hearth_core::model::features::{FeatureSpec, HASH_NAME};
+use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::pack::ModelPack;
-use hearth_core::model::params::{Arch, Params};
+use hearth_core::model::pack_dir::{self, PackFiles};
+use hearth_core::model::params::{DEFAULT_ARCH, Params};
 use std::path::{Path, PathBuf};
 
-/// The default pack's shape: a 16k-bucket table of 16-wide embeddings and a 32-unit MLP.
-pub const DEFAULT_ARCH: Arch = Arch { buckets: 16_384, dim: 16, hidden: 32 };
-
+/// The default pack's feature spec.
 pub fn default_spec() -> FeatureSpec {
-    FeatureSpec {
-        hash: HASH_NAME.into(),
-        seed: 0x4845_4152_5448, // "HEARTH"
-        buckets: DEFAULT_ARCH.buckets as u32,
-        user_slots: 64,
-        context_slots: 16,
-        ad_slots: 16,
-    }
+    FeatureSpec::product(DEFAULT_ARCH.buckets)
 }
 
 fn arg(args: &[String], flag: &str) -> Option<String> {
@@ -55,15 +47,11 @@ fn gen_pack(args: &[String]) -> Result<(), String> {
     let seed: u64 = arg(args, "--seed").map_or(Ok(7), |s| s.parse()).map_err(|e| format!("--seed: {e}"))?;
     let version: u64 = arg(args, "--version").map_or(Ok(1), |s| s.parse()).map_err(|e| format!("--version: {e}"))?;
     let (onnx, manifest) = ModelPack::write(&Params::init(DEFAULT_ARCH, seed), &default_spec(), version);
-    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    std::fs::write(out.join("model.onnx"), &onnx).map_err(|e| e.to_string())?;
-    std::fs::write(out.join("manifest.json"), manifest + "\n").map_err(|e| e.to_string())?;
+    pack_dir::write(&out, &onnx, &manifest).map_err(|e| e.to_string())?;
     println!("wrote {} ({} bytes of ONNX)", out.display(), onnx.len());
     Ok(())
 }
 
 pub fn load_pack(dir: &Path) -> Result<ModelPack, String> {
-    let onnx = std::fs::read(dir.join("model.onnx")).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let manifest = std::fs::read_to_string(dir.join("manifest.json")).map_err(|e| format!("{}: {e}", dir.display()))?;
-    ModelPack::load(&onnx, &manifest).map_err(|e| e.to_string())
+    PackFiles::read(dir).map_err(|e| e.to_string())?.load().map_err(|e| format!("{}: {e}", dir.display()))
 }

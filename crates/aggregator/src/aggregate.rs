@@ -16,6 +16,7 @@ use crate::validate::{self, Expect};
 use axum::body::Bytes;
 use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::pack::{ModelPack, sha256_hex};
+use hearth_core::model::pack_dir::PackFiles;
 use hearth_core::model::params::Params;
 use hearth_core::learning::round::RoundTask;
 use hearth_core::learning::server::{OptimizerState, RoundSum};
@@ -316,12 +317,7 @@ pub fn etag(m: &StoredModel) -> String {
 }
 
 fn read_initial_model(config: &Config) -> Result<StoredModel, StartError> {
-    let read = |name: &str| {
-        let path = config.initial_model.join(name);
-        std::fs::read(&path).map_err(|source| StartError::Read { path, source })
-    };
-    let onnx = read("model.onnx")?;
-    let manifest = String::from_utf8(read("manifest.json")?).map_err(|e| hearth_core::HearthError::Manifest(e.to_string()))?;
-    let pack = ModelPack::load(&onnx, &manifest)?;
-    Ok(StoredModel { version: pack.manifest.model_version, sha256: sha256_hex(&onnx), onnx, manifest })
+    let files = PackFiles::read(&config.initial_model).map_err(|source| StartError::Read { path: config.initial_model.clone(), source })?;
+    let pack = files.load()?;
+    Ok(StoredModel { version: pack.manifest.model_version, sha256: sha256_hex(&files.onnx), onnx: files.onnx, manifest: files.manifest })
 }

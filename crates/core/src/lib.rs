@@ -1,13 +1,14 @@
 //! hearth-core: the one library the browser module, the aggregator and the simulator share.
-//! No I/O: callers hand in bytes and clocks.
+//! No I/O: callers hand in bytes and clocks. The one exception is [`model::pack_dir`], which
+//! reads and writes a pack directory for the native tools.
 //!
 //! # Map
 //!
 //! | group | modules | main types |
 //! |---|---|---|
-//! | [`model`] | `features`, `params`, `graph`, `onnx_pb`, `tract_import`, `pack`, `scorer`, `forward` | [`FeatureSpec`](model::features::FeatureSpec), [`Params`](model::params::Params), [`ModelPack`](model::pack::ModelPack), [`Scorer`](model::scorer::Scorer) |
+//! | [`model`] | `features`, `params`, `graph`, `onnx_pb`, `tract_import`, `pack`, `pack_dir`, `scorer`, `forward` | [`FeatureSpec`](model::features::FeatureSpec), [`Params`](model::params::Params), [`ModelPack`](model::pack::ModelPack), [`Scorer`](model::scorer::Scorer) |
 //! | [`device`] | `event`, `profile`, `catalog`, `rank`, `explain`, `engine` | [`Event`](device::event::Event), [`Profile`](device::profile::Profile), [`Catalog`](device::catalog::Catalog), [`Engine`](device::engine::Engine) |
-//! | [`learning`] | `train`, `round` | [`Example`](learning::train::Example), [`TrainConfig`](learning::train::TrainConfig), [`RoundTask`](learning::round::RoundTask) |
+//! | [`learning`] | `train`, `round`, `server` | [`Example`](learning::train::Example), [`TrainConfig`](learning::train::TrainConfig), [`RoundTask`](learning::round::RoundTask) |
 //! | [`privacy`] | `noise`, `privatize`, `wire`, `accountant` | [`Sampler`](privacy::noise::Sampler), [`Update`](privacy::wire::Update), [`Deployment`](privacy::accountant::Deployment) |
 //! | [`error`] | | [`HearthError`], [`UpdateError`] |
 //!
@@ -22,7 +23,7 @@
 //! RoundTask ─► round::participate: Engine::examples ─► train (reconstruct local_u, global steps)
 //!           ─► privatize::build_update (clip, noise) ─► Update::encode ─► bytes to upload
 //!
-//! aggregator: Update::decode ─► mean of the round ─► new Params ─► graph::write ─► next ModelPack
+//! aggregator: Update::decode ─► RoundSum ─► Optimizer::step ─► new Params ─► ModelPack::write ─► next pack
 //! ```
 //!
 //! Dependencies run one way: `model` needs only `error`; `device` needs `model`; `learning`

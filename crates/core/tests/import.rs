@@ -556,7 +556,7 @@ mod damaged {
 #[ignore = "driven by scripts/ort_check.py"]
 fn ort_check_logits() {
     use hearth_core::model::features::Slots;
-    use hearth_core::model::pack::ModelPack;
+    use hearth_core::model::pack_dir::PackFiles;
     use hearth_core::model::scorer::{Request, Scorer, WholeGraph};
     use serde_json::{Value, json};
     use std::path::PathBuf;
@@ -564,9 +564,7 @@ fn ort_check_logits() {
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = std::env::var("HEARTH_ORT_PACK").map_or_else(|_| root.join("models/default"), PathBuf::from);
-    let onnx = std::fs::read(dir.join("model.onnx")).unwrap();
-    let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
-    let pack = ModelPack::load(&onnx, &manifest).unwrap();
+    let pack = PackFiles::read(&dir).unwrap().load().unwrap();
     let scorer = Scorer::new(&pack).unwrap();
 
     let inputs: Value = serde_json::from_str(&std::fs::read_to_string(var("HEARTH_ORT_INPUTS")).unwrap()).unwrap();

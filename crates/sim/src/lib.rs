@@ -12,8 +12,8 @@ pub mod task;
 
 use hearth_core::learning::server::Optimizer;
 use hearth_core::privacy::accountant::{Sampling, noise_for};
-use hearth_core::model::features::{FeatureSpec, HASH_NAME};
-use hearth_core::model::params::{Arch, Params};
+use hearth_core::model::features::FeatureSpec;
+use hearth_core::model::params::{Arch, DEFAULT_ARCH, Params};
 use hearth_core::learning::train::TrainConfig;
 use report::{Report, Run};
 use runs::{Dp, FedConfig};
@@ -48,7 +48,7 @@ impl Options {
         Options {
             data,
             seed: 1,
-            arch: Arch { buckets: 16_384, dim: 16, hidden: 32 },
+            arch: DEFAULT_ARCH,
             user_slots: 64,
             ad_slots: 16,
             test_fraction: 0.2,
@@ -67,14 +67,7 @@ impl Options {
     }
 
     pub fn spec(&self) -> FeatureSpec {
-        FeatureSpec {
-            hash: HASH_NAME.into(),
-            seed: 0x4845_4152_5448,
-            buckets: self.arch.buckets as u32,
-            user_slots: self.user_slots,
-            context_slots: 16,
-            ad_slots: self.ad_slots,
-        }
+        FeatureSpec { user_slots: self.user_slots, ad_slots: self.ad_slots, ..FeatureSpec::product(self.arch.buckets) }
     }
 }
 

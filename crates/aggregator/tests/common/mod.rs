@@ -4,6 +4,7 @@
 use hearth_core::model::features::{FeatureSpec, HASH_NAME};
 use hearth_core::privacy::noise::Sampler;
 use hearth_core::model::pack::ModelPack;
+use hearth_core::model::pack_dir;
 use hearth_core::model::params::{Arch, Gaussian, Params};
 use hearth_core::learning::round::RoundTask;
 use hearth_core::privacy::wire::{Encoding, Update};
@@ -29,9 +30,7 @@ pub fn small_pack(dir: &Path) -> PathBuf {
     let spec = FeatureSpec { hash: HASH_NAME.into(), seed: 5, buckets: 512, user_slots: 8, context_slots: 4, ad_slots: 6 };
     let (onnx, manifest) = ModelPack::write(&Params::init(arch, 9), &spec, 1);
     let out = dir.join("pack");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("model.onnx"), onnx).unwrap();
-    std::fs::write(out.join("manifest.json"), manifest).unwrap();
+    pack_dir::write(&out, &onnx, &manifest).unwrap();
     out
 }
 

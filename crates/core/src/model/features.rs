@@ -24,6 +24,19 @@ pub struct FeatureSpec {
 pub const HASH_NAME: &str = "fnv1a64-fmix";
 
 impl FeatureSpec {
+    /// The default pack's feature spec for a table of `buckets` rows: 64 user, 16 context and
+    /// 16 ad slots, hashed with the seed "HEARTH".
+    pub fn product(buckets: usize) -> FeatureSpec {
+        FeatureSpec {
+            hash: HASH_NAME.into(),
+            seed: 0x4845_4152_5448, // "HEARTH"
+            buckets: buckets as u32,
+            user_slots: 64,
+            context_slots: 16,
+            ad_slots: 16,
+        }
+    }
+
     pub fn bucket(&self, feature: &str) -> u32 {
         bucket(self.seed, self.buckets, feature)
     }

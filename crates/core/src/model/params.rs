@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 /// would exhaust a wasm32 address space. Packs and updates both stop here.
 pub const MAX_PARAMS: usize = 1 << 24;
 
+/// The default pack's shape (`models/default`, the simulator's model): a 16k-bucket table of
+/// 16-wide embeddings and a 32-unit MLP.
+pub const DEFAULT_ARCH: Arch = Arch { buckets: 16_384, dim: 16, hidden: 32 };
+
 /// The starter architecture's sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Arch {
