@@ -5,12 +5,12 @@
 use hearth_core::device::catalog::{Ad, Context};
 use hearth_core::device::engine::Engine;
 use hearth_core::device::event::{Event, RawEvent};
-use hearth_core::model::pack::ModelPack;
 use hearth_core::device::profile::{Profile, ProfileConfig};
-use hearth_core::privacy::accountant::{self, Deployment};
-use hearth_core::privacy::noise::Sampler;
 use hearth_core::device::rank::RankOptions;
 use hearth_core::learning::round::{self, RoundTask};
+use hearth_core::model::pack::ModelPack;
+use hearth_core::privacy::accountant::{self, Deployment};
+use hearth_core::privacy::noise::Sampler;
 use hearth_gpu::GpuScorer;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
@@ -371,9 +371,7 @@ fn has_webgpu() -> bool {
 
 /// The privacy a deployment gives: ε of the released model and of one upload on its own.
 #[wasm_bindgen(js_name = privacyReport, unchecked_return_type = "PrivacyReport")]
-pub fn privacy_report(
-    #[wasm_bindgen(unchecked_param_type = "Deployment")] deployment: JsValue,
-) -> Result<JsValue, JsError> {
+pub fn privacy_report(#[wasm_bindgen(unchecked_param_type = "Deployment")] deployment: JsValue) -> Result<JsValue, JsError> {
     let deployment: Deployment = from_js(deployment, "deployment")?;
     to_js(&accountant::report(&deployment).map_err(js_err)?)
 }

@@ -7,10 +7,10 @@ use hearth_core::device::catalog::{Ad, Context};
 use hearth_core::device::engine::Engine;
 use hearth_core::device::event::Event;
 use hearth_core::device::profile::{Profile, ProfileConfig};
-use hearth_core::privacy::noise::Sampler;
 use hearth_core::device::rank::RankOptions;
 use hearth_core::learning::round::{RoundTask, participate};
 use hearth_core::model::scorer::WholeGraph;
+use hearth_core::privacy::noise::Sampler;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -62,8 +62,10 @@ pub fn synthetic_events(n: usize) -> Profile {
 
 /// The round the training benchmark runs: default training settings, C = 1, z = 1.
 pub fn bench_task(encoding: &str) -> RoundTask {
-    serde_json::from_value(json!({"round_id": 1, "model_version": 1, "clip_norm": 1.0, "noise_multiplier": 1.0, "encoding": encoding}))
-        .expect("valid task")
+    serde_json::from_value(
+        json!({"round_id": 1, "model_version": 1, "clip_norm": 1.0, "noise_multiplier": 1.0, "encoding": encoding}),
+    )
+    .expect("valid task")
 }
 
 pub fn bench_context() -> Context {
@@ -126,7 +128,8 @@ pub fn native(args: &[String]) -> Result<(), String> {
             ("tract-native-uncut", "rank_p50", full50),
             ("tract-native-uncut", "rank_p95", full95),
         ] {
-            records.push(json!({"metric": metric, "value": value, "unit": "ms", "engine": engine_name, "n": n, "commit": commit}));
+            records
+                .push(json!({"metric": metric, "value": value, "unit": "ms", "engine": engine_name, "n": n, "commit": commit}));
         }
         println!("native n={n:>6}: rank p50 {p50:.3} ms p95 {p95:.3} ms | uncut graph p50 {full50:.3} ms");
     }
@@ -154,7 +157,8 @@ pub fn train(args: &[String]) -> Result<(), String> {
         }
         samples.sort_by(f64::total_cmp);
         let median = percentile(&samples, 0.5);
-        records.push(json!({"metric": "train_update", "value": median, "unit": "ms", "engine": "native", "n": n, "commit": commit}));
+        records
+            .push(json!({"metric": "train_update", "value": median, "unit": "ms", "engine": "native", "n": n, "commit": commit}));
         println!("native train + update, {n:>6} events: {median:.1} ms (median of {runs})");
     }
     for format in ["f32", "quantized"] {

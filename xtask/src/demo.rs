@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub const SITE: &str = "The Hearth Herald";
 /// The publisher snippet, exactly as a publisher would paste it.
-pub const SNIPPET: &str =
-    r#"<script async src="/hearth.js" data-aggregator="/" data-catalog="/v1/catalog.json"></script>"#;
+pub const SNIPPET: &str = r#"<script async src="/hearth.js" data-aggregator="/" data-catalog="/v1/catalog.json"></script>"#;
 pub const ADS_PER_TOPIC: usize = 30;
 pub const ARTICLES_PER_TOPIC: usize = 6;
 /// Creative limits (plain text, characters).
@@ -345,9 +344,7 @@ fn build_ads(ti: usize, t: &Topic, ads: &mut Vec<Ad>, creatives: &mut Map<String
         let title = fill(AD_TITLES[round % AD_TITLES.len()], &vars);
         let body = fill(AD_BODIES[(round + j) % AD_BODIES.len()], &vars);
         let cta = AD_CTAS[j % AD_CTAS.len()];
-        for (what, text, max) in
-            [("title", &title, MAX_TITLE), ("body", &body, MAX_BODY), ("cta", &cta.into(), MAX_CTA)]
-        {
+        for (what, text, max) in [("title", &title, MAX_TITLE), ("body", &body, MAX_BODY), ("cta", &cta.into(), MAX_CTA)] {
             if text.chars().count() > max {
                 return Err(format!("ad {id}: {what} {text:?} is longer than {max} characters"));
             }
@@ -388,10 +385,8 @@ fn build_article(ti: usize, t: &Topic, i: usize) -> Article {
     let f = |s: &str| capitalize(&fill(s, &vars));
     let body: Vec<String> = rng.sample(&BODY, 5).into_iter().map(f).collect();
     let closing = f(rng.pick(&CLOSINGS));
-    let mut paragraphs = vec![
-        format!("{} {}", f(LEDES[(ti + i) % LEDES.len()]), body[0]),
-        format!("{} {}", f(rng.pick(&QUOTES)), body[1]),
-    ];
+    let mut paragraphs =
+        vec![format!("{} {}", f(LEDES[(ti + i) % LEDES.len()]), body[0]), format!("{} {}", f(rng.pick(&QUOTES)), body[1])];
     if i.is_multiple_of(2) {
         paragraphs.push(format!("{} {}", body[2], body[3]));
         paragraphs.push(format!("{} {closing}", body[4]));
@@ -507,8 +502,7 @@ fn article_page(a: &Article, topic: &[&Article]) -> String {
         escape(a.topic_label)
     );
     for other in topic.iter().filter(|o| o.id != a.id) {
-        let _ =
-            writeln!(out, r#"          <li><a href="{}.html">{}</a></li>"#, escape(&other.id), escape(&other.title));
+        let _ = writeln!(out, r#"          <li><a href="{}.html">{}</a></li>"#, escape(&other.id), escape(&other.title));
     }
     out.push_str(
         "        </ul>\n      </section>\n    </main>\n    <aside><div data-hearth-slot=\"sidebar\"></div></aside>\n  </div>\n",
@@ -603,13 +597,7 @@ pub fn write(out: &Path) -> Result<(Demo, Vec<(String, String)>), String> {
 pub fn run(args: &[String]) -> Result<(), String> {
     let out = PathBuf::from(arg(args, "--out").unwrap_or_else(|| "www/demo".into()));
     let (demo, files) = write(&out)?;
-    println!(
-        "wrote {}: {} ads, {} articles, {} files",
-        out.display(),
-        demo.ads.len(),
-        demo.articles.len(),
-        files.len()
-    );
+    println!("wrote {}: {} ads, {} articles, {} files", out.display(), demo.ads.len(), demo.articles.len(), files.len());
     Ok(())
 }
 
@@ -699,10 +687,8 @@ mod tests {
         let external = ["profile.html", "landing.mjs", "demo.css"];
         for (page, html) in files.iter().filter(|(p, _)| p.ends_with(".html")) {
             let base = Path::new(page).parent().unwrap();
-            let urls = attr_values(html, "href")
-                .into_iter()
-                .chain(attr_values(html, "src"))
-                .chain(attr_values(html, "data-catalog"));
+            let urls =
+                attr_values(html, "href").into_iter().chain(attr_values(html, "src")).chain(attr_values(html, "data-catalog"));
             for url in urls {
                 // The snippet's script and the aggregator's API are served from outside www/demo.
                 if url.starts_with("data:") || url == "/hearth.js" || url == "/" || url.starts_with("/v1/") {
@@ -757,9 +743,6 @@ mod tests {
 
     #[test]
     fn escape_covers_html_specials() {
-        assert_eq!(
-            escape(r#"<a href="x">Crumb & Co's</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;Crumb &amp; Co&#39;s&lt;/a&gt;"
-        );
+        assert_eq!(escape(r#"<a href="x">Crumb & Co's</a>"#), "&lt;a href=&quot;x&quot;&gt;Crumb &amp; Co&#39;s&lt;/a&gt;");
     }
 }

@@ -10,19 +10,19 @@
 //! and the cohort's delta applied at learning rate 1, as FedAvg would with one client.
 
 use crate::{arg, default_spec};
-use hearth_core::model::params::DEFAULT_ARCH;
 use hearth_core::device::catalog::{Ad, Context};
 use hearth_core::device::engine::Engine;
-use hearth_core::device::rank::RankOptions;
 use hearth_core::device::event::{Event, RawEvent};
+use hearth_core::device::profile::{Profile, ProfileConfig};
+use hearth_core::device::rank::RankOptions;
+use hearth_core::learning::train::{self, Adam, Example, TrainConfig};
 use hearth_core::model::features::FeatureSpec;
+use hearth_core::model::forward;
 use hearth_core::model::pack::ModelPack;
 use hearth_core::model::pack_dir;
+use hearth_core::model::params::DEFAULT_ARCH;
 use hearth_core::model::params::{Gaussian, Params};
-use hearth_core::device::profile::{Profile, ProfileConfig};
-use hearth_core::model::forward;
 use hearth_core::model::scorer::Request;
-use hearth_core::learning::train::{self, Adam, Example, TrainConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -250,7 +250,12 @@ pub fn train_pack(catalog: &Catalog, opts: &Options, mut log: impl FnMut(String)
     };
     let zero_u = vec![0.0f32; DEFAULT_ARCH.dim];
     let mut rng = Gaussian::new(opts.seed ^ 0x7368_7566);
-    log(format!("{} readers, {train_examples} examples; held out {} readers, {} examples", opts.readers, opts.heldout, heldout.len()));
+    log(format!(
+        "{} readers, {train_examples} examples; held out {} readers, {} examples",
+        opts.readers,
+        opts.heldout,
+        heldout.len()
+    ));
     for epoch in 1..=opts.epochs {
         shuffle(&mut train_readers, &mut rng);
         let (mut before, mut after, mut cohorts) = (0.0f64, 0.0f64, 0);
@@ -339,11 +344,21 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let catalog = Catalog::load(&catalog_path)?;
     let num = |flag: &str| arg(args, flag).map(|s| s.parse::<f64>().map_err(|e| format!("{flag}: {e}"))).transpose();
     let mut opts = Options { seed, ..Options::default() };
-    if let Some(v) = num("--readers")? { opts.readers = v as usize; }
-    if let Some(v) = num("--epochs")? { opts.epochs = v as usize; }
-    if let Some(v) = num("--lr")? { opts.lr = v as f32; }
-    if let Some(v) = num("--cohort")? { opts.cohort = v as usize; }
-    if let Some(v) = num("--batch")? { opts.batch_size = v as usize; }
+    if let Some(v) = num("--readers")? {
+        opts.readers = v as usize;
+    }
+    if let Some(v) = num("--epochs")? {
+        opts.epochs = v as usize;
+    }
+    if let Some(v) = num("--lr")? {
+        opts.lr = v as f32;
+    }
+    if let Some(v) = num("--cohort")? {
+        opts.cohort = v as usize;
+    }
+    if let Some(v) = num("--batch")? {
+        opts.batch_size = v as usize;
+    }
     let outcome = train_pack(&catalog, &opts, |line| println!("{line}"))?;
     println!(
         "held-out AUC ({} examples): initial {:.4}, trained {:.4}",
@@ -429,7 +444,8 @@ mod tests {
         let pack = crate::load_pack(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo")).unwrap();
         let catalog = catalog();
         let now = T0 + 30 * 1_440 * MINUTE;
-        for profile in [Profile::new(ProfileConfig::default()).unwrap(), reading_profile(&catalog, "sports", 5, now, 3).unwrap()] {
+        for profile in [Profile::new(ProfileConfig::default()).unwrap(), reading_profile(&catalog, "sports", 5, now, 3).unwrap()]
+        {
             let mut engine = Engine::new(pack.clone(), profile).unwrap();
             engine.set_catalog(catalog.ads.clone()).unwrap();
             let opts = RankOptions { k: 30, explain: 0, ..RankOptions::at(now) };

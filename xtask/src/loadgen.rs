@@ -7,10 +7,10 @@
 
 use crate::bench::{commit, write_records};
 use crate::{arg, load_pack};
-use hearth_core::privacy::noise::Sampler;
 use hearth_core::learning::round::RoundTask;
-use hearth_core::privacy::wire::Encoding;
+use hearth_core::privacy::noise::Sampler;
 use hearth_core::privacy::privatize::build_update;
+use hearth_core::privacy::wire::Encoding;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -157,7 +157,9 @@ fn metric(url: &str, name: &str) -> Option<f64> {
 fn peak_rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok()))
+        })
         .flatten()
         .map_or(0, |kb| kb * 1024)
 }
@@ -166,15 +168,24 @@ fn peak_rss(pid: u32) -> u64 {
 fn drive(url: &str, clients: usize, measure: Duration) -> Result<(u64, u64, Vec<f64>), String> {
     let first = task(&agent(), url)?;
     let params = load_pack(Path::new("models/default"))?.params.values.len();
-    let (base, _) = build_update(vec![1e-3; params], first.model_version, first.round_id, first.clip_norm, first.noise_multiplier, first.encoding, &mut Sampler::os())
-        .map_err(|e| e.to_string())?;
+    let (base, _) = build_update(
+        vec![1e-3; params],
+        first.model_version,
+        first.round_id,
+        first.clip_norm,
+        first.noise_multiplier,
+        first.encoding,
+        &mut Sampler::os(),
+    )
+    .map_err(|e| e.to_string())?;
     let current = Arc::new(RwLock::new((first.round_id, first.model_version)));
     let (measuring, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let (accepted, busy) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let handles: Vec<_> = (0..clients as u64)
         .map(|c| {
             let (url, mut update) = (url.to_string(), base.clone());
-            let (current, measuring, stop, accepted, busy) = (current.clone(), measuring.clone(), stop.clone(), accepted.clone(), busy.clone());
+            let (current, measuring, stop, accepted, busy) =
+                (current.clone(), measuring.clone(), stop.clone(), accepted.clone(), busy.clone());
             std::thread::spawn(move || {
                 let agent = agent();
                 let mut latencies = Vec::new();
@@ -187,7 +198,11 @@ fn drive(url: &str, clients: usize, measure: Duration) -> Result<(u64, u64, Vec<
                     update.nonce[8..].copy_from_slice(&seq.to_le_bytes());
                     let body = update.encode();
                     let sent = Instant::now();
-                    let Ok(mut resp) = agent.post(&format!("{url}/v1/updates")).header("Content-Type", "application/vnd.hearth.update").send(&body[..]) else {
+                    let Ok(mut resp) = agent
+                        .post(&format!("{url}/v1/updates"))
+                        .header("Content-Type", "application/vnd.hearth.update")
+                        .send(&body[..])
+                    else {
                         break;
                     };
                     let took = sent.elapsed().as_secs_f64() * 1e3;
@@ -227,4 +242,3 @@ fn drive(url: &str, clients: usize, measure: Duration) -> Result<(u64, u64, Vec<
     let latencies: Vec<f64> = handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
     Ok((accepted.load(Ordering::Relaxed), busy.load(Ordering::Relaxed), latencies))
 }
-

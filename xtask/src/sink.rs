@@ -11,7 +11,8 @@ use std::path::Path;
 pub fn run(encoding: &str) -> Result<(), String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let version = load_pack(Path::new("models/default"))?.manifest.model_version;
-    let task = json!({"round_id": 1, "model_version": version, "clip_norm": 1.0, "noise_multiplier": 1.0, "encoding": encoding}).to_string();
+    let task = json!({"round_id": 1, "model_version": version, "clip_norm": 1.0, "noise_multiplier": 1.0, "encoding": encoding})
+        .to_string();
     println!("http-sink listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
     for stream in listener.incoming().flatten() {
         let task = task.clone();
@@ -43,6 +44,7 @@ fn serve(stream: TcpStream, task: &str) -> Option<()> {
         let mut body = vec![0; length];
         reader.read_exact(&mut body).ok()?;
         let (status, reply) = if is_get { ("200 OK", task.to_string()) } else { ("202 Accepted", "{}".to_string()) };
-        write!(writer, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}", reply.len()).ok()?;
+        write!(writer, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}", reply.len())
+            .ok()?;
     }
 }

@@ -10,16 +10,16 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::privacy::{Budget, PrivacyStatus};
-use crate::store::{Closing, RoundRow, Store, StoredModel};
 use crate::reason::{Reason, Reject};
+use crate::store::{Closing, RoundRow, Store, StoredModel};
 use crate::validate::{self, Expect};
 use axum::body::Bytes;
+use hearth_core::learning::round::RoundTask;
+use hearth_core::learning::server::{OptimizerState, RoundSum};
 use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::pack::{ModelPack, sha256_hex};
 use hearth_core::model::pack_dir::PackFiles;
 use hearth_core::model::params::Params;
-use hearth_core::learning::round::RoundTask;
-use hearth_core::learning::server::{OptimizerState, RoundSum};
 use hearth_core::privacy::wire::Update;
 use serde::Serialize;
 use std::sync::Arc;
@@ -134,7 +134,9 @@ impl Keeper {
                 Ok(u) => sum.add(u.iter_values()),
                 Err(e) => bad = Some(e.to_string()),
             })?;
-            if let Some(detail) = bad.or_else(|| (count != r.accepted).then(|| format!("{count} stored updates, {} counted", r.accepted))) {
+            if let Some(detail) =
+                bad.or_else(|| (count != r.accepted).then(|| format!("{count} stored updates, {} counted", r.accepted)))
+            {
                 return Err(StartError::Corrupt { round: r.id, detail });
             }
         }
@@ -168,7 +170,9 @@ impl Keeper {
     /// Serves the queue until every sender is gone.
     pub fn run(mut self, queue: Receiver<Submission>) {
         loop {
-            let wait = self.round.map_or(TICK, |r| Duration::from_millis((r.deadline_ms - now_ms()).clamp(1, TICK.as_millis() as i64) as u64));
+            let wait = self
+                .round
+                .map_or(TICK, |r| Duration::from_millis((r.deadline_ms - now_ms()).clamp(1, TICK.as_millis() as i64) as u64));
             match queue.recv_timeout(wait) {
                 Ok(first) => {
                     let mut batch = vec![first];
@@ -237,10 +241,16 @@ impl Keeper {
         let model = StoredModel { version, sha256: sha256_hex(&onnx), onnx, manifest };
         let now = now_ms();
         let next_deadline = (self.released + 1 < self.budget.rounds_allowed).then(|| self.deadline_from(now));
-        let closing = Closing { round: round.id, accepted: self.sum.count(), model: &model, optimizer: state.as_ref(), now_ms: now };
+        let closing =
+            Closing { round: round.id, accepted: self.sum.count(), model: &model, optimizer: state.as_ref(), now_ms: now };
         match self.store.close_round(&closing, next_deadline) {
             Ok(next) => {
-                tracing::info!(round = round.id, updates = self.sum.count(), model_version = version, "round closed, model published");
+                tracing::info!(
+                    round = round.id,
+                    updates = self.sum.count(),
+                    model_version = version,
+                    "round closed, model published"
+                );
                 self.params = params;
                 self.optimizer_state = state;
                 self.model = Arc::new(published(&model));
@@ -264,7 +274,12 @@ impl Keeper {
         }
         match self.store.abandon_round(round.id, self.model.version, now, self.deadline_from(now)) {
             Ok(next) => {
-                tracing::warn!(round = round.id, updates = self.sum.count(), needed = self.config.round.min_clients, "round abandoned at its deadline; nothing released");
+                tracing::warn!(
+                    round = round.id,
+                    updates = self.sum.count(),
+                    needed = self.config.round.min_clients,
+                    "round abandoned at its deadline; nothing released"
+                );
                 self.begin(Some(next));
                 self.metrics.round_abandoned();
             }
@@ -298,7 +313,11 @@ impl Keeper {
             }
         });
         self.metrics.published(self.model.version, self.released);
-        self.snapshot.send_replace(Arc::new(Snapshot { model: self.model.clone(), round, privacy: self.budget.status(self.released) }));
+        self.snapshot.send_replace(Arc::new(Snapshot {
+            model: self.model.clone(),
+            round,
+            privacy: self.budget.status(self.released),
+        }));
     }
 }
 
@@ -317,7 +336,13 @@ pub fn etag(m: &StoredModel) -> String {
 }
 
 fn read_initial_model(config: &Config) -> Result<StoredModel, StartError> {
-    let files = PackFiles::read(&config.initial_model).map_err(|source| StartError::Read { path: config.initial_model.clone(), source })?;
+    let files = PackFiles::read(&config.initial_model)
+        .map_err(|source| StartError::Read { path: config.initial_model.clone(), source })?;
     let pack = files.load()?;
-    Ok(StoredModel { version: pack.manifest.model_version, sha256: sha256_hex(&files.onnx), onnx: files.onnx, manifest: files.manifest })
+    Ok(StoredModel {
+        version: pack.manifest.model_version,
+        sha256: sha256_hex(&files.onnx),
+        onnx: files.onnx,
+        manifest: files.manifest,
+    })
 }

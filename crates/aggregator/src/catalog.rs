@@ -3,8 +3,8 @@
 //! revalidate it for the price of a 304.
 
 use hearth_core::device::catalog::Ad;
-use serde::Deserialize;
 use hearth_core::model::pack::sha256_hex;
+use serde::Deserialize;
 use std::path::Path;
 
 /// Largest catalog served; devices refuse bigger ones too (www/hearth/store.js).

@@ -3,8 +3,8 @@
 //! so an empty file is a working local setup.
 
 use hearth_core::learning::server::Optimizer;
-use hearth_core::privacy::wire::Encoding;
 use hearth_core::learning::train::TrainConfig;
+use hearth_core::privacy::wire::Encoding;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 

@@ -4,8 +4,8 @@
 
 use crate::aggregate::{self, Accepted, PublishedModel, Snapshot, Submission};
 use crate::metrics::Metrics;
-use crate::store;
 use crate::reason::{Reason, Reject};
+use crate::store;
 use crate::validate;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -115,7 +115,8 @@ fn snapshot(app: &App) -> Arc<Snapshot> {
 }
 
 fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
-    let matches = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let matches =
+        headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
     matches.then(|| (StatusCode::NOT_MODIFIED, [(header::ETAG, etag.to_string())]).into_response())
 }
 
@@ -196,7 +197,8 @@ async fn versioned_onnx(State(app): State<App>, Path(version): Path<String>) -> 
 async fn round_task(State(app): State<App>) -> Response {
     let snap = snapshot(&app);
     match &snap.round {
-        Some(r) => ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], r.task_json.clone()).into_response(),
+        Some(r) => ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], r.task_json.clone())
+            .into_response(),
         None => reject(validate::no_round(snap.privacy.training)),
     }
 }
@@ -239,7 +241,8 @@ async fn upload(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
 
 /// Header checks, bounded and timed body read, decode, validation, then the keeper's verdict.
 async fn accept_upload(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, Reject> {
-    let media_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap_or("").trim());
+    let media_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap_or("").trim());
     if !media_type.is_some_and(|t| t.eq_ignore_ascii_case(UPDATE_MEDIA_TYPE)) {
         return Err(Reject::new(Reason::UnsupportedMediaType, format!("uploads must be {UPDATE_MEDIA_TYPE}")));
     }
@@ -253,7 +256,8 @@ async fn accept_upload(app: &App, headers: &HeaderMap, body: Body) -> Result<Acc
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
-    let _permit = app.uploads.acquire().await.map_err(|_| Reject::new(Reason::StorageUnavailable, "the aggregator is shutting down"))?;
+    let _permit =
+        app.uploads.acquire().await.map_err(|_| Reject::new(Reason::StorageUnavailable, "the aggregator is shutting down"))?;
     let bytes = read_body(body, limit, app.body_timeout).await?;
     let update = validate::decode(&bytes)?;
     validate::check(&update, &round.expect)?;
@@ -284,7 +288,7 @@ async fn read_body(mut body: Body, limit: usize, timeout: Duration) -> Result<Ve
         }
         Ok(buf)
     };
-    tokio::time::timeout(timeout, read)
-        .await
-        .unwrap_or_else(|_| Err(Reject::new(Reason::BodyTimeout, format!("the body did not arrive within {} ms", timeout.as_millis()))))
+    tokio::time::timeout(timeout, read).await.unwrap_or_else(|_| {
+        Err(Reject::new(Reason::BodyTimeout, format!("the body did not arrive within {} ms", timeout.as_millis())))
+    })
 }

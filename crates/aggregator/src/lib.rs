@@ -21,7 +21,11 @@ use tokio::net::TcpListener;
 
 /// Runs the aggregator on `listener` until `shutdown` resolves; the keeper stores what is in
 /// flight before this returns.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Arc::new(Metrics::default());
     let (keeper, snapshot) = Keeper::start(config.clone(), metrics.clone())?;
     let (queue, inbox) = std::sync::mpsc::sync_channel(config.queue);

@@ -91,7 +91,8 @@ impl Metrics {
         metric("hearth_model_version", "gauge", "Version of the published model.", &one(&self.model_version));
         metric("hearth_rounds_released", "gauge", "Rounds whose aggregate was released.", &one(&self.rounds_released));
         metric("hearth_epsilon_spent", "gauge", "Central epsilon of the released models.", &[(String::new(), epsilon_spent)]);
-        let mut latency: Vec<_> = BUCKETS.iter().zip(&self.latency_buckets).map(|(b, c)| (format!("_bucket{{le=\"{b}\"}}"), get(c))).collect();
+        let mut latency: Vec<_> =
+            BUCKETS.iter().zip(&self.latency_buckets).map(|(b, c)| (format!("_bucket{{le=\"{b}\"}}"), get(c))).collect();
         latency.push(("_bucket{le=\"+Inf\"}".into(), get(&self.latency_count)));
         latency.push(("_sum".into(), get(&self.latency_micros) / 1e6));
         latency.push(("_count".into(), get(&self.latency_count)));

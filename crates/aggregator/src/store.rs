@@ -121,11 +121,15 @@ impl Store {
 
     pub fn open_round(&self) -> DbResult<Option<RoundRow>> {
         self.conn
-            .query_row(
-                "SELECT id, model_version, opened_ms, deadline_ms, accepted FROM rounds WHERE state = 'open'",
-                [],
-                |r| Ok(RoundRow { id: r.get(0)?, model_version: r.get(1)?, opened_ms: r.get(2)?, deadline_ms: r.get(3)?, accepted: r.get(4)? }),
-            )
+            .query_row("SELECT id, model_version, opened_ms, deadline_ms, accepted FROM rounds WHERE state = 'open'", [], |r| {
+                Ok(RoundRow {
+                    id: r.get(0)?,
+                    model_version: r.get(1)?,
+                    opened_ms: r.get(2)?,
+                    deadline_ms: r.get(3)?,
+                    accepted: r.get(4)?,
+                })
+            })
             .optional()
     }
 
@@ -195,7 +199,11 @@ impl Store {
     pub fn optimizer_state(&self) -> DbResult<Option<OptimizerState>> {
         self.conn
             .query_row("SELECT steps, m, v FROM optimizer_state WHERE id = 1", [], |r| {
-                Ok(OptimizerState { steps: r.get(0)?, m: f32_values(r.get_ref(1)?.as_blob()?), v: f32_values(r.get_ref(2)?.as_blob()?) })
+                Ok(OptimizerState {
+                    steps: r.get(0)?,
+                    m: f32_values(r.get_ref(1)?.as_blob()?),
+                    v: f32_values(r.get_ref(2)?.as_blob()?),
+                })
             })
             .optional()
     }
@@ -232,10 +240,8 @@ fn start_round(conn: &Connection, model_version: u64, now_ms: i64, deadline_ms: 
 
 /// Ends a round and drops its update bodies; the nonces stay.
 fn end_round(conn: &Connection, round: u64, state: &str, now_ms: i64) -> DbResult<()> {
-    let changed = conn.execute(
-        "UPDATE rounds SET state = ?1, ended_ms = ?2 WHERE id = ?3 AND state = 'open'",
-        params![state, now_ms, round],
-    )?;
+    let changed = conn
+        .execute("UPDATE rounds SET state = ?1, ended_ms = ?2 WHERE id = ?3 AND state = 'open'", params![state, now_ms, round])?;
     if changed != 1 {
         return Err(rusqlite::Error::StatementChangedRows(changed));
     }

@@ -1,12 +1,12 @@
 //! Checks an uploaded update against the open round before anything is stored. Pure: the
 //! HTTP layer reads the body, this decides, the store only ever sees accepted updates.
 
-use hearth_core::HearthError;
-use hearth_core::learning::round::RoundTask;
-use hearth_core::UpdateError;
-use hearth_core::privacy::wire::{Encoding, Payload, Update};
-use hearth_core::privacy::privatize::{grid_step, rounding_bound};
 use crate::reason::{Reason, Reject};
+use hearth_core::HearthError;
+use hearth_core::UpdateError;
+use hearth_core::learning::round::RoundTask;
+use hearth_core::privacy::privatize::{grid_step, rounding_bound};
+use hearth_core::privacy::wire::{Encoding, Payload, Update};
 
 /// Noise norms farther than this many standard deviations from their mean are treated as
 /// not noised as declared. ‖noise‖ is 1-Lipschitz in the Gaussian, so an honest update
@@ -64,15 +64,20 @@ pub fn decode(body: &[u8]) -> Result<Update, Reject> {
 /// Round, model, privacy parameters, encoding, size and norm, in that order.
 pub fn check(update: &Update, expect: &Expect) -> Result<(), Reject> {
     if update.model_version != expect.model_version {
-        return Err(Reject::new(Reason::StaleModel,
+        return Err(Reject::new(
+            Reason::StaleModel,
             format!("update is for model {}, the open round trains model {}", update.model_version, expect.model_version),
         ));
     }
     if update.round_id != expect.round_id {
-        return Err(Reject::new(Reason::WrongRound, format!("update is for round {}, round {} is open", update.round_id, expect.round_id)));
+        return Err(Reject::new(
+            Reason::WrongRound,
+            format!("update is for round {}, round {} is open", update.round_id, expect.round_id),
+        ));
     }
     if update.clip_norm != expect.clip_norm || update.noise_multiplier != expect.noise_multiplier {
-        return Err(Reject::new(Reason::PrivacyParametersMismatch,
+        return Err(Reject::new(
+            Reason::PrivacyParametersMismatch,
             format!(
                 "update declares C = {}, z = {}; the round asks C = {}, z = {}",
                 update.clip_norm, update.noise_multiplier, expect.clip_norm, expect.noise_multiplier
@@ -84,15 +89,19 @@ pub fn check(update: &Update, expect: &Expect) -> Result<(), Reject> {
         return Err(Reject::new(Reason::WrongEncoding, format!("update is {:?}, the round asks {wanted:?}", update.encoding())));
     }
     if update.len() != expect.params {
-        return Err(Reject::new(Reason::WrongParameterCount,
+        return Err(Reject::new(
+            Reason::WrongParameterCount,
             format!("{} parameters, the model has {}", update.len(), expect.params),
         ));
     }
     let (low, high) = plausible_norm(update, expect)?;
     let norm = update.iter_values().map(|x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
     if !(low..=high).contains(&norm) {
-        return Err(Reject::new(Reason::ImplausibleNorm,
-            format!("‖update‖ = {norm:.4} is outside [{low:.4}, {high:.4}], the range of a clipped update noised with the declared C and z"),
+        return Err(Reject::new(
+            Reason::ImplausibleNorm,
+            format!(
+                "‖update‖ = {norm:.4} is outside [{low:.4}, {high:.4}], the range of a clipped update noised with the declared C and z"
+            ),
         ));
     }
     Ok(())
@@ -108,9 +117,13 @@ fn plausible_norm(update: &Update, expect: &Expect) -> Result<(f64, f64), Reject
     let (signal, sigma, rounding) = match &update.payload {
         Payload::F32(_) => (f64::from(expect.clip_norm), z * f64::from(expect.clip_norm), 0.0),
         Payload::QuantizedI16 { step, .. } => {
-            let expected_step = grid_step(expect.clip_norm, expect.noise_multiplier).map_err(|e| Reject::new(Reason::MalformedUpdate, e.to_string()))?;
+            let expected_step = grid_step(expect.clip_norm, expect.noise_multiplier)
+                .map_err(|e| Reject::new(Reason::MalformedUpdate, e.to_string()))?;
             if *step != expected_step {
-                return Err(Reject::new(Reason::MalformedUpdate, format!("grid step {step} is not {expected_step}, the step C and z give")));
+                return Err(Reject::new(
+                    Reason::MalformedUpdate,
+                    format!("grid step {step} is not {expected_step}, the step C and z give"),
+                ));
             }
             let gamma = f64::from(*step);
             let bound = rounding_bound(f64::from(expect.clip_norm) / gamma, expect.params) * gamma;

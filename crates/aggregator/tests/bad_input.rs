@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use hearth_core::privacy::noise::Sampler;
-use hearth_core::privacy::wire::{Encoding, Payload, Update};
 use hearth_core::privacy::privatize::build_update;
+use hearth_core::privacy::wire::{Encoding, Payload, Update};
 use std::time::Duration;
 
 const K: u64 = 10;
@@ -53,7 +53,8 @@ fn every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored() {
     nan[59..63].copy_from_slice(&f32::NAN.to_le_bytes());
     let unnoised = {
         let delta = vec![0.5 / (d as f32).sqrt(); d];
-        let (mut u, _) = build_update(delta, task.model_version, task.round_id, 1.0, 0.0, Encoding::F32, &mut Sampler::os()).unwrap();
+        let (mut u, _) =
+            build_update(delta, task.model_version, task.round_id, 1.0, 0.0, Encoding::F32, &mut Sampler::os()).unwrap();
         u.noise_multiplier = task.noise_multiplier;
         u.encode()
     };
@@ -70,7 +71,13 @@ fn every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored() {
         ("wrong format version", UPDATE_TYPE, patched(4, &7u16.to_le_bytes()), 400, "unsupported_format_version"),
         ("unknown encoding", UPDATE_TYPE, patched(6, &[9]), 400, "malformed_update"),
         ("NaN in the payload", UPDATE_TYPE, nan, 422, "non_finite"),
-        ("huge norm", UPDATE_TYPE, with(&|u| u.payload = Payload::F32(u.values().iter().map(|x| x * 50.0).collect())), 422, "implausible_norm"),
+        (
+            "huge norm",
+            UPDATE_TYPE,
+            with(&|u| u.payload = Payload::F32(u.values().iter().map(|x| x * 50.0).collect())),
+            422,
+            "implausible_norm",
+        ),
         ("no noise", UPDATE_TYPE, unnoised, 422, "implausible_norm"),
         ("other clip norm", UPDATE_TYPE, with(&|u| u.clip_norm = 2.0), 422, "privacy_parameters_mismatch"),
         ("other noise multiplier", UPDATE_TYPE, with(&|u| u.noise_multiplier = 0.1), 422, "privacy_parameters_mismatch"),
@@ -115,7 +122,10 @@ fn every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored() {
         (
             "slow body",
             vec![
-                (request("/v1/updates", &[media.clone(), ("Content-Length", body.len().to_string())], &body[..100]), Duration::from_millis(2500)),
+                (
+                    request("/v1/updates", &[media.clone(), ("Content-Length", body.len().to_string())], &body[..100]),
+                    Duration::from_millis(2500),
+                ),
                 (body[100..].to_vec(), Duration::ZERO),
             ],
             408,
@@ -123,7 +133,14 @@ fn every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored() {
         ),
         (
             "gzip content encoding",
-            vec![(request("/v1/updates", &[media.clone(), ("Content-Encoding", "gzip".into()), ("Content-Length", body.len().to_string())], &body), Duration::ZERO)],
+            vec![(
+                request(
+                    "/v1/updates",
+                    &[media.clone(), ("Content-Encoding", "gzip".into()), ("Content-Length", body.len().to_string())],
+                    &body,
+                ),
+                Duration::ZERO,
+            )],
             415,
             "unsupported_content_encoding",
         ),
@@ -163,7 +180,10 @@ fn every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored() {
 #[test]
 fn quantized_rounds_accept_honest_quantized_updates_and_refuse_f32() {
     let dir = scratch("bad-input-quantized");
-    let server = Server::start(&dir, &config(&small_pack(&dir), K, "").replace("min_events = 5", "min_events = 5\nencoding = \"quantized\""));
+    let server = Server::start(
+        &dir,
+        &config(&small_pack(&dir), K, "").replace("min_events = 5", "min_events = 5\nencoding = \"quantized\""),
+    );
     let task = server.task();
     let d = fetch_pack(&server).0.params.values.len();
     assert_eq!(server.post(&honest_update(&task, d, 1, Encoding::QuantizedI16).encode()).0, 202);

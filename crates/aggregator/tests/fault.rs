@@ -68,7 +68,8 @@ fn load(server: &mut Server, seed: u64) -> Vec<(Update, Outcome)> {
                     let outcome = match agent.post(&url).header("Content-Type", UPDATE_TYPE).send(&u.encode()[..]) {
                         Ok(r) if r.status().as_u16() == 202 => Outcome::Acked,
                         Ok(mut r) => {
-                            let body: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default()).unwrap_or_default();
+                            let body: serde_json::Value =
+                                serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default()).unwrap_or_default();
                             Outcome::Refused(body["error"].as_str().unwrap_or("?").to_string())
                         }
                         Err(_) => Outcome::Lost,

@@ -14,7 +14,8 @@ const K: u64 = 10;
 #[test]
 fn a_round_past_its_deadline_is_abandoned_and_releases_nothing() {
     let dir = scratch("deadline");
-    let server = Server::start(&dir, &config(&small_pack(&dir), K, "").replace("min_events = 5", "min_events = 5\ndeadline_secs = 1"));
+    let server =
+        Server::start(&dir, &config(&small_pack(&dir), K, "").replace("min_events = 5", "min_events = 5\ndeadline_secs = 1"));
     let task = server.task();
     let d = fetch_pack(&server).0.params.values.len();
     let late = honest_update(&task, d, 1, Encoding::F32);

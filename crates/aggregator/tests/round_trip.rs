@@ -3,15 +3,15 @@
 
 mod common;
 
-use hearth_aggregator::reason::Reason;
 use common::*;
+use hearth_aggregator::reason::Reason;
 use hearth_core::device::catalog::Ad;
 use hearth_core::device::engine::Engine;
 use hearth_core::device::event::{AdRef, Event, EventKind};
-use hearth_core::privacy::noise::Sampler;
 use hearth_core::device::profile::{Profile, ProfileConfig};
 use hearth_core::device::rank::RankOptions;
 use hearth_core::learning::round::participate;
+use hearth_core::privacy::noise::Sampler;
 use hearth_core::privacy::wire::{Encoding, Update};
 
 const K: u64 = 10;
@@ -39,13 +39,26 @@ fn travel_reader(pack: hearth_core::model::pack::ModelPack) -> Engine {
     let mut ts = 1_700_000_000_000i64;
     for visit in 0..12 {
         ts += 3_600_000;
-        e.record(Event { kind: EventKind::PageView, ts, topics: vec!["travel".into()], keywords: vec!["beach".into()], ad: None }).unwrap();
+        e.record(Event {
+            kind: EventKind::PageView,
+            ts,
+            topics: vec!["travel".into()],
+            keywords: vec!["beach".into()],
+            ad: None,
+        })
+        .unwrap();
         for ad in &ads {
             ts += 10_000;
-            let r = AdRef { ad_id: ad.id.clone(), campaign: ad.campaign.clone(), advertiser: ad.advertiser.clone(), category: ad.category.clone() };
+            let r = AdRef {
+                ad_id: ad.id.clone(),
+                campaign: ad.campaign.clone(),
+                advertiser: ad.advertiser.clone(),
+                category: ad.category.clone(),
+            };
             e.record(Event { kind: EventKind::Impression, ts, topics: vec![], keywords: vec![], ad: Some(r.clone()) }).unwrap();
             if ad.category.as_deref() == Some("travel") && visit % 3 != 2 {
-                e.record(Event { kind: EventKind::Click, ts: ts + 2_000, topics: vec![], keywords: vec![], ad: Some(r) }).unwrap();
+                e.record(Event { kind: EventKind::Click, ts: ts + 2_000, topics: vec![], keywords: vec![], ad: Some(r) })
+                    .unwrap();
             }
         }
     }

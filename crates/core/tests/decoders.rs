@@ -6,10 +6,10 @@
 
 use hearth_core::HearthError;
 use hearth_core::device::event::{AdRef, Event, EventKind, check_text};
+use hearth_core::device::profile::{Profile, ProfileConfig};
 use hearth_core::model::features::{FeatureSpec, HASH_NAME};
 use hearth_core::model::pack::{FORMAT, FORMAT_VERSION, Manifest, ModelPack, sha256_hex};
 use hearth_core::model::params::{Arch, Params};
-use hearth_core::device::profile::{Profile, ProfileConfig};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -28,11 +28,8 @@ fn cases(n: u32) -> ProptestConfig {
 /// A term `check_text` accepts: ASCII up to the full length, or mixed scripts (accents, CJK,
 /// emoji, letters that grow when lower-cased).
 fn term() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "[a-zA-Z0-9][a-zA-Z0-9 _.:-]{0,127}",
-        "[a-zA-ZéÉİȺß日本語🔥 \u{3000}]{1,30}",
-    ]
-    .prop_filter("valid term", |s| check_text(s).is_ok())
+    prop_oneof!["[a-zA-Z0-9][a-zA-Z0-9 _.:-]{0,127}", "[a-zA-ZéÉİȺß日本語🔥 \u{3000}]{1,30}",]
+        .prop_filter("valid term", |s| check_text(s).is_ok())
 }
 
 fn ts() -> impl Strategy<Value = i64> {
@@ -52,14 +49,15 @@ fn ad_event() -> impl Strategy<Value = Event> {
         Just(EventKind::Conversion),
         Just(EventKind::Dismissal),
     ];
-    (kind, ts(), term(), proptest::option::of(term()), proptest::option::of(term()), proptest::option::of(term()))
-        .prop_map(|(kind, ts, ad_id, campaign, advertiser, category)| Event {
+    (kind, ts(), term(), proptest::option::of(term()), proptest::option::of(term()), proptest::option::of(term())).prop_map(
+        |(kind, ts, ad_id, campaign, advertiser, category)| Event {
             kind,
             ts,
             topics: vec![],
             keywords: vec![],
             ad: Some(AdRef { ad_id, campaign, advertiser, category }),
-        })
+        },
+    )
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -170,12 +168,36 @@ fn decode_profile(s: &str) -> Option<Profile> {
 /// JSON-shaped soup from the event vocabulary, to get past the outermost syntax checks.
 fn event_soup() -> impl Strategy<Value = String> {
     let token = prop_oneof![
-        Just("{"), Just("}"), Just("["), Just("]"), Just(","), Just(":"),
-        Just("\"kind\""), Just("\"ts\""), Just("\"ad_id\""), Just("\"topics\""), Just("\"keywords\""),
-        Just("\"campaign\""), Just("\"advertiser\""), Just("\"category\""), Just("\"extra\""),
-        Just("\"click\""), Just("\"page_view\""), Just("\"impression\""), Just("\"dismissal\""),
-        Just("\"conversion\""), Just("\"sports\""), Just("\"\""), Just("\" \""), Just("\"a\\u0000b\""),
-        Just("0"), Just("-1"), Just("1.5"), Just("1e20"), Just("9007199254740993"), Just("null"),
+        Just("{"),
+        Just("}"),
+        Just("["),
+        Just("]"),
+        Just(","),
+        Just(":"),
+        Just("\"kind\""),
+        Just("\"ts\""),
+        Just("\"ad_id\""),
+        Just("\"topics\""),
+        Just("\"keywords\""),
+        Just("\"campaign\""),
+        Just("\"advertiser\""),
+        Just("\"category\""),
+        Just("\"extra\""),
+        Just("\"click\""),
+        Just("\"page_view\""),
+        Just("\"impression\""),
+        Just("\"dismissal\""),
+        Just("\"conversion\""),
+        Just("\"sports\""),
+        Just("\"\""),
+        Just("\" \""),
+        Just("\"a\\u0000b\""),
+        Just("0"),
+        Just("-1"),
+        Just("1.5"),
+        Just("1e20"),
+        Just("9007199254740993"),
+        Just("null"),
         Just("true"),
     ];
     vec(token, 0..24).prop_map(|t| t.concat())
@@ -196,11 +218,7 @@ fn same_document(a: &Value, b: &Value, path: &str) -> Result<(), String> {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
             let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            if (x - y).abs() <= 1e-15 * x.abs().max(y.abs()) {
-                Ok(())
-            } else {
-                Err(format!("{path}: {x} vs {y}"))
-            }
+            if (x - y).abs() <= 1e-15 * x.abs().max(y.abs()) { Ok(()) } else { Err(format!("{path}: {x} vs {y}")) }
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
             x.iter().zip(y).enumerate().try_for_each(|(i, (x, y))| same_document(x, y, &format!("{path}[{i}]")))

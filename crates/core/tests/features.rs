@@ -71,10 +71,7 @@ fn vectors_cover_seeds_buckets_and_text_kinds() {
     assert!(vectors.len() >= 50, "only {} vectors", vectors.len());
     for seed in [0, 1, 0x4845_4152_5448, u64::MAX] {
         for buckets in [2, 1000, 16384, 4_194_304] {
-            assert!(
-                vectors.iter().any(|v| v.1 == seed && v.2 == buckets),
-                "no vector for seed {seed:#x} with {buckets} buckets"
-            );
+            assert!(vectors.iter().any(|v| v.1 == seed && v.2 == buckets), "no vector for seed {seed:#x} with {buckets} buckets");
         }
     }
     let has = |pred: &dyn Fn(&str) -> bool| vectors.iter().any(|v| pred(&v.0));

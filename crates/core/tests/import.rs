@@ -10,8 +10,7 @@ mod common;
 use hearth_core::HearthError;
 use hearth_core::model::graph::{Dim, int_attr, ints_attr, node, value_info};
 use hearth_core::model::onnx_pb::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
-    tensor_proto::DataType,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto, tensor_proto::DataType,
 };
 use hearth_core::model::tract_import::typed_model;
 use tract_core::prelude::*;
@@ -569,8 +568,7 @@ fn ort_check_logits() {
 
     let inputs: Value = serde_json::from_str(&std::fs::read_to_string(var("HEARTH_ORT_INPUTS")).unwrap()).unwrap();
     let ints = |k: &str| -> Vec<i64> { inputs[k].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect() };
-    let floats =
-        |k: &str| -> Vec<f32> { inputs[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect() };
+    let floats = |k: &str| -> Vec<f32> { inputs[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect() };
     let req = Request {
         user: Slots { ids: ints("user_ids"), weights: floats("user_w") },
         local_u: floats("local_u"),

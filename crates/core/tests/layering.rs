@@ -72,7 +72,9 @@ fn named_modules(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
         match rest.strip_prefix('{') {
             // `crate::{a, b::c}`: each name in the braces is a path of its own.
             Some(list) => paths.extend(list[..list.find('}').expect("closing brace")].split(',').map(str::trim)),
-            None => paths.push(&rest[..rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).unwrap_or(rest.len())]),
+            None => {
+                paths.push(&rest[..rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).unwrap_or(rest.len())])
+            }
         }
     }
     for path in paths {

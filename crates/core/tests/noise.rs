@@ -4,9 +4,9 @@
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
-use hearth_core::privacy::noise::{ByteSource, Sampler, add_noise, clip, l2_norm};
-use hearth_core::model::params::Gaussian;
 use hearth_core::UpdateError;
+use hearth_core::model::params::Gaussian;
+use hearth_core::privacy::noise::{ByteSource, Sampler, add_noise, clip, l2_norm};
 use hearth_core::{HearthError, Result};
 
 /// A replayable byte stream (SplitMix64), for tests only.

@@ -8,11 +8,11 @@ mod common;
 
 use common::{ARCH, pack_bytes, spec};
 use hearth_core::HearthError;
+use hearth_core::model::onnx_pb::ModelProto;
 use hearth_core::model::pack::{Manifest, ModelPack, sha256_hex};
 use hearth_core::model::params::Params;
 use prost::Message;
 use serde_json::Value;
-use hearth_core::model::onnx_pb::ModelProto;
 
 /// Replace the manifest's hash so the ONNX bytes themselves get checked.
 fn rehash(manifest: &str, onnx: &[u8]) -> String {
@@ -157,7 +157,12 @@ fn bad_manifests_are_refused() {
         ("layout", Box::new(|m| m["parameters"][2]["offset"] = 1.into())),
         ("sha", Box::new(|m| m["onnx_sha256"] = "abc".into())),
         ("unknown field", Box::new(|m| m["extra"] = 1.into())),
-        ("missing field", Box::new(|m| { m.as_object_mut().unwrap().remove("hidden_dim"); })),
+        (
+            "missing field",
+            Box::new(|m| {
+                m.as_object_mut().unwrap().remove("hidden_dim");
+            }),
+        ),
     ];
     for (what, edit) in cases {
         let bad = edit_manifest(&manifest, edit);

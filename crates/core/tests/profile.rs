@@ -10,9 +10,7 @@ mod common;
 use hearth_core::HearthError;
 use hearth_core::device::catalog::Ad;
 use hearth_core::device::event::{AdRef, Event, EventKind, MAX_TERMS, MAX_TEXT};
-use hearth_core::device::profile::{
-    MAX_EVENTS_CEILING, MAX_FEATURE_NAME, MAX_FEATURES_CEILING, Profile, ProfileConfig, VERSION,
-};
+use hearth_core::device::profile::{MAX_EVENTS_CEILING, MAX_FEATURE_NAME, MAX_FEATURES_CEILING, Profile, ProfileConfig, VERSION};
 use serde_json::{Value, json};
 
 const HOUR: i64 = 3_600_000;
@@ -301,7 +299,10 @@ fn feature_eviction_among_equally_old_features_is_deterministic() {
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn configs_beyond_the_ceilings_are_refused() {
     let e = err_of(Profile::new(config(1e9, MAX_EVENTS_CEILING + 1, 10)));
-    assert!(matches!(e, HearthError::TooLarge { found, limit, .. } if found == MAX_EVENTS_CEILING + 1 && limit == MAX_EVENTS_CEILING), "{e:?}");
+    assert!(
+        matches!(e, HearthError::TooLarge { found, limit, .. } if found == MAX_EVENTS_CEILING + 1 && limit == MAX_EVENTS_CEILING),
+        "{e:?}"
+    );
     let e = err_of(Profile::new(config(1e9, 10, MAX_FEATURES_CEILING + 1)));
     assert!(matches!(e, HearthError::TooLarge { found, .. } if found == MAX_FEATURES_CEILING + 1), "{e:?}");
     for hl in [0.0, -1.0, f64::NAN, f64::INFINITY] {
@@ -441,8 +442,19 @@ fn documents_that_are_not_profiles_are_corrupt() {
     let valid = p.to_json();
     let truncated = valid[..valid.len() / 2].to_string();
     let garbage = [
-        "", "   ", "null", "[]", "{}", "42", "\"hearth-profile\"", "not json at all", "{\"format\":",
-        &no_format, &other_format, &numeric_format, &truncated,
+        "",
+        "   ",
+        "null",
+        "[]",
+        "{}",
+        "42",
+        "\"hearth-profile\"",
+        "not json at all",
+        "{\"format\":",
+        &no_format,
+        &other_format,
+        &numeric_format,
+        &truncated,
     ];
     for g in garbage {
         let e = err_of(Profile::from_json(g));
@@ -492,42 +504,64 @@ fn damaged_contents_are_corrupt() {
         let e = err_of(Profile::from_json(&with_raw_weight(&p, raw)));
         assert!(matches!(e, HearthError::ProfileCorrupt(_)), "weight {raw}: {e:?}");
     }
-    let first_feature = |j: &mut Value| -> String {
-        j["features"].as_object().unwrap().keys().next().unwrap().clone()
-    };
+    let first_feature = |j: &mut Value| -> String { j["features"].as_object().unwrap().keys().next().unwrap().clone() };
     type Edit = Box<dyn Fn(&mut Value)>;
     let edits: Vec<(&str, Edit)> = vec![
-        ("negative feature ts", Box::new(move |j: &mut Value| {
-            let k = first_feature(j);
-            j["features"][k]["ts"] = json!(-5);
-        })),
-        ("control char in name", Box::new(|j: &mut Value| {
-            j["features"]["topic:bad\u{1}name"] = json!({"w": 1.0, "ts": 1});
-        })),
-        ("overlong name", Box::new(|j: &mut Value| {
-            j["features"][format!("kw:{}", "x".repeat(MAX_FEATURE_NAME))] = json!({"w": 1.0, "ts": 1});
-        })),
-        ("blank name", Box::new(|j: &mut Value| {
-            j["features"][" "] = json!({"w": 1.0, "ts": 1});
-        })),
+        (
+            "negative feature ts",
+            Box::new(move |j: &mut Value| {
+                let k = first_feature(j);
+                j["features"][k]["ts"] = json!(-5);
+            }),
+        ),
+        (
+            "control char in name",
+            Box::new(|j: &mut Value| {
+                j["features"]["topic:bad\u{1}name"] = json!({"w": 1.0, "ts": 1});
+            }),
+        ),
+        (
+            "overlong name",
+            Box::new(|j: &mut Value| {
+                j["features"][format!("kw:{}", "x".repeat(MAX_FEATURE_NAME))] = json!({"w": 1.0, "ts": 1});
+            }),
+        ),
+        (
+            "blank name",
+            Box::new(|j: &mut Value| {
+                j["features"][" "] = json!({"w": 1.0, "ts": 1});
+            }),
+        ),
         ("unknown top-level field", Box::new(|j: &mut Value| j["extra"] = json!(true))),
-        ("unknown weight field", Box::new(move |j: &mut Value| {
-            let k = first_feature(j);
-            j["features"][k]["decay"] = json!(1);
-        })),
+        (
+            "unknown weight field",
+            Box::new(move |j: &mut Value| {
+                let k = first_feature(j);
+                j["features"][k]["decay"] = json!(1);
+            }),
+        ),
         ("half-life zero", Box::new(|j: &mut Value| j["config"]["half_life_ms"] = json!(0.0))),
         ("half-life negative", Box::new(|j: &mut Value| j["config"]["half_life_ms"] = json!(-1.0))),
         ("events not a list", Box::new(|j: &mut Value| j["events"] = json!({}))),
-        ("click without ad", Box::new(|j: &mut Value| {
-            j["events"].as_array_mut().unwrap().push(json!({"kind": "click", "ts": 5}));
-        })),
-        ("unknown event kind", Box::new(|j: &mut Value| {
-            j["events"].as_array_mut().unwrap().push(json!({"kind": "purchase", "ts": 5, "ad_id": "x"}));
-        })),
+        (
+            "click without ad",
+            Box::new(|j: &mut Value| {
+                j["events"].as_array_mut().unwrap().push(json!({"kind": "click", "ts": 5}));
+            }),
+        ),
+        (
+            "unknown event kind",
+            Box::new(|j: &mut Value| {
+                j["events"].as_array_mut().unwrap().push(json!({"kind": "purchase", "ts": 5, "ad_id": "x"}));
+            }),
+        ),
         ("negative event ts", Box::new(|j: &mut Value| j["events"][0]["ts"] = json!(-1))),
-        ("missing features", Box::new(|j: &mut Value| {
-            j.as_object_mut().unwrap().remove("features");
-        })),
+        (
+            "missing features",
+            Box::new(|j: &mut Value| {
+                j.as_object_mut().unwrap().remove("features");
+            }),
+        ),
     ];
     for (what, edit) in edits {
         let e = err_of(Profile::from_json(&edited(&p, |j| edit(j))));
@@ -666,7 +700,8 @@ fn term_lists_are_bounded() {
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn texts_are_non_blank_bounded_and_free_of_control_characters() {
     let page_with = |t: &str| format!(r#"{{"kind":"page_view","ts":1,"topics":[{}]}}"#, Value::String(t.into()));
-    for bad in ["", "   ", "a\u{0}b", "line\nbreak", "tab\there", "bell\u{7}", "del\u{7f}", "c1\u{85}", &"x".repeat(MAX_TEXT + 1)] {
+    for bad in ["", "   ", "a\u{0}b", "line\nbreak", "tab\there", "bell\u{7}", "del\u{7f}", "c1\u{85}", &"x".repeat(MAX_TEXT + 1)]
+    {
         is_invalid(&page_with(bad));
         is_invalid(&format!(r#"{{"kind":"page_view","ts":1,"keywords":[{}]}}"#, Value::String(bad.into())));
         for field in ["ad_id", "campaign", "advertiser", "category"] {

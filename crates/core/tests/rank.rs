@@ -11,8 +11,8 @@ use hearth_core::device::catalog::{Ad, Context, MAX_CATALOG};
 use hearth_core::device::engine::Engine;
 use hearth_core::device::event::Event;
 use hearth_core::device::profile::{Profile, ProfileConfig};
-use hearth_core::model::forward::sigmoid;
 use hearth_core::device::rank::{Cap, Diversity, FrequencyCaps, RankOptions};
+use hearth_core::model::forward::sigmoid;
 
 const NOW: i64 = 1_700_000_000_000;
 const TOPICS: [&str; 4] = ["sports", "finance", "travel", "cooking"];
@@ -96,7 +96,9 @@ fn one_off_candidates_rank_like_the_installed_catalog() {
 }
 
 fn impression(ad: &Ad, ts: i64) -> Event {
-    event(serde_json::json!({"kind": "impression", "ts": ts, "ad_id": ad.id, "campaign": ad.campaign, "advertiser": ad.advertiser, "category": ad.category}))
+    event(
+        serde_json::json!({"kind": "impression", "ts": ts, "ad_id": ad.id, "campaign": ad.campaign, "advertiser": ad.advertiser, "category": ad.category}),
+    )
 }
 
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
@@ -110,7 +112,8 @@ fn frequency_caps_hold_back_ads_and_campaigns_within_the_window() {
     for ts in [NOW - 10 * hour, NOW - hour, NOW - 60_000] {
         e.record(impression(&top_ad, ts)).unwrap();
     }
-    let ids = |opts: &RankOptions| -> Vec<String> { e.rank(&Context::default(), opts).unwrap().into_iter().map(|r| r.ad_id).collect() };
+    let ids =
+        |opts: &RankOptions| -> Vec<String> { e.rank(&Context::default(), opts).unwrap().into_iter().map(|r| r.ad_id).collect() };
     let per_ad = |max| RankOptions {
         k: 28,
         caps: FrequencyCaps { per_ad: Some(Cap { max, window_ms: 2 * hour }), per_campaign: None },
@@ -175,11 +178,17 @@ fn bad_candidates_and_options_are_refused() {
     let mut e = engine(reader_of("sports", 1), 3);
     let opts = RankOptions::at(NOW);
     let ctx = Context::default();
-    let too_many: Vec<Ad> = (0..MAX_CATALOG + 1).map(|i| Ad { id: i.to_string(), campaign: None, advertiser: None, category: None, features: vec![] }).collect();
-    assert!(matches!(e.rank_candidates(too_many, &ctx, &opts), Err(HearthError::TooLarge { found, .. }) if found == MAX_CATALOG + 1));
+    let too_many: Vec<Ad> = (0..MAX_CATALOG + 1)
+        .map(|i| Ad { id: i.to_string(), campaign: None, advertiser: None, category: None, features: vec![] })
+        .collect();
+    assert!(
+        matches!(e.rank_candidates(too_many, &ctx, &opts), Err(HearthError::TooLarge { found, .. }) if found == MAX_CATALOG + 1)
+    );
     let wide = Ad { features: (0..common::spec().ad_slots).map(|i| format!("kw:w{i}")).collect(), ..ad(1) };
     assert!(matches!(e.rank_candidates(vec![wide], &ctx, &opts), Err(HearthError::InvalidAd(_))));
-    assert!(matches!(e.rank_candidates(vec![ad(1), ad(1)], &ctx, &opts), Err(HearthError::InvalidAd(m)) if m.contains("duplicate")));
+    assert!(
+        matches!(e.rank_candidates(vec![ad(1), ad(1)], &ctx, &opts), Err(HearthError::InvalidAd(m)) if m.contains("duplicate"))
+    );
     let unkinded = Ad { features: vec!["sports".into()], ..ad(2) };
     assert!(matches!(e.rank_candidates(vec![unkinded], &ctx, &opts), Err(HearthError::InvalidAd(_))));
     let blank = Ad { id: "  ".into(), ..ad(2) };
@@ -187,7 +196,8 @@ fn bad_candidates_and_options_are_refused() {
     assert_eq!(e.catalog().len(), 3, "a refused catalog leaves the installed one in place");
     let late = Context { hour: Some(24), ..Context::default() };
     assert!(matches!(e.rank(&late, &opts), Err(HearthError::InvalidContext(_))));
-    let crowded = Context { topics: (0..common::spec().context_slots + 1).map(|i| format!("t{i}")).collect(), ..Context::default() };
+    let crowded =
+        Context { topics: (0..common::spec().context_slots + 1).map(|i| format!("t{i}")).collect(), ..Context::default() };
     assert!(matches!(e.rank(&crowded, &opts), Err(HearthError::TooLarge { .. })));
     assert!(matches!(e.rank(&ctx, &RankOptions { k: 0, ..opts }), Err(HearthError::InvalidRankOptions(_))));
 }
@@ -234,7 +244,10 @@ fn logits_from_elsewhere_rank_like_tract_and_bad_ones_are_refused() {
     let opts = RankOptions::at(NOW);
     for wrong in [&logits[1..], &[logits.clone(), vec![0.0]].concat()[..], &[]] {
         let e = e.rank_scored(&context, &opts, wrong).unwrap_err();
-        assert!(matches!(&e, HearthError::Shape { expected, found, .. } if expected == &[30] && found == &[wrong.len()]), "{e:?}");
+        assert!(
+            matches!(&e, HearthError::Shape { expected, found, .. } if expected == &[30] && found == &[wrong.len()]),
+            "{e:?}"
+        );
     }
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let mut poisoned = logits.clone();

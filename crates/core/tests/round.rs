@@ -9,10 +9,10 @@ mod common;
 use common::{pack, sports_fan};
 use hearth_core::HearthError;
 use hearth_core::device::engine::Engine;
-use hearth_core::privacy::noise::{Sampler, l2_norm};
 use hearth_core::learning::round::{RoundTask, participate};
-use hearth_core::privacy::wire::{Encoding, Payload, Update};
+use hearth_core::privacy::noise::{Sampler, l2_norm};
 use hearth_core::privacy::privatize::{grid_step, rounding_bound};
+use hearth_core::privacy::wire::{Encoding, Payload, Update};
 
 const NOW: i64 = 1_750_000_000_000;
 
@@ -56,7 +56,10 @@ fn a_round_trains_and_uploads_only_the_noised_update() {
         assert_eq!((u.round_id, u.model_version, u.clip_norm, u.noise_multiplier), (17, 3, 0.5, 1.1));
         let values = u.values();
         assert_eq!(values.len(), params);
-        assert!(matches!((&u.payload, encoding), (Payload::F32(_), Encoding::F32) | (Payload::QuantizedI16 { .. }, Encoding::QuantizedI16)));
+        assert!(matches!(
+            (&u.payload, encoding),
+            (Payload::F32(_), Encoding::F32) | (Payload::QuantizedI16 { .. }, Encoding::QuantizedI16)
+        ));
         // Noise on every coordinate: the upload's norm is dominated by z·C·√d, far above C.
         let expected = 1.1 * 0.5 * (params as f64).sqrt();
         let norm = l2_norm(&values);

@@ -6,8 +6,8 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 mod common;
 
 use common::{ARCH, random_request, random_slots, spec};
-use hearth_core::model::params::Gaussian;
 use hearth_core::model::forward;
+use hearth_core::model::params::Gaussian;
 use hearth_core::model::scorer::{Scorer, WholeGraph};
 
 fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {

@@ -11,12 +11,12 @@ use common::{ARCH, ad, ad_event, random_slots, spec, sports_fan};
 use hearth_core::HearthError;
 use hearth_core::device::catalog::Ad;
 use hearth_core::device::event::{Event, EventKind};
-use hearth_core::model::features::Slots;
-use hearth_core::model::params::{Arch, Gaussian, Params};
 use hearth_core::device::profile::{Profile, ProfileConfig};
 use hearth_core::learning::train::{
     Adam, AdamState, DISMISSAL_WEIGHT, Example, TrainConfig, example_loss, examples, mean_loss, train,
 };
+use hearth_core::model::features::Slots;
+use hearth_core::model::params::{Arch, Gaussian, Params};
 use serde::Deserialize;
 
 /// Written by `python3 scripts/train_fixture.py`; regenerate it rather than editing it.
@@ -72,13 +72,7 @@ fn fixture() -> (Fixture, Params, Vec<Example>) {
     let ex = f
         .examples
         .iter()
-        .map(|e| Example {
-            user: slots(&e.user),
-            context: slots(&e.context),
-            ad: slots(&e.ad),
-            label: e.label,
-            weight: e.weight,
-        })
+        .map(|e| Example { user: slots(&e.user), context: slots(&e.context), ad: slots(&e.ad), label: e.label, weight: e.weight })
         .collect();
     (f, p, ex)
 }
@@ -135,8 +129,8 @@ fn reconstruction_and_global_steps_match_numpy() {
 fn gradient_matches_finite_differences() {
     let arch = Arch { buckets: 24, dim: 4, hidden: 5 };
     let mut rng = Gaussian::new(5);
-    let p = Params::new(arch, (0..arch.layout().iter().map(|s| s.len()).sum()).map(|_| 0.5 * rng.next() as f32).collect())
-        .unwrap();
+    let p =
+        Params::new(arch, (0..arch.layout().iter().map(|s| s.len()).sum()).map(|_| 0.5 * rng.next() as f32).collect()).unwrap();
     let u: Vec<f32> = (0..arch.dim).map(|_| 0.3 * rng.next() as f32).collect();
     let ex: Vec<Example> = (0..6)
         .map(|i| Example {
@@ -198,7 +192,7 @@ fn events_become_labelled_examples_without_leaking_their_label() {
         Event { kind: EventKind::PageView, ts: 0, topics: vec!["sports".into()], keywords: vec![], ad: None },
         ad_event(EventKind::Impression, min, &sports),
         ad_event(EventKind::Click, 2 * min, &sports), // the impression above is clicked
-        ad_event(EventKind::Impression, 3 * min, &finance),   // never clicked: a negative
+        ad_event(EventKind::Impression, 3 * min, &finance), // never clicked: a negative
         ad_event(EventKind::Dismissal, 4 * min, &travel),
         ad_event(EventKind::Impression, 5 * min, &travel),
         ad_event(EventKind::Click, 5 * min + 31 * min, &travel), // too late to claim it

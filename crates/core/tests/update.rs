@@ -5,12 +5,12 @@
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
-use hearth_core::{HearthError, UpdateError};
-use hearth_core::privacy::noise::{ByteSource, Sampler, l2_norm};
-use hearth_core::model::params::MAX_PARAMS;
 use hearth_core::model::params::Gaussian;
-use hearth_core::privacy::wire::{Encoding, F32_HEADER_LEN, FORMAT_VERSION, Payload, QUANTIZED_HEADER_LEN, Update};
+use hearth_core::model::params::MAX_PARAMS;
+use hearth_core::privacy::noise::{ByteSource, Sampler, l2_norm};
 use hearth_core::privacy::privatize::{MAX_ROUNDING_DRAWS, build_update, grid_step, rounding_bound};
+use hearth_core::privacy::wire::{Encoding, F32_HEADER_LEN, FORMAT_VERSION, Payload, QUANTIZED_HEADER_LEN, Update};
+use hearth_core::{HearthError, UpdateError};
 
 fn sample(payload: Payload) -> Update {
     Update {
@@ -68,7 +68,12 @@ fn header_layout_is_exact() {
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn both_encodings_round_trip() {
-    for u in [f32_update(), quantized_update(), sample(Payload::F32(vec![])), sample(Payload::QuantizedI16 { step: 2.0, values: vec![] })] {
+    for u in [
+        f32_update(),
+        quantized_update(),
+        sample(Payload::F32(vec![])),
+        sample(Payload::QuantizedI16 { step: 2.0, values: vec![] }),
+    ] {
         assert_eq!(Update::decode(&u.encode()), Ok(u));
     }
     assert_eq!(quantized_update().values(), [0.25, -0.5, 8191.75, -8192.0, 0.0, 75.0]);
@@ -204,8 +209,7 @@ fn quantization_is_unbiased() {
     let c = 1.0f32;
     let gamma = f64::from(grid_step(c, 0.0).unwrap());
     let fractions = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99];
-    let delta: Vec<f32> =
-        (0..28).map(|i| ((i as f64 * 37.0 - 500.0 + fractions[i % 7]) * gamma) as f32).collect();
+    let delta: Vec<f32> = (0..28).map(|i| ((i as f64 * 37.0 - 500.0 + fractions[i % 7]) * gamma) as f32).collect();
     assert!(l2_norm(&delta) < f64::from(c));
     let grid: Vec<f64> = delta.iter().map(|&x| f64::from(x) / gamma).collect();
     let mut sums = vec![0.0; delta.len()];

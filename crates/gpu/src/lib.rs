@@ -65,10 +65,8 @@ impl GpuScorer {
     /// browser, no Vulkan driver natively); errors are for an adapter that then fails.
     pub async fn new() -> Result<Option<GpuScorer>> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-        let options = wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            ..Default::default()
-        };
+        let options =
+            wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() };
         let Ok(adapter) = instance.request_adapter(&options).await else {
             return Ok(None);
         };
@@ -77,11 +75,8 @@ impl GpuScorer {
         let adapter_name = format!("{name} ({:?}, {})", info.device_type, info.backend);
         // The adapter's own limits rather than WebGPU's defaults, so a large catalog fits
         // wherever the hardware allows it; `load` checks against them.
-        let descriptor = wgpu::DeviceDescriptor {
-            label: Some("hearth"),
-            required_limits: adapter.limits(),
-            ..Default::default()
-        };
+        let descriptor =
+            wgpu::DeviceDescriptor { label: Some("hearth"), required_limits: adapter.limits(), ..Default::default() };
         let (device, queue) = adapter.request_device(&descriptor).await.map_err(|e| GpuError::Device(e.to_string()))?;
         let module = device.create_shader_module(wgpu::include_wgsl!("score.wgsl"));
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -154,7 +149,11 @@ impl GpuScorer {
         let x = total.min(per_dim as u64);
         let y = total.div_ceil(x);
         if y > per_dim as u64 {
-            return Err(GpuError::TooLarge { what: "dispatch (workgroups)", needed: total, limit: per_dim as u64 * per_dim as u64 });
+            return Err(GpuError::TooLarge {
+                what: "dispatch (workgroups)",
+                needed: total,
+                limit: per_dim as u64 * per_dim as u64,
+            });
         }
         let (n32, dim32, hidden32, width32) = (to_u32(n)?, to_u32(dim)?, to_u32(hidden)?, to_u32(width)?);
         let dims: Vec<u8> = [n32, dim32, hidden32, width32, b2.to_bits(), 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -231,7 +230,8 @@ impl GpuScorer {
         });
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("hearth score") });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("hearth score"), timestamp_writes: None });
+            let mut pass =
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("hearth score"), timestamp_writes: None });
             pass.set_pipeline(&self.pipeline);
             pass.set_bind_group(0, &gpu.bind_group, &[]);
             pass.dispatch_workgroups(gpu.groups.0, gpu.groups.1, 1);

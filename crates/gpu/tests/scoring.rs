@@ -5,9 +5,9 @@
 use hearth_core::device::catalog::{Ad, Context};
 use hearth_core::device::engine::Engine;
 use hearth_core::device::event::{AdRef, Event, EventKind};
-use hearth_core::model::pack::ModelPack;
 use hearth_core::device::profile::{Profile, ProfileConfig};
 use hearth_core::device::rank::RankOptions;
+use hearth_core::model::pack::ModelPack;
 use hearth_gpu::{GpuError, GpuScorer, request_vector};
 
 const NOW: i64 = 1_700_000_000_000;
@@ -40,15 +40,23 @@ fn profile() -> Profile {
         if i % 5 == 0 {
             let a = ad(i as usize);
             let ad_ref = AdRef { ad_id: a.id, campaign: a.campaign, advertiser: a.advertiser, category: a.category };
-            p.record(Event { kind: EventKind::Click, ts: NOW - 60_000 * (40 - i) + 1, topics: vec![], keywords: vec![], ad: Some(ad_ref) })
-                .unwrap();
+            p.record(Event {
+                kind: EventKind::Click,
+                ts: NOW - 60_000 * (40 - i) + 1,
+                topics: vec![],
+                keywords: vec![],
+                ad: Some(ad_ref),
+            })
+            .unwrap();
         }
     }
     p
 }
 
 fn gpu() -> GpuScorer {
-    pollster::block_on(GpuScorer::new()).expect("the adapter opens a device").expect("a GPU adapter (CI installs mesa-vulkan-drivers)")
+    pollster::block_on(GpuScorer::new())
+        .expect("the adapter opens a device")
+        .expect("a GPU adapter (CI installs mesa-vulkan-drivers)")
 }
 
 fn top(logits: &[f32], k: usize) -> Vec<usize> {

@@ -60,14 +60,23 @@ impl Dataset {
             movies.push(Movie {
                 id: field(&rec, 0, &path)?,
                 title: rec.get(1).unwrap_or("").to_string(),
-                genres: genres.split('|').filter(|g| !g.is_empty() && *g != "(no genres listed)").map(str::to_lowercase).collect(),
+                genres: genres
+                    .split('|')
+                    .filter(|g| !g.is_empty() && *g != "(no genres listed)")
+                    .map(str::to_lowercase)
+                    .collect(),
             });
         }
         let path = dir.join("ratings.csv");
         let mut ratings = Vec::new();
         for rec in reader(&path)?.records() {
             let rec = rec.map_err(|e| DataError(format!("{}: {e}", path.display())))?;
-            ratings.push(Rating { user: field(&rec, 0, &path)?, movie: field(&rec, 1, &path)?, rating: field(&rec, 2, &path)?, ts: field(&rec, 3, &path)? });
+            ratings.push(Rating {
+                user: field(&rec, 0, &path)?,
+                movie: field(&rec, 1, &path)?,
+                rating: field(&rec, 2, &path)?,
+                ts: field(&rec, 3, &path)?,
+            });
         }
         let path = dir.join("tags.csv");
         let mut counts: BTreeMap<u32, BTreeMap<String, usize>> = BTreeMap::new();

@@ -6,11 +6,11 @@
 use crate::metrics::{Metrics, auc, hit_ndcg_at_10, logloss};
 use crate::task::{Device, Task};
 use hearth_core::device::catalog::Context;
+use hearth_core::learning::train::{TrainConfig, reconstruct};
 use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::pack::ModelPack;
 use hearth_core::model::params::Params;
 use hearth_core::model::scorer::{Request, Scorer};
-use hearth_core::learning::train::{TrainConfig, reconstruct};
 use rayon::prelude::*;
 
 /// Metrics from per-device click probabilities over the whole catalog.
@@ -21,7 +21,8 @@ pub fn score_devices(task: &Task, probabilities: impl Fn(&Device) -> Result<Vec<
         .map(|d| {
             let p = probabilities(d)?;
             let preds: Vec<(f64, f32)> = d.test.iter().map(|&(i, y)| (p[i], y)).collect();
-            let hits: Vec<(f64, f64)> = d.candidates.iter().map(|c| hit_ndcg_at_10(&c.iter().map(|&i| p[i]).collect::<Vec<_>>())).collect();
+            let hits: Vec<(f64, f64)> =
+                d.candidates.iter().map(|c| hit_ndcg_at_10(&c.iter().map(|&i| p[i]).collect::<Vec<_>>())).collect();
             Ok((preds, hits))
         })
         .collect::<Result<Vec<_>, String>>()?;

@@ -11,10 +11,10 @@ pub mod runs;
 pub mod task;
 
 use hearth_core::learning::server::Optimizer;
-use hearth_core::privacy::accountant::{Sampling, noise_for};
+use hearth_core::learning::train::TrainConfig;
 use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::params::{Arch, DEFAULT_ARCH, Params};
-use hearth_core::learning::train::TrainConfig;
+use hearth_core::privacy::accountant::{Sampling, noise_for};
 use report::{Report, Run};
 use runs::{Dp, FedConfig};
 use serde::Serialize;
@@ -116,8 +116,15 @@ pub fn run(opts: &Options, external: Vec<Run>) -> Result<Report, String> {
     // δ = 1/N^1.1 at the true population; the accountant picks the release noise for ε.
     let delta = 1.0 / (n as f64).powf(1.1);
     for &epsilon in &opts.epsilons {
-        let release = noise_for(epsilon, n as u64, Sampling::ClientsPerRound(k as u64), opts.rounds as u64, delta).map_err(|e| e.to_string())?;
-        let dp = Dp { epsilon, delta, clip_norm: opts.clip_norm, device_noise: (release / (k as f64).sqrt()) as f32, release_noise: release };
+        let release = noise_for(epsilon, n as u64, Sampling::ClientsPerRound(k as u64), opts.rounds as u64, delta)
+            .map_err(|e| e.to_string())?;
+        let dp = Dp {
+            epsilon,
+            delta,
+            clip_norm: opts.clip_norm,
+            device_noise: (release / (k as f64).sqrt()) as f32,
+            release_noise: release,
+        };
         let name = format!("dp-eps-{epsilon}");
         let t = Instant::now();
         let (_, history) = runs::federated(&init, &start, &spec, &task, &FedConfig { dp: Some(dp), ..fed.clone() }, &name)?;
@@ -190,7 +197,10 @@ pub fn scale(opts: &Options, devices: usize) -> Result<(f64, u64), String> {
     runs::federated(&init, &[], &spec, &task, &cfg, "scale")?;
     let peak = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+        })
         .map_or(0, |kb| kb * 1024);
     Ok((t.elapsed().as_secs_f64(), peak))
 }

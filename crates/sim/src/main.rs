@@ -6,8 +6,8 @@
 //! sampled candidates as CSV for external baselines.
 //! `hearth-sim scale [--devices N]`: times one federated round with N simulated devices.
 
-use hearth_sim::report::{Run, table};
 use hearth_core::learning::server::Optimizer;
+use hearth_sim::report::{Run, table};
 use hearth_sim::{Options, plot};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,8 +63,13 @@ fn run(args: &[String]) -> Result<(), String> {
         let devices = parsed(args, "--devices", 10_000usize)?;
         let (seconds, peak) = hearth_sim::scale(&opts, devices)?;
         let record = serde_json::json!({"devices": devices, "round_s": seconds, "peak_rss_bytes": peak, "threads": rayon::current_num_threads(), "seed": opts.seed});
-        std::fs::write(out.join("scale.json"), serde_json::to_string_pretty(&record).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        println!("one round with {devices} devices: {seconds:.1} s on {} threads, peak RSS {:.0} MiB", rayon::current_num_threads(), peak as f64 / 1048576.0);
+        std::fs::write(out.join("scale.json"), serde_json::to_string_pretty(&record).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        println!(
+            "one round with {devices} devices: {seconds:.1} s on {} threads, peak RSS {:.0} MiB",
+            rayon::current_num_threads(),
+            peak as f64 / 1048576.0
+        );
         return Ok(());
     }
     let mut external = Vec::new();
@@ -90,6 +95,7 @@ fn run(args: &[String]) -> Result<(), String> {
 fn external_run(v: serde_json::Value) -> Result<Run, String> {
     let num = |k: &str| v[k].as_f64().ok_or_else(|| format!("external run lacks {k}: {v}"));
     let name = v["name"].as_str().ok_or("external run lacks a name")?;
-    let metrics = hearth_sim::metrics::Metrics { auc: num("auc")?, logloss: num("logloss")?, hr10: num("hr10")?, ndcg10: num("ndcg10")? };
+    let metrics =
+        hearth_sim::metrics::Metrics { auc: num("auc")?, logloss: num("logloss")?, hr10: num("hr10")?, ndcg10: num("ndcg10")? };
     Ok(Run::new(name, metrics, 0, num("wall_s")?, Vec::new()))
 }

@@ -4,7 +4,8 @@ use crate::report::Run;
 use plotters::prelude::*;
 use std::path::Path;
 
-const FONT_FILES: [&str; 2] = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf"];
+const FONT_FILES: [&str; 2] =
+    ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf"];
 const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -18,12 +19,17 @@ const COLORS: [RGBColor; 8] = [
 
 /// plotters draws text with a font registered at run time: Debian's DejaVu (fonts-dejavu-core).
 fn register_font() -> Result<(), String> {
-    let bytes = FONT_FILES.iter().find_map(|f| std::fs::read(f).ok()).ok_or("no TrueType font found: install fonts-dejavu-core")?;
+    let bytes =
+        FONT_FILES.iter().find_map(|f| std::fs::read(f).ok()).ok_or("no TrueType font found: install fonts-dejavu-core")?;
     plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
         .map_err(|_| "the font could not be read".to_string())
 }
 
-type Panel<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+type Panel<'a> = ChartContext<
+    'a,
+    BitMapBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
 
 /// A titled panel with a grid and labelled axes.
 fn panel<'a>(
@@ -66,7 +72,8 @@ pub fn metrics_vs_round(runs: &[Run], out: &Path) -> Result<(), String> {
     let max_round = runs.iter().map(|r| r.rounds).max().unwrap_or(1).max(1) as f64;
     for ((title, pick), area) in METRICS.iter().zip(root.split_evenly((2, 2))) {
         let values = runs.iter().flat_map(|r| r.history.iter().map(|p| pick(&p.metrics)).chain([pick(&metrics_of(r))]));
-        let mut chart = panel(&area, &format!("{title} vs round"), "round (epoch for centralized)", 0.0..max_round, range(values))?;
+        let mut chart =
+            panel(&area, &format!("{title} vs round"), "round (epoch for centralized)", 0.0..max_round, range(values))?;
         for (i, run) in runs.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             let points: Vec<(f64, f64)> = if run.history.is_empty() {
@@ -83,7 +90,13 @@ pub fn metrics_vs_round(runs: &[Run], out: &Path) -> Result<(), String> {
                 .label(run.name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(|e| e.to_string())?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(|e| e.to_string())?;
     }
     root.present().map_err(|e| e.to_string())
 }
@@ -117,7 +130,13 @@ pub fn utility_vs_epsilon(runs: &[Run], out: &Path) -> Result<(), String> {
                 .label(r.name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(1)));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(|e| e.to_string())?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(|e| e.to_string())?;
     }
     root.present().map_err(|e| e.to_string())
 }

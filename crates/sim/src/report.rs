@@ -49,7 +49,10 @@ pub struct Report {
 }
 
 pub fn table(runs: &[Run]) -> String {
-    let mut out = format!("{:<22} {:>7} {:>8} {:>7} {:>8} {:>8} {:>7} {:>8}\n", "run", "AUC", "logloss", "HR@10", "NDCG@10", "epsilon", "rounds", "wall s");
+    let mut out = format!(
+        "{:<22} {:>7} {:>8} {:>7} {:>8} {:>8} {:>7} {:>8}\n",
+        "run", "AUC", "logloss", "HR@10", "NDCG@10", "epsilon", "rounds", "wall s"
+    );
     for r in runs {
         let eps = r.epsilon.map_or("-".to_string(), |e| format!("{e}"));
         out += &format!(

@@ -1,18 +1,18 @@
 //! The training runs: federated rounds (optionally with DP) and centralized training, both of the
 //! product's model with the product's code (train.rs, update.rs, the aggregator's server step).
 
+use crate::Options;
 use crate::eval::evaluate;
 use crate::metrics::Metrics;
 use crate::rng::Seeded;
-use crate::Options;
 use crate::task::Task;
 use hearth_core::learning::server::{Optimizer, RoundSum};
-use hearth_core::model::features::FeatureSpec;
-use hearth_core::privacy::noise::Sampler;
-use hearth_core::model::params::{Gaussian, Params};
 use hearth_core::learning::train::{self, AdamState, TrainConfig, example_loss};
-use hearth_core::privacy::wire::Encoding;
+use hearth_core::model::features::FeatureSpec;
+use hearth_core::model::params::{Gaussian, Params};
+use hearth_core::privacy::noise::Sampler;
 use hearth_core::privacy::privatize::build_update;
+use hearth_core::privacy::wire::Encoding;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -57,11 +57,21 @@ pub struct Point {
 
 fn bar(len: usize, name: &str) -> ProgressBar {
     let pb = ProgressBar::new(len as u64).with_message(name.to_string());
-    pb.set_style(ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} rounds, {elapsed} (eta {eta})").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} rounds, {elapsed} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     pb
 }
 
-pub fn record(history: &mut Vec<Point>, round: usize, params: &Params, spec: &FeatureSpec, task: &Task, cfg: &TrainConfig) -> Result<(), String> {
+pub fn record(
+    history: &mut Vec<Point>,
+    round: usize,
+    params: &Params,
+    spec: &FeatureSpec,
+    task: &Task,
+    cfg: &TrainConfig,
+) -> Result<(), String> {
     history.push(Point { round, metrics: evaluate(params, spec, task, cfg)? });
     Ok(())
 }
@@ -86,7 +96,14 @@ fn sample(n: usize, k: usize, seed: u64, round: usize) -> Vec<usize> {
 /// embedding (train::train), clips and noises its delta with DP (privatize::build_update), and the
 /// mean delta moves the model through the server step the aggregator runs (hearth-core's learning::server).
 /// `start` is the history so far (the initial model's point). `eval_every` 0 evaluates never.
-pub fn federated(init: &Params, start: &[Point], spec: &FeatureSpec, task: &Task, cfg: &FedConfig, name: &str) -> Result<(Params, Vec<Point>), String> {
+pub fn federated(
+    init: &Params,
+    start: &[Point],
+    spec: &FeatureSpec,
+    task: &Task,
+    cfg: &FedConfig,
+    name: &str,
+) -> Result<(Params, Vec<Point>), String> {
     let mut params = init.clone();
     let devices = if cfg.devices == 0 { task.devices.len() } else { cfg.devices };
     let mut local_u = vec![vec![0.0f32; params.arch.dim]; devices];
@@ -104,7 +121,8 @@ pub fn federated(init: &Params, start: &[Point], spec: &FeatureSpec, task: &Task
                     let mut part = RoundSum::new(params.values.len());
                     let mut us = Vec::with_capacity(chunk.len());
                     for &c in *chunk {
-                        let t = train::train(&params, &local_u[c], &task.devices[c % task.devices.len()].examples, &cfg.train).map_err(|e| e.to_string())?;
+                        let t = train::train(&params, &local_u[c], &task.devices[c % task.devices.len()].examples, &cfg.train)
+                            .map_err(|e| e.to_string())?;
                         let values = match cfg.dp {
                             None => t.delta,
                             Some(dp) => {

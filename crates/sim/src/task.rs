@@ -10,10 +10,10 @@
 use crate::data::{Dataset, Rating};
 use hearth_core::device::catalog::{Ad, Catalog};
 use hearth_core::device::event::{AdRef, Event, EventKind};
-use hearth_core::model::features::{FeatureSpec, feature};
-use hearth_core::model::params::Gaussian;
 use hearth_core::device::profile::{Profile, ProfileConfig};
 use hearth_core::learning::train::{self, Example};
+use hearth_core::model::features::{FeatureSpec, feature};
+use hearth_core::model::params::Gaussian;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 
@@ -86,7 +86,12 @@ fn title_words(title: &str) -> Vec<String> {
 }
 
 fn ad_event(kind: EventKind, ts: i64, ad: &Ad) -> Event {
-    let r = AdRef { ad_id: ad.id.clone(), campaign: ad.campaign.clone(), advertiser: ad.advertiser.clone(), category: ad.category.clone() };
+    let r = AdRef {
+        ad_id: ad.id.clone(),
+        campaign: ad.campaign.clone(),
+        advertiser: ad.advertiser.clone(),
+        category: ad.category.clone(),
+    };
     Event { kind, ts, topics: vec![], keywords: vec![], ad: Some(r) }
 }
 
@@ -114,8 +119,9 @@ impl Task {
                 ratings.sort_by_key(|r| (r.ts, r.movie));
                 let n_test = ((ratings.len() as f64 * test_fraction).round() as usize).clamp(1, ratings.len() - 1);
                 let (train_part, test_part) = ratings.split_at(ratings.len() - n_test);
-                let mut profile = Profile::new(ProfileConfig { max_events: 20_000, max_features: 2_000, ..ProfileConfig::default() })
-                    .map_err(|e| e.to_string())?;
+                let mut profile =
+                    Profile::new(ProfileConfig { max_events: 20_000, max_features: 2_000, ..ProfileConfig::default() })
+                        .map_err(|e| e.to_string())?;
                 for r in train_part {
                     let ad = &ads[index[&r.movie]];
                     profile.record(ad_event(EventKind::Impression, r.ts * 1000, ad)).map_err(|e| e.to_string())?;

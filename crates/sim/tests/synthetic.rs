@@ -52,7 +52,11 @@ fn loader_reads_quoted_titles_and_optional_tags() {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sim-loader");
     let none = Dataset::load(&synthetic(&base.join("none"), None)).unwrap();
     let empty = Dataset::load(&synthetic(&base.join("empty"), Some(""))).unwrap();
-    let tagged = Dataset::load(&synthetic(&base.join("tagged"), Some("userId,movieId,tag,timestamp\n1,5,Funny,1\n2,5,funny,2\n3,5,dark,3\n"))).unwrap();
+    let tagged = Dataset::load(&synthetic(
+        &base.join("tagged"),
+        Some("userId,movieId,tag,timestamp\n1,5,Funny,1\n2,5,funny,2\n3,5,dark,3\n"),
+    ))
+    .unwrap();
     assert_eq!((none.movies.len(), none.ratings.len()), (120, 1200));
     assert_eq!(none.movies[0].title, "Film 1, The Sequel (1991)");
     assert_eq!(none.movies[0].genres, vec!["drama", "extra1"]);

@@ -1,14 +1,14 @@
 //! Runs the real `hearth-aggregator` binary on loopback and talks HTTP to it.
 #![allow(dead_code)]
 
+use hearth_core::learning::round::RoundTask;
 use hearth_core::model::features::{FeatureSpec, HASH_NAME};
-use hearth_core::privacy::noise::Sampler;
 use hearth_core::model::pack::ModelPack;
 use hearth_core::model::pack_dir;
 use hearth_core::model::params::{Arch, Gaussian, Params};
-use hearth_core::learning::round::RoundTask;
-use hearth_core::privacy::wire::{Encoding, Update};
+use hearth_core::privacy::noise::Sampler;
 use hearth_core::privacy::privatize::build_update;
+use hearth_core::privacy::wire::{Encoding, Update};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -173,7 +173,9 @@ pub fn honest_update(task: &RoundTask, params: usize, seed: u64, encoding: Encod
     let mut g = Gaussian::new(seed);
     let scale = task.clip_norm / (params as f32).sqrt();
     let delta = (0..params).map(|_| g.next() as f32 * scale).collect();
-    build_update(delta, task.model_version, task.round_id, task.clip_norm, task.noise_multiplier, encoding, &mut Sampler::os()).unwrap().0
+    build_update(delta, task.model_version, task.round_id, task.clip_norm, task.noise_multiplier, encoding, &mut Sampler::os())
+        .unwrap()
+        .0
 }
 
 pub fn pack_at(onnx: &[u8], manifest: &[u8]) -> ModelPack {

@@ -1,8 +1,8 @@
 //! Ads and page context as the ranker sees them: validated, turned into feature strings, and
 //! hashed into the padded slots the model takes.
 
-use crate::error::{HearthError, Result};
 use crate::device::event::check_text;
+use crate::error::{HearthError, Result};
 use crate::model::features::{FeatureSpec, Slots, feature};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -24,12 +24,7 @@ pub struct Ad {
 
 /// The identity features an ad contributes, shared by catalog ads and profile ad events so
 /// that a click on an ad and the ad itself hash to the same buckets.
-pub fn ad_feature_names(
-    id: &str,
-    campaign: Option<&str>,
-    advertiser: Option<&str>,
-    category: Option<&str>,
-) -> Vec<String> {
+pub fn ad_feature_names(id: &str, campaign: Option<&str>, advertiser: Option<&str>, category: Option<&str>) -> Vec<String> {
     let mut out = vec![feature("ad", id)];
     out.extend(campaign.map(|c| feature("camp", c)));
     out.extend(advertiser.map(|a| feature("adv", a)));
@@ -46,12 +41,7 @@ impl Ad {
     }
 
     pub fn feature_names(&self) -> Vec<String> {
-        let mut out = ad_feature_names(
-            &self.id,
-            self.campaign.as_deref(),
-            self.advertiser.as_deref(),
-            self.category.as_deref(),
-        );
+        let mut out = ad_feature_names(&self.id, self.campaign.as_deref(), self.advertiser.as_deref(), self.category.as_deref());
         out.extend(self.features.iter().map(|f| f.trim().to_lowercase()));
         out
     }
@@ -106,11 +96,7 @@ impl Context {
             check_text(t).map_err(bad)?;
         }
         if names.len() > spec.context_slots {
-            return Err(HearthError::TooLarge {
-                what: "context features",
-                found: names.len(),
-                limit: spec.context_slots,
-            });
+            return Err(HearthError::TooLarge { what: "context features", found: names.len(), limit: spec.context_slots });
         }
         let weighted: Vec<(&str, f32)> = names.iter().map(|n| (n.as_str(), 1.0)).collect();
         Ok(Slots::encode(spec, spec.context_slots, &weighted))

@@ -2,14 +2,14 @@
 //! catalog under that model. The browser shell wraps this and nothing more.
 
 use crate::device::catalog::{Ad, Catalog, Context};
-use crate::error::{HearthError, Result};
 use crate::device::event::Event;
-use crate::model::features::FeatureSpec;
-use crate::model::pack::ModelPack;
-use crate::device::profile::Profile;
 use crate::device::explain::Explainer;
+use crate::device::profile::Profile;
 use crate::device::rank::{self, RankOptions, Ranked};
+use crate::error::{HearthError, Result};
+use crate::model::features::FeatureSpec;
 use crate::model::forward;
+use crate::model::pack::ModelPack;
 use crate::model::scorer::{Request, Scorer};
 use std::borrow::Cow;
 

@@ -81,8 +81,7 @@ pub struct RawEvent {
 
 impl Event {
     pub fn from_json(json: &str) -> Result<Event> {
-        let raw: RawEvent =
-            serde_json::from_str(json).map_err(|e| HearthError::InvalidEvent(e.to_string()))?;
+        let raw: RawEvent = serde_json::from_str(json).map_err(|e| HearthError::InvalidEvent(e.to_string()))?;
         Event::from_raw(raw)
     }
 
@@ -92,12 +91,7 @@ impl Event {
             return Err(HearthError::InvalidEvent(format!("ts {} is not a millisecond timestamp", raw.ts)));
         }
         let ad = match raw.ad_id {
-            Some(ad_id) => Some(AdRef {
-                ad_id,
-                campaign: raw.campaign,
-                advertiser: raw.advertiser,
-                category: raw.category,
-            }),
+            Some(ad_id) => Some(AdRef { ad_id, campaign: raw.campaign, advertiser: raw.advertiser, category: raw.category }),
             None if raw.campaign.is_some() || raw.advertiser.is_some() || raw.category.is_some() => {
                 return Err(HearthError::InvalidEvent("ad fields given without ad_id".into()));
             }
@@ -131,9 +125,8 @@ impl Event {
                 return Err(HearthError::TooLarge { what: "event term list", found: list.len(), limit: MAX_TERMS });
             }
         }
-        let ad_texts = self.ad.iter().flat_map(|a| {
-            [Some(&a.ad_id), a.campaign.as_ref(), a.advertiser.as_ref(), a.category.as_ref()]
-        });
+        let ad_texts =
+            self.ad.iter().flat_map(|a| [Some(&a.ad_id), a.campaign.as_ref(), a.advertiser.as_ref(), a.category.as_ref()]);
         for text in self.topics.iter().chain(&self.keywords).map(Some).chain(ad_texts).flatten() {
             check_text(text).map_err(HearthError::InvalidEvent)?;
         }

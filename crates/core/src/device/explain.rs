@@ -5,8 +5,8 @@
 //! ∂logit/∂user ([`forward::user_gradient`]): exact for the dot-product term, first-order for
 //! the MLP.
 
-use crate::model::params::Params;
 use crate::model::forward::{self, RequestSide};
+use crate::model::params::Params;
 use crate::model::scorer::Request;
 use serde::{Deserialize, Serialize};
 

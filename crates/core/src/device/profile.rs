@@ -1,8 +1,8 @@
 //! The visitor's interest profile. It never leaves the device: events fold into time-decayed
 //! feature weights, both bounded, and the whole profile serialises to a versioned document.
 
-use crate::error::{HearthError, Result};
 use crate::device::event::{Event, EventKind};
+use crate::error::{HearthError, Result};
 use crate::model::features::{FeatureSpec, Slots, feature};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -77,13 +77,7 @@ pub struct Profile {
 impl Profile {
     pub fn new(config: ProfileConfig) -> Result<Profile> {
         config.validate()?;
-        Ok(Profile {
-            format: FORMAT.into(),
-            version: VERSION,
-            config,
-            events: VecDeque::new(),
-            features: BTreeMap::new(),
-        })
+        Ok(Profile { format: FORMAT.into(), version: VERSION, config, events: VecDeque::new(), features: BTreeMap::new() })
     }
 
     pub fn config(&self) -> &ProfileConfig {
@@ -130,8 +124,7 @@ impl Profile {
         if excess == 0 {
             return;
         }
-        let mut by_age: Vec<(i64, String)> =
-            self.features.iter().map(|(k, v)| (v.ts, k.clone())).collect();
+        let mut by_age: Vec<(i64, String)> = self.features.iter().map(|(k, v)| (v.ts, k.clone())).collect();
         by_age.sort();
         for (_, name) in by_age.into_iter().take(excess) {
             self.features.remove(&name);
@@ -171,20 +164,15 @@ impl Profile {
     /// Reads a stored profile, checking the format tag, the version and every invariant.
     /// There is only version 1 so far; a newer version is refused rather than misread.
     pub fn from_json(json: &str) -> Result<Profile> {
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| HearthError::ProfileCorrupt(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| HearthError::ProfileCorrupt(e.to_string()))?;
         if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
             return Err(HearthError::ProfileCorrupt("not a hearth profile".into()));
         }
         let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
         if version != u64::from(VERSION) {
-            return Err(HearthError::ProfileVersion {
-                found: u32::try_from(version).unwrap_or(u32::MAX),
-                supported: VERSION,
-            });
+            return Err(HearthError::ProfileVersion { found: u32::try_from(version).unwrap_or(u32::MAX), supported: VERSION });
         }
-        let profile: Profile = serde_json::from_value(value)
-            .map_err(|e| HearthError::ProfileCorrupt(e.to_string()))?;
+        let profile: Profile = serde_json::from_value(value).map_err(|e| HearthError::ProfileCorrupt(e.to_string()))?;
         profile.validate()?;
         Ok(profile)
     }
@@ -244,12 +232,16 @@ pub fn touched_features(event: &Event) -> Vec<(String, f64)> {
                 _ => DISMISSAL,
             };
             if let Some(ad) = &event.ad {
-                out.extend(crate::device::catalog::ad_feature_names(
-                    &ad.ad_id,
-                    ad.campaign.as_deref(),
-                    ad.advertiser.as_deref(),
-                    ad.category.as_deref(),
-                ).into_iter().map(|f| (f, delta)));
+                out.extend(
+                    crate::device::catalog::ad_feature_names(
+                        &ad.ad_id,
+                        ad.campaign.as_deref(),
+                        ad.advertiser.as_deref(),
+                        ad.category.as_deref(),
+                    )
+                    .into_iter()
+                    .map(|f| (f, delta)),
+                );
             }
         }
     }

@@ -97,8 +97,7 @@ pub fn eligible(profile: &Profile, ads: &[Ad], caps: &FrequencyCaps, now_ms: i64
     };
     (0..ads.len())
         .filter(|&i| {
-            under(&per_ad, Some(&ads[i].id), &caps.per_ad)
-                && under(&per_campaign, ads[i].campaign.as_deref(), &caps.per_campaign)
+            under(&per_ad, Some(&ads[i].id), &caps.per_ad) && under(&per_campaign, ads[i].campaign.as_deref(), &caps.per_campaign)
         })
         .collect()
 }

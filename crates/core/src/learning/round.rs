@@ -4,10 +4,10 @@
 use crate::device::catalog::Ad;
 use crate::device::engine::Engine;
 use crate::error::{HearthError, Result};
-use crate::privacy::noise::{ByteSource, Sampler};
 use crate::learning::train::{self, Example, TrainConfig, Trained};
-use crate::privacy::wire::{Encoding, check_clip_norm, check_noise_multiplier};
+use crate::privacy::noise::{ByteSource, Sampler};
 use crate::privacy::privatize::{BuildStats, build_update};
+use crate::privacy::wire::{Encoding, check_clip_norm, check_noise_multiplier};
 use serde::{Deserialize, Serialize};
 
 /// What the aggregator asks of a device this round.

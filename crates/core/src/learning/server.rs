@@ -58,9 +58,11 @@ impl Optimizer {
                 None
             }
             Optimizer::FedAdam { lr, beta1, beta2, tau } => {
-                let mut s = state
-                    .filter(|s| s.m.len() == params.len())
-                    .unwrap_or_else(|| OptimizerState { steps: 0, m: vec![0.0; params.len()], v: vec![0.0; params.len()] });
+                let mut s = state.filter(|s| s.m.len() == params.len()).unwrap_or_else(|| OptimizerState {
+                    steps: 0,
+                    m: vec![0.0; params.len()],
+                    v: vec![0.0; params.len()],
+                });
                 let (lr, b1, b2, tau) = (f64::from(lr), f64::from(beta1), f64::from(beta2), f64::from(tau));
                 for (((w, d), m), v) in params.iter_mut().zip(mean).zip(&mut s.m).zip(&mut s.v) {
                     let m_new = b1 * f64::from(*m) + (1.0 - b1) * d;

@@ -9,12 +9,12 @@
 //! numpy implementation in the tests.
 
 use crate::device::catalog::{Ad, Context};
-use crate::error::{HearthError, Result};
 use crate::device::event::{Event, EventKind};
-use crate::model::features::{FeatureSpec, Slots};
-use crate::model::params::Params;
 use crate::device::profile::Profile;
+use crate::error::{HearthError, Result};
+use crate::model::features::{FeatureSpec, Slots};
 use crate::model::forward::{self, Pass, mat_vec, sigmoid};
+use crate::model::params::Params;
 use serde::{Deserialize, Serialize};
 
 /// A click counts for the impressions of the same ad shown up to this long before it.
@@ -115,13 +115,7 @@ fn add_outer(out: &mut [f32], x: &[f32], y: &[f32]) {
 /// Backward with g = weight·(σ(z) − y): ∂b2 = g, ∂w2 = g·h, ∂bias[idₛ] = g·wₛ,
 /// δ = g·w2 ⊙ [pre > 0]: ∂b1 = δ, ∂W1a = a⊗δ, ∂W1u = u⊗δ, ∂W1c = c⊗δ,
 /// ∂a = W1a·δ + g·(u + c), ∂u = W1u·δ + g·a, ∂c = W1c·δ + g·a, and each pooled row gets wₛ × its side's ∂.
-pub fn example_loss(
-    p: &Params,
-    local_u: &[f32],
-    ex: &Example,
-    grad: Option<&mut [f32]>,
-    grad_u: Option<&mut [f32]>,
-) -> f32 {
+pub fn example_loss(p: &Params, local_u: &[f32], ex: &Example, grad: Option<&mut [f32]>, grad_u: Option<&mut [f32]>) -> f32 {
     let (d, h) = (p.arch.dim, p.arch.hidden);
     let side = forward::ad_side(p, &ex.ad.ids, &ex.ad.weights);
     let rs = forward::request_side_of(p, &ex.user, local_u, &ex.context);
@@ -137,9 +131,8 @@ pub fn example_loss(
     let uc: Vec<f32> = u.iter().zip(c).map(|(x, y)| x + y).collect();
     let g = ex.weight * (sigmoid(z) - ex.label);
     let delta: Vec<f32> = pre.iter().zip(p.get("w2")).map(|(&v, &w)| if v > 0.0 { g * w } else { 0.0 }).collect();
-    let side_grad = |w1: &[f32], other: &[f32]| -> Vec<f32> {
-        mat_vec(w1, &delta).iter().zip(other).map(|(x, o)| x + g * o).collect()
-    };
+    let side_grad =
+        |w1: &[f32], other: &[f32]| -> Vec<f32> { mat_vec(w1, &delta).iter().zip(other).map(|(x, o)| x + g * o).collect() };
     let du = side_grad(w1u, a);
     if let Some(grad_u) = grad_u {
         grad_u.iter_mut().zip(&du).for_each(|(t, x)| *t += x);

@@ -126,8 +126,7 @@ pub fn score(p: &Params, req: &Request, ad: &Slots) -> f32 {
 pub fn user_gradient(p: &Params, rs: &RequestSide, side: &[f32]) -> Vec<f32> {
     let (d, h) = (p.arch.dim, p.arch.hidden);
     let (a, proj) = (&side[..d], &side[d..d + h]);
-    let gate: Vec<f32> =
-        proj.iter().zip(&rs.q).zip(p.get("w2")).map(|((x, q), w)| if x + q > 0.0 { *w } else { 0.0 }).collect();
+    let gate: Vec<f32> = proj.iter().zip(&rs.q).zip(p.get("w2")).map(|((x, q), w)| if x + q > 0.0 { *w } else { 0.0 }).collect();
     let w1u = p.get("w1_user");
     (0..d).map(|i| a[i] + dot(&w1u[i * h..(i + 1) * h], &gate)).collect()
 }

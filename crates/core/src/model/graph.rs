@@ -3,13 +3,13 @@
 //! only on the ad and the model, so a shell can compute it once per catalog and model version.
 
 use crate::model::features::FeatureSpec;
-use crate::model::params::Params;
-use prost::Message;
 use crate::model::onnx_pb::{
-    self as pb, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
-    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::Dimension,
+    self as pb, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::Dimension,
     tensor_shape_proto::dimension::Value as DimValue, type_proto,
 };
+use crate::model::params::Params;
+use prost::Message;
 
 pub const OPSET: i64 = 13;
 /// The symbolic candidate count.

@@ -4,11 +4,13 @@
 use crate::error::{HearthError, Result};
 use crate::model::features::{FeatureSpec, HASH_NAME};
 use crate::model::graph::{self, AD_SIDE, Dim, LOGITS};
+use crate::model::onnx_pb::{
+    ModelProto, TensorProto, tensor_proto::DataType, tensor_shape_proto::dimension::Value as DimValue, type_proto,
+};
 use crate::model::params::{Arch, MAX_PARAMS, ParamSpec, Params};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use crate::model::onnx_pb::{ModelProto, TensorProto, tensor_proto::DataType, tensor_shape_proto::dimension::Value as DimValue, type_proto};
 
 pub const FORMAT: &str = "hearth-model-pack";
 pub const FORMAT_VERSION: u32 = 1;

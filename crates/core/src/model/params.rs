@@ -118,7 +118,10 @@ impl Params {
     }
 
     pub fn get_mut(&mut self, name: &str) -> &mut [f32] {
-        let (offset, len) = { let spec = self.spec(name); (spec.offset, spec.len()) };
+        let (offset, len) = {
+            let spec = self.spec(name);
+            (spec.offset, spec.len())
+        };
         &mut self.values[offset..offset + len]
     }
 }

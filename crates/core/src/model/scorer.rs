@@ -5,10 +5,10 @@
 use crate::error::{HearthError, Result};
 use crate::model::features::Slots;
 use crate::model::graph::{AD_INPUTS, AD_SIDE, Dim, LOGITS, REQUEST_INPUTS, value_info};
-use crate::model::pack::ModelPack;
-use std::collections::HashSet;
 use crate::model::onnx_pb::{GraphProto, ModelProto, ValueInfoProto, tensor_proto::DataType};
+use crate::model::pack::ModelPack;
 use crate::model::tract_import;
+use std::collections::HashSet;
 use tract_core::prelude::*;
 
 type Plan = std::sync::Arc<TypedRunnableModel>;
@@ -89,12 +89,7 @@ impl Scorer {
         let ad = extract(proto, AD_INPUTS.iter().map(|n| declared(proto, n)).collect(), vec![side.clone()])?;
         let request_inputs = std::iter::once(side).chain(REQUEST_INPUTS.iter().map(|n| declared(proto, n))).collect();
         let request = extract(proto, request_inputs, vec![declared(proto, LOGITS)])?;
-        Ok(Scorer {
-            ad_plan: plan(&ad)?,
-            request_plan: plan(&request)?,
-            ad_slots: pack.manifest.features.ad_slots,
-            width,
-        })
+        Ok(Scorer { ad_plan: plan(&ad)?, request_plan: plan(&request)?, ad_slots: pack.manifest.features.ad_slots, width })
     }
 
     pub fn width(&self) -> usize {

@@ -11,7 +11,8 @@
 
 use crate::error::{HearthError, Result};
 use crate::model::onnx_pb::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto, attribute_proto::AttributeType,
+    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
+    attribute_proto::AttributeType,
     tensor_proto::{DataLocation, DataType},
     tensor_shape_proto::dimension::Value as DimValue,
     type_proto,
@@ -64,11 +65,7 @@ fn check_opset(model: &ModelProto) -> Result<()> {
         model.opset_import.iter().filter(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version).collect();
     match default.as_slice() {
         [v] if OPSETS.contains(v) => Ok(()),
-        [v] => Err(HearthError::Graph(format!(
-            "opset {v}: this importer reads opsets {}..={}",
-            OPSETS.start(),
-            OPSETS.end()
-        ))),
+        [v] => Err(HearthError::Graph(format!("opset {v}: this importer reads opsets {}..={}", OPSETS.start(), OPSETS.end()))),
         [] => Err(HearthError::Graph("model imports no default-domain opset".into())),
         _ => Err(HearthError::Graph("model imports the default-domain opset more than once".into())),
     }
@@ -102,13 +99,7 @@ struct Const {
 }
 
 /// Reads little-endian `raw` as `N`-byte values, or takes `typed` when `raw` is empty.
-fn values<T: Copy, const N: usize>(
-    raw: &[u8],
-    typed: &[T],
-    len: usize,
-    from_le: fn([u8; N]) -> T,
-    what: &str,
-) -> Result<Vec<T>> {
+fn values<T: Copy, const N: usize>(raw: &[u8], typed: &[T], len: usize, from_le: fn([u8; N]) -> T, what: &str) -> Result<Vec<T>> {
     let found = if raw.is_empty() { typed.len() } else { raw.len() / N };
     if found != len || !raw.len().is_multiple_of(N) {
         return Err(HearthError::Graph(format!("{what} holds {found} values, its shape needs {len}")));

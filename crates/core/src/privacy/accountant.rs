@@ -66,10 +66,7 @@ const MAX_SERIES_TERMS: u32 = 1000;
 /// The Rényi orders searched: dp-accounting's `DEFAULT_RDP_ORDERS` (1.1 to 10.9 in steps of
 /// 0.1, 11 to 63, then 128, 256, 512 and 1024), built the same way so the floats are identical.
 pub fn orders() -> impl Iterator<Item = f64> {
-    (1..100u32)
-        .map(|x| 1.0 + f64::from(x) / 10.0)
-        .chain((11..64u32).map(f64::from))
-        .chain([128.0, 256.0, 512.0, 1024.0])
+    (1..100u32).map(|x| 1.0 + f64::from(x) / 10.0).chain((11..64u32).map(f64::from)).chain([128.0, 256.0, 512.0, 1024.0])
 }
 
 /// The sampling rate q of a deployment, validated.
@@ -79,9 +76,7 @@ pub fn sampling_rate(population: u64, sampling: Sampling) -> Result<f64> {
     }
     let q = match sampling {
         Sampling::ClientsPerRound(c) if c > population => {
-            return invalid(format!(
-                "{c} clients per round exceeds the population of {population}"
-            ));
+            return invalid(format!("{c} clients per round exceeds the population of {population}"));
         }
         Sampling::ClientsPerRound(c) => c as f64 / population as f64,
         Sampling::Rate(q) => q,
@@ -140,11 +135,7 @@ pub fn local_epsilon(noise_multiplier: f64, delta: f64) -> Result<f64> {
     let mut lo = 0.0;
     while hi - lo > 1e-12 * hi {
         let mid = 0.5 * (lo + hi);
-        if delta_at(mid) > delta {
-            lo = mid
-        } else {
-            hi = mid
-        }
+        if delta_at(mid) > delta { lo = mid } else { hi = mid }
     }
     // The upper end: δ(hi) ≤ δ holds there, so the answer never understates ε.
     Ok(hi)
@@ -152,46 +143,22 @@ pub fn local_epsilon(noise_multiplier: f64, delta: f64) -> Result<f64> {
 
 /// The smallest noise multiplier whose central ε is at most `target_epsilon`, by bisection on
 /// z (ε decreases as z grows), searched within [0.01, 1000].
-pub fn noise_for(
-    target_epsilon: f64,
-    population: u64,
-    sampling: Sampling,
-    rounds: u64,
-    delta: f64,
-) -> Result<f64> {
+pub fn noise_for(target_epsilon: f64, population: u64, sampling: Sampling, rounds: u64, delta: f64) -> Result<f64> {
     if !(target_epsilon > 0.0 && target_epsilon.is_finite()) {
-        return invalid(format!(
-            "target ε {target_epsilon} must be finite and positive"
-        ));
+        return invalid(format!("target ε {target_epsilon} must be finite and positive"));
     }
-    let eps_at = |noise_multiplier| {
-        epsilon(&Deployment {
-            population,
-            sampling,
-            rounds,
-            noise_multiplier,
-            delta,
-        })
-    };
+    let eps_at = |noise_multiplier| epsilon(&Deployment { population, sampling, rounds, noise_multiplier, delta });
     let (mut lo, mut hi) = NOISE_RANGE;
     if eps_at(hi)? > target_epsilon {
-        return invalid(format!(
-            "ε ≤ {target_epsilon} is out of reach even with noise multiplier {hi}"
-        ));
+        return invalid(format!("ε ≤ {target_epsilon} is out of reach even with noise multiplier {hi}"));
     }
     if eps_at(lo)? <= target_epsilon {
-        return invalid(format!(
-            "ε ≤ {target_epsilon} holds even with noise multiplier {lo}; the target constrains nothing"
-        ));
+        return invalid(format!("ε ≤ {target_epsilon} holds even with noise multiplier {lo}; the target constrains nothing"));
     }
     // Geometric midpoints: the range spans five decades.
     while hi / lo - 1.0 > 1e-10 {
         let mid = (lo * hi).sqrt();
-        if eps_at(mid)? > target_epsilon {
-            lo = mid
-        } else {
-            hi = mid
-        }
+        if eps_at(mid)? > target_epsilon { lo = mid } else { hi = mid }
     }
     Ok(hi)
 }
@@ -237,11 +204,7 @@ fn rdp_checked(q: f64, z: f64, a: f64) -> f64 {
     if q == 1.0 {
         return a / (2.0 * z * z);
     }
-    let ln_a = if a.fract() == 0.0 {
-        ln_a_integer(q, z, a as u64)
-    } else {
-        ln_a_fractional(q, z, a)
-    };
+    let ln_a = if a.fract() == 0.0 { ln_a_integer(q, z, a as u64) } else { ln_a_fractional(q, z, a) };
     ln_a / (a - 1.0)
 }
 
@@ -256,10 +219,7 @@ fn ln_a_integer(q: f64, z: f64, a: u64) -> f64 {
             ln_binom += ((a - k + 1) as f64 / k as f64).ln();
         }
         let k = k as f64;
-        sum = ln_add(
-            sum,
-            ln_binom + k * ln_q + (a as f64 - k) * ln_1mq + (k * k - k) / two_var,
-        );
+        sum = ln_add(sum, ln_binom + k * ln_q + (a as f64 - k) * ln_1mq + (k * k - k) / two_var);
     }
     sum
 }
@@ -275,8 +235,7 @@ fn ln_a_integer(q: f64, z: f64, a: u64) -> f64 {
 fn ln_a_fractional(q: f64, z: f64, a: f64) -> f64 {
     let (ln_q, ln_1mq, two_var) = (q.ln(), (-q).ln_1p(), 2.0 * z * z);
     let z0 = z * z * (1.0 / q - 1.0).ln() + 0.5;
-    let (mut pos, mut neg, mut magnitude) =
-        (f64::NEG_INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
+    let (mut pos, mut neg, mut magnitude) = (f64::NEG_INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
     let (mut ln_binom, mut positive) = (0.0, true);
     let (mut last0, mut last1) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
     for k in 0..MAX_SERIES_TERMS {
@@ -287,10 +246,8 @@ fn ln_a_fractional(q: f64, z: f64, a: f64) -> f64 {
             positive ^= ratio < 0.0;
         }
         let j = a - k;
-        let s0 =
-            ln_binom + k * ln_q + j * ln_1mq + (k * k - k) / two_var + ln_normal_cdf((z0 - k) / z);
-        let s1 =
-            ln_binom + j * ln_q + k * ln_1mq + (j * j - j) / two_var + ln_normal_cdf((j - z0) / z);
+        let s0 = ln_binom + k * ln_q + j * ln_1mq + (k * k - k) / two_var + ln_normal_cdf((z0 - k) / z);
+        let s1 = ln_binom + j * ln_q + k * ln_1mq + (j * j - j) / two_var + ln_normal_cdf((j - z0) / z);
         let term = ln_add(s0, s1);
         if positive {
             pos = ln_add(pos, term)
@@ -333,19 +290,11 @@ fn ln_erfc(x: f64) -> f64 {
 }
 
 fn check_noise(z: f64) -> Result<()> {
-    if z > 0.0 && z.is_finite() {
-        Ok(())
-    } else {
-        invalid(format!("noise multiplier {z} must be finite and positive"))
-    }
+    if z > 0.0 && z.is_finite() { Ok(()) } else { invalid(format!("noise multiplier {z} must be finite and positive")) }
 }
 
 fn check_delta(delta: f64) -> Result<()> {
-    if delta > 0.0 && delta < 1.0 {
-        Ok(())
-    } else {
-        invalid(format!("δ {delta} is outside (0, 1)"))
-    }
+    if delta > 0.0 && delta < 1.0 { Ok(()) } else { invalid(format!("δ {delta} is outside (0, 1)")) }
 }
 
 fn invalid<T>(message: String) -> Result<T> {

@@ -78,7 +78,10 @@ impl Encoding {
 pub enum Payload {
     F32(Vec<f32>),
     /// Parameter i is `values[i] · step`.
-    QuantizedI16 { step: f32, values: Vec<i16> },
+    QuantizedI16 {
+        step: f32,
+        values: Vec<i16>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -208,10 +211,9 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let field = self.bytes[self.at..].first_chunk::<N>().ok_or(UpdateError::Truncated {
-            needed: self.at + N,
-            found: self.bytes.len(),
-        })?;
+        let field = self.bytes[self.at..]
+            .first_chunk::<N>()
+            .ok_or(UpdateError::Truncated { needed: self.at + N, found: self.bytes.len() })?;
         self.at += N;
         Ok(*field)
     }

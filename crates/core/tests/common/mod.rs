@@ -3,8 +3,8 @@
 
 use hearth_core::device::catalog::Ad;
 use hearth_core::device::event::{AdRef, Event, EventKind};
-use hearth_core::model::features::{FeatureSpec, HASH_NAME, Slots};
 use hearth_core::device::profile::{Profile, ProfileConfig};
+use hearth_core::model::features::{FeatureSpec, HASH_NAME, Slots};
 use hearth_core::model::pack::ModelPack;
 use hearth_core::model::params::{Arch, Gaussian, Params};
 use hearth_core::model::scorer::Request;
