@@ -12,7 +12,7 @@ use hearth_core::privacy::accountant::{
 };
 use serde::Deserialize;
 
-/// Written by `scripts/dp_fixtures.py`; regenerate it rather than editing it.
+/// Written by `crates/core/tests/vectors/dp_fixtures.py`; regenerate it rather than editing it.
 const VECTORS: &str = include_str!("vectors/accountant.json");
 
 /// Agreement required with dp-accounting, relative.
@@ -90,7 +90,7 @@ fn is_privacy_error<T: std::fmt::Debug>(result: hearth_core::Result<T>) -> bool 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn fixtures_cover_the_intended_range() {
     let f = fixtures();
-    assert_eq!(f.generator, "scripts/dp_fixtures.py");
+    assert_eq!(f.generator, "crates/core/tests/vectors/dp_fixtures.py");
     assert!(!f.dp_accounting_version.is_empty());
     assert!(f.central.len() >= 24 && f.local.len() >= 8 && f.noise_for.len() >= 4);
     let eps = || f.central.iter().map(|c| c.epsilon);

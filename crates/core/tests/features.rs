@@ -1,5 +1,5 @@
 //! Feature hashing: the Rust hash agrees with the independent Python implementation in
-//! scripts/hash_vectors.py on every committed vector, feature strings are canonical, and
+//! crates/core/tests/vectors/hash_vectors.py on every committed vector, feature strings are canonical, and
 //! `Slots::encode` pads, normalises and truncates as the graph expects.
 
 #[cfg(target_arch = "wasm32")]
@@ -8,7 +8,7 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 use hearth_core::model::features::{FeatureSpec, HASH_NAME, PADDING, Slots, bucket, feature, hash64};
 use serde::Deserialize;
 
-/// Written by `python3 scripts/hash_vectors.py`; regenerate it rather than editing it.
+/// Written by `python3 crates/core/tests/vectors/hash_vectors.py`; regenerate it rather than editing it.
 const VECTORS: &str = include_str!("vectors/hash.json");
 
 #[derive(Deserialize)]

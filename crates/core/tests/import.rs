@@ -546,13 +546,13 @@ mod damaged {
     }
 }
 
-/// The Rust half of `scripts/ort_check.py`, which compares these logits with onnxruntime's on
+/// The Rust half of `crates/core/tests/vectors/ort_check.py`, which compares these logits with onnxruntime's on
 /// the same file. Reads padded inputs from the JSON file named by `HEARTH_ORT_INPUTS`, scores
 /// them with the pack in `HEARTH_ORT_PACK` (default `models/default`) through both the whole
 /// graph and the cut one, and writes `{"full": [...], "cut": [...]}` to `HEARTH_ORT_OUTPUT`.
 #[cfg(not(target_arch = "wasm32"))]
 #[test]
-#[ignore = "driven by scripts/ort_check.py"]
+#[ignore = "driven by crates/core/tests/vectors/ort_check.py"]
 fn ort_check_logits() {
     use hearth_core::model::features::Slots;
     use hearth_core::model::pack_dir::PackFiles;

@@ -1,5 +1,5 @@
 //! Local training: the hand-derived gradient against finite differences and against the
-//! independent numpy implementation in scripts/train_fixture.py, the Adam formula, labelling,
+//! independent numpy implementation in crates/core/tests/vectors/train_fixture.py, the Adam formula, labelling,
 //! and that training on a known signal learns it, also on a brand-new device.
 
 #[cfg(target_arch = "wasm32")]
@@ -19,7 +19,7 @@ use hearth_core::model::features::Slots;
 use hearth_core::model::params::{Arch, Gaussian, Params};
 use serde::Deserialize;
 
-/// Written by `python3 scripts/train_fixture.py`; regenerate it rather than editing it.
+/// Written by `python3 crates/core/tests/vectors/train_fixture.py`; regenerate it rather than editing it.
 const FIXTURE: &str = include_str!("vectors/train.json");
 
 #[derive(Deserialize)]

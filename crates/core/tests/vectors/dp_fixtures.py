@@ -15,7 +15,7 @@ checks it against every value written here to 1% relative.
 Generated with dp-accounting 0.6.0 (recorded in the JSON). Run it from the repository root:
 
   python3 -m venv /tmp/dpvenv && /tmp/dpvenv/bin/pip install dp-accounting==0.6.0
-  /tmp/dpvenv/bin/python scripts/dp_fixtures.py [output-path]
+  /tmp/dpvenv/bin/python crates/core/tests/vectors/dp_fixtures.py [output-path]
 """
 
 import json
@@ -144,11 +144,9 @@ def noise_for(target, population, sampling, rounds, delta):
 
 
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-        os.path.dirname(__file__), "..", "crates", "core", "tests", "vectors", "accountant.json"
-    )
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "accountant.json")
     data = {
-        "generator": "scripts/dp_fixtures.py",
+        "generator": "crates/core/tests/vectors/dp_fixtures.py",
         "dp_accounting_version": version("dp-accounting"),
         "central": [central(*c) for c in CENTRAL],
         "local": [local(*c) for c in LOCAL],

@@ -9,7 +9,7 @@ if any logit differs by more than the tolerance.
 
 Needs `pip install onnxruntime numpy` and a Rust toolchain.
 
-    python3 scripts/ort_check.py [--pack DIR] [--seed S] [--sizes 1,7,300] [--tol 1e-4]
+    python3 crates/core/tests/vectors/ort_check.py [--pack DIR] [--seed S] [--sizes 1,7,300] [--tol 1e-4]
 """
 
 import argparse
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[4]  # crates/core/tests/vectors/ -> repository root
 
 
 def padded(rng, rows, slots, buckets):

@@ -4,11 +4,12 @@ model's math (README "The model") rather than from the Rust code. Writes
 crates/core/tests/vectors/train.json, which crates/core/tests/train.rs holds the Rust
 gradient, the reconstruction of local_u and the global Adam steps to.
 
-    python3 scripts/train_fixture.py     # needs numpy; run from the repository root
+    python3 crates/core/tests/vectors/train_fixture.py     # needs numpy; run from the repository root
 
 Before writing, it checks its own gradient against central finite differences in float64.
 """
 import json
+import os
 import numpy as np
 
 B, D, H = 16, 3, 4          # buckets, embedding size, hidden units
@@ -117,7 +118,7 @@ after = adam(params, [lambda th, b=b: batch_grad(th, u_rec, b)[1] for b in batch
 
 enc = lambda ids, w: {"ids": ids.tolist(), "weights": w.tolist()}
 out = {
-    "generator": "scripts/train_fixture.py",
+    "generator": "crates/core/tests/vectors/train_fixture.py",
     "numpy": np.__version__,
     "arch": {"buckets": B, "dim": D, "hidden": H},
     "adam": ADAM, "local_l2": LOCAL_L2, "reconstruction_steps": RECONSTRUCTION_STEPS, "batch_size": BATCH,
@@ -127,7 +128,7 @@ out = {
     "mean_loss": loss0, "grad": grad0.tolist(), "grad_u": gu0.tolist(),
     "local_u_reconstructed": u_rec.tolist(), "params_after": after.tolist(),
 }
-with open("crates/core/tests/vectors/train.json", "w") as f:
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.json"), "w") as f:
     json.dump(out, f, indent=1)
     f.write("\n")
 print(f"wrote crates/core/tests/vectors/train.json: {params.size} parameters, {N} examples, loss {loss0:.6f}")
