@@ -18,6 +18,9 @@
 
 use thiserror::Error;
 
+/// Everything the core can reject, one variant per kind of failure and source of the bad input
+/// (see the module doc for the grouping). The `String` payloads are human-readable detail for
+/// logs; callers branch on the variant, never on the message.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum HearthError {
     /// Model pack: `model.onnx` is not an ONNX protobuf.
@@ -25,7 +28,12 @@ pub enum HearthError {
     OnnxDecode(String),
     /// Model pack: `model.onnx` is not the file the manifest names.
     #[error("model file sha256 is {actual}, manifest declares {expected}")]
-    HashMismatch { expected: String, actual: String },
+    HashMismatch {
+        /// The manifest's `onnx_sha256`, as written there.
+        expected: String,
+        /// Lower-case hex sha256 of the bytes received.
+        actual: String,
+    },
     /// Model pack: the manifest does not parse or describes another format or architecture.
     #[error("manifest is invalid: {0}")]
     Manifest(String),
@@ -34,10 +42,23 @@ pub enum HearthError {
     Graph(String),
     /// A tensor (model input, parameter, local embedding, logits) of the wrong shape.
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
-    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
+    Shape {
+        /// The tensor: a graph input or output, a parameter name, `local_u`, `catalog logits`, ...
+        name: String,
+        /// Expected dimensions (for a graph input or output, the symbolic batch dimension shows
+        /// as 0).
+        expected: Vec<usize>,
+        /// Dimensions found (for a graph input or output, a symbolic or unreadable one shows as 0).
+        found: Vec<usize>,
+    },
     /// A parameter, embedding or update value that is NaN or infinite.
     #[error("parameter `{name}` holds a non-finite value at index {index}")]
-    NonFinite { name: String, index: usize },
+    NonFinite {
+        /// The tensor or vector: a parameter name, `local_u`, `model delta`, `update payload`.
+        name: String,
+        /// Flat index of the first bad value within that tensor (not the whole parameter vector).
+        index: usize,
+    },
     /// Events: a kind this build does not know.
     #[error("unknown event kind {0:?}")]
     UnknownEventKind(String),
@@ -58,10 +79,24 @@ pub enum HearthError {
     InvalidProfileConfig(String),
     /// Any input past a documented bound.
     #[error("{what} has {found} entries; the limit is {limit}")]
-    TooLarge { what: &'static str, found: usize, limit: usize },
+    TooLarge {
+        /// What overflowed, in words (`candidate list`, `event term list`, `update parameters`,
+        /// ...).
+        what: &'static str,
+        /// Its size (entries, features, parameters).
+        found: usize,
+        /// The bound it exceeded: a constant such as `device::catalog::MAX_CATALOG`, or a configured
+        /// cap.
+        limit: usize,
+    },
     /// Stored profile: written by a newer build.
     #[error("stored profile has format version {found}; this build reads up to {supported}")]
-    ProfileVersion { found: u32, supported: u32 },
+    ProfileVersion {
+        /// The stored `version` (0 when missing or not a number, `u32::MAX` when too large).
+        found: u32,
+        /// The version this build writes and reads (`device::profile::VERSION`).
+        supported: u32,
+    },
     /// Stored profile: does not parse or breaks an invariant.
     #[error("stored profile is corrupt: {0}")]
     ProfileCorrupt(String),
@@ -70,16 +105,33 @@ pub enum HearthError {
     Inference(String),
     /// Logits handed in by another scorer (the GPU) hold a NaN or infinity.
     #[error("precomputed logit {index} is not finite")]
-    NonFiniteLogit { index: usize },
+    NonFiniteLogit {
+        /// Position of the first bad logit, in catalog order.
+        index: usize,
+    },
     /// Caller's settings: training settings out of range.
     #[error("invalid training settings: {0}")]
     InvalidTraining(String),
     /// Round task: the round trains another model than the device holds.
     #[error("round {round} is for model version {wanted}, this device has {have}")]
-    WrongModel { round: u64, wanted: u64, have: u64 },
+    WrongModel {
+        /// The round's `round_id`.
+        round: u64,
+        /// The model version the round task names.
+        wanted: u64,
+        /// The model version of the pack the device has loaded.
+        have: u64,
+    },
     /// Round task: the device has fewer labelled events than the round asks; it sits it out.
     #[error("{have} labelled local events; round {round} needs {needed}")]
-    TooFewEvents { round: u64, have: usize, needed: usize },
+    TooFewEvents {
+        /// The round's `round_id`.
+        round: u64,
+        /// Labelled examples the device's events yield.
+        have: usize,
+        /// The round task's `min_events`.
+        needed: usize,
+    },
     /// The update's wire format or privatisation.
     #[error("model update: {0}")]
     Update(#[from] UpdateError),
@@ -93,26 +145,57 @@ pub enum HearthError {
 /// random source failing.
 #[derive(Debug, Clone, Copy, PartialEq, Error)]
 pub enum UpdateError {
+    /// The bytes end inside the header.
     #[error("{found} bytes is too short; the header needs at least {needed}")]
-    Truncated { needed: usize, found: usize },
+    Truncated {
+        /// Bytes needed to read the header field that did not fit.
+        needed: usize,
+        /// Length of the whole upload.
+        found: usize,
+    },
+    /// The first four bytes (carried here) are not `HRTU`: not a Hearth update at all.
     #[error("magic is {0:?}, not HRTU")]
     BadMagic([u8; 4]),
+    /// A format version other than the one this build reads.
     #[error("format version {found}; this build reads {supported}")]
-    UnknownVersion { found: u16, supported: u16 },
+    UnknownVersion {
+        /// The header's version (bytes 4..6).
+        found: u16,
+        /// `privacy::wire::FORMAT_VERSION`.
+        supported: u16,
+    },
+    /// Header byte 6 (carried here) names no `privacy::wire::Encoding`.
     #[error("unknown payload encoding {0}")]
     UnknownEncoding(u8),
+    /// The total length disagrees with what the header's encoding and parameter count imply
+    /// (a cut-off upload or trailing bytes).
     #[error("{found} bytes, expected exactly {expected}")]
-    LengthMismatch { expected: usize, found: usize },
+    LengthMismatch {
+        /// Header plus payload bytes the header implies.
+        expected: usize,
+        /// Bytes received.
+        found: usize,
+    },
+    /// A clip norm C (from the header, a round task or the caller; carried here) that is not
+    /// finite and > 0.
     #[error("clip norm {0} is not finite and positive")]
     ClipNorm(f32),
+    /// A noise multiplier z (from the header, a round task or the caller; carried here) that is
+    /// not finite and >= 0.
     #[error("noise multiplier {0} is not finite and non-negative")]
     NoiseMultiplier(f32),
+    /// A quantization grid step γ (carried here) that is not finite and > 0.
     #[error("grid step {0} is not finite and positive")]
     Step(f32),
+    /// A noise standard deviation (carried here) handed to
+    /// `privacy::noise::add_noise` that is not finite and >= 0.
     #[error("noise standard deviation {0} is not finite and non-negative")]
     NoiseStd(f64),
+    /// The random source (the OS CSPRNG, `crypto.getRandomValues` in the browser) failed; no
+    /// update is built without it.
     #[error("random source failed: {0}")]
     Random(getrandom::Error),
 }
 
+/// The core's result: every fallible public function fails with a [`HearthError`].
 pub type Result<T> = std::result::Result<T, HearthError>;

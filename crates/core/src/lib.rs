@@ -29,6 +29,9 @@
 //! Dependencies run one way: `model` needs only `error`; `device` needs `model`; `learning`
 //! needs `device` and `model`; `privacy` needs `model` (parameter bounds) and `error`.
 
+// hearth-core is the contract the browser module, the aggregator and the simulator share.
+#![warn(missing_docs)]
+
 pub mod device;
 pub mod error;
 pub mod learning;

@@ -148,7 +148,8 @@ fn non_finite_weights_are_refused() {
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn bad_manifests_are_refused() {
     let (onnx, manifest) = pack_bytes(1);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
         ("format", Box::new(|m| m["format"] = "zip".into())),
         ("version", Box::new(|m| m["format_version"] = 2.into())),
         ("hash name", Box::new(|m| m["features"]["hash"] = "md5".into())),

@@ -6,10 +6,14 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 mod common;
 
-use common::{pack, sports_fan};
+use common::{ad, ad_event, pack, sports_fan};
 use hearth_core::HearthError;
+use hearth_core::device::catalog::{Ad, Context};
 use hearth_core::device::engine::Engine;
+use hearth_core::device::event::{Event, EventKind};
+use hearth_core::device::profile::{Profile, ProfileConfig};
 use hearth_core::learning::round::{RoundTask, participate};
+use hearth_core::learning::train::TrainConfig;
 use hearth_core::privacy::noise::{Sampler, l2_norm};
 use hearth_core::privacy::privatize::{grid_step, rounding_bound};
 use hearth_core::privacy::wire::{Encoding, Payload, Update};
@@ -115,4 +119,35 @@ fn a_stored_local_embedding_restores_the_trained_ranking() {
     // Erase forgets it with the profile.
     reloaded.erase_profile();
     assert!(reloaded.local_u().iter().all(|v| *v == 0.0));
+}
+
+/// The demo's visitor, at engine level: sports pages read and ads shown, none clicked. A round
+/// of local training must leave the ranking as it was: fitted on negatives alone, `local_u`
+/// learned to push down exactly the ads the reading had earned (the demo e2e's sports top 30
+/// went from all sports to none).
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn a_round_without_clicks_leaves_the_ranking_as_it_was() {
+    let ads: Vec<Ad> = (0..6).map(|i| ad(&format!("ad{i}"), if i % 2 == 0 { "sports" } else { "finance" })).collect();
+    let mut profile = Profile::new(ProfileConfig::default()).unwrap();
+    let mut ts = NOW - 60 * 60_000;
+    for _ in 0..5 {
+        ts += 60_000;
+        profile
+            .record(Event { kind: EventKind::PageView, ts, topics: vec!["sports".into()], keywords: vec![], ad: None })
+            .unwrap();
+        for a in &ads {
+            ts += 60_000;
+            profile.record(ad_event(EventKind::Impression, ts, a)).unwrap();
+        }
+    }
+    let mut e = Engine::new(pack(4), profile).unwrap();
+    e.set_catalog(ads).unwrap();
+    let before = e.catalog_logits(&Context::default(), NOW).unwrap();
+    let examples = e.examples().unwrap();
+    assert_eq!(examples.len(), 30);
+    assert!(examples.iter().all(|x| x.label == 0.0));
+    e.train(&examples, &TrainConfig::default()).unwrap();
+    assert!(e.local_u().iter().all(|&u| u == 0.0), "local_u {:?}", e.local_u());
+    assert_eq!(e.catalog_logits(&Context::default(), NOW).unwrap(), before);
 }

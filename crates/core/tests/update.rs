@@ -165,7 +165,7 @@ fn seeded(zeros: usize, seed: u64) -> Sampler<Seeded> {
 
 fn random_delta(seed: u64, len: usize, scale: f64) -> Vec<f32> {
     let mut g = Gaussian::new(seed);
-    (0..len).map(|_| (g.next() * scale) as f32).collect()
+    (0..len).map(|_| (g.normal() * scale) as f32).collect()
 }
 
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]

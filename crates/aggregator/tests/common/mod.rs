@@ -172,7 +172,7 @@ pub fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, serde_json::Val
 pub fn honest_update(task: &RoundTask, params: usize, seed: u64, encoding: Encoding) -> Update {
     let mut g = Gaussian::new(seed);
     let scale = task.clip_norm / (params as f32).sqrt();
-    let delta = (0..params).map(|_| g.next() as f32 * scale).collect();
+    let delta = (0..params).map(|_| g.normal() as f32 * scale).collect();
     build_update(delta, task.model_version, task.round_id, task.clip_norm, task.noise_multiplier, encoding, &mut Sampler::os())
         .unwrap()
         .0

@@ -7,14 +7,21 @@ use crate::model::features::{FeatureSpec, Slots, feature};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
+/// A candidate ad as the catalog (`catalog.json`) lists it. Every string is checked by
+/// [`check_text`] (non-empty, at most [`MAX_TEXT`](crate::device::event::MAX_TEXT) bytes, no control
+/// characters) when a [`Catalog`] is built; identity fields hash as `ad:`, `camp:`, `adv:`, `cat:`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ad {
+    /// Ad id, unique within a catalog; ranking results and ad events name the ad by it.
     pub id: String,
+    /// Campaign the ad belongs to; per-campaign frequency caps count by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign: Option<String>,
+    /// Advertiser; the diversity rule's per-advertiser limit counts by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertiser: Option<String>,
+    /// Ad category; the diversity rule's per-category limit counts by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
     /// Free-form content features, already in `kind:value` form (`topic:sports`).
@@ -40,6 +47,8 @@ impl Ad {
         Slots::encode(spec, spec.ad_slots, &weighted)
     }
 
+    /// Identity features (see [`ad_feature_names`]) then the content features, trimmed and
+    /// lower-cased: the strings [`Ad::encode`] hashes, one slot each.
     pub fn feature_names(&self) -> Vec<String> {
         let mut out = ad_feature_names(&self.id, self.campaign.as_deref(), self.advertiser.as_deref(), self.category.as_deref());
         out.extend(self.features.iter().map(|f| f.trim().to_lowercase()));
@@ -70,17 +79,23 @@ impl Ad {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Context {
+    /// Page topics, hashed as `topic:<t>`.
     #[serde(default)]
     pub topics: Vec<String>,
+    /// Page keywords, hashed as `kw:<k>`.
     #[serde(default)]
     pub keywords: Vec<String>,
+    /// The ad slot's name on the page, hashed as `slot:<s>`.
     #[serde(default)]
     pub slot: Option<String>,
+    /// Local hour of day, 0..=23, hashed as `hour:<h>`.
     #[serde(default)]
     pub hour: Option<u8>,
 }
 
 impl Context {
+    /// The model's context input. Fails with `InvalidContext` on an hour past 23 or a bad string,
+    /// and with `TooLarge` when there are more features than `spec.context_slots`.
     pub fn encode(&self, spec: &FeatureSpec) -> Result<Slots> {
         let bad = |m: String| HearthError::InvalidContext(m);
         let mut names: Vec<String> = self.topics.iter().map(|t| feature("topic", t)).collect();
@@ -109,13 +124,18 @@ pub const MAX_CATALOG: usize = 50_000;
 /// A validated list of ads with their hashed, padded features laid out row by row.
 #[derive(Debug, Clone)]
 pub struct Catalog {
+    /// The ads in catalog order: row `i` of `ids` and `weights` is `ads[i]`.
     pub ads: Vec<Ad>,
     /// `ads.len() × ad_slots`, row-major.
     pub ids: Vec<i64>,
+    /// Slot weights, laid out as `ids`; each ad's nonzero weights are equal and sum to 1.
     pub weights: Vec<f32>,
 }
 
 impl Catalog {
+    /// Validates every ad (text, `kind:value` features, at most `spec.ad_slots` features) and
+    /// hashes it under `spec`. Fails on the first bad ad, on a duplicate id (`InvalidAd`), or past
+    /// [`MAX_CATALOG`] ads (`TooLarge`).
     pub fn new(ads: Vec<Ad>, spec: &FeatureSpec) -> Result<Catalog> {
         if ads.len() > MAX_CATALOG {
             return Err(HearthError::TooLarge { what: "candidate list", found: ads.len(), limit: MAX_CATALOG });
@@ -135,10 +155,12 @@ impl Catalog {
         Ok(Catalog { ads, ids, weights })
     }
 
+    /// Number of ads.
     pub fn len(&self) -> usize {
         self.ads.len()
     }
 
+    /// Whether the catalog has no ads.
     pub fn is_empty(&self) -> bool {
         self.ads.is_empty()
     }

@@ -13,6 +13,9 @@ use crate::model::pack::ModelPack;
 use crate::model::scorer::{Request, Scorer};
 use std::borrow::Cow;
 
+/// One visitor's ranker: a loaded pack and its tract [`Scorer`], the [`Profile`], the device-only
+/// local embedding and the installed [`Catalog`] with its cached ad side. Learning methods
+/// (`examples`, `train`) are added by `learning::round`.
 pub struct Engine {
     pack: ModelPack,
     scorer: Scorer,
@@ -25,6 +28,8 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine with an empty catalog and a zero local embedding; fails only if the pack's graph
+    /// cannot be cut at `ad_side` or planned by tract.
     pub fn new(pack: ModelPack, profile: Profile) -> Result<Engine> {
         let scorer = Scorer::new(&pack)?;
         let local_u = vec![0.0; pack.params.arch.dim];
@@ -32,22 +37,27 @@ impl Engine {
         Ok(Engine { pack, scorer, profile, local_u, catalog, catalog_side: Vec::new() })
     }
 
+    /// The loaded model pack; its `manifest.model_version` is what round tasks are checked against.
     pub fn pack(&self) -> &ModelPack {
         &self.pack
     }
 
+    /// The pack's feature spec, which events, ads and context are hashed under.
     pub fn spec(&self) -> &FeatureSpec {
         &self.pack.manifest.features
     }
 
+    /// The visitor's profile, for the shell to store.
     pub fn profile(&self) -> &Profile {
         &self.profile
     }
 
+    /// The tract scorer of the loaded pack.
     pub fn scorer(&self) -> &Scorer {
         &self.scorer
     }
 
+    /// The installed catalog (empty until [`Engine::set_catalog`]).
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
@@ -58,6 +68,7 @@ impl Engine {
         &self.catalog_side
     }
 
+    /// Records an event in the profile (see [`Profile::record`]).
     pub fn record(&mut self, event: Event) -> Result<()> {
         self.profile.record(event)
     }
@@ -68,6 +79,8 @@ impl Engine {
         self.profile = profile;
     }
 
+    /// Forgets the visitor: clears the profile's events and weights and zeroes the local
+    /// embedding. The configuration, model and catalog stay.
     pub fn erase_profile(&mut self) {
         self.profile.erase();
         self.local_u.iter_mut().for_each(|v| *v = 0.0);

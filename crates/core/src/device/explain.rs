@@ -10,8 +10,10 @@ use crate::model::params::Params;
 use crate::model::scorer::Request;
 use serde::{Deserialize, Serialize};
 
+/// One line of "why this ad": a profile feature and how much it moved the ad's logit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contribution {
+    /// The profile feature, as stored (`topic:sports`, `adv:acme`).
     pub feature: String,
     /// This feature's share of the logit, to first order.
     pub contribution: f32,

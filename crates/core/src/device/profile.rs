@@ -7,21 +7,29 @@ use crate::model::features::{FeatureSpec, Slots, feature};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
+/// The `format` tag of a stored profile document; anything else is refused as corrupt.
 pub const FORMAT: &str = "hearth-profile";
+/// The stored profile format version this build writes and the only one it reads.
 pub const VERSION: u32 = 1;
 /// Ceilings no configuration may exceed, so a stored profile cannot grow without bound.
 pub const MAX_EVENTS_CEILING: usize = 100_000;
+/// Ceiling on [`ProfileConfig::max_features`].
 pub const MAX_FEATURES_CEILING: usize = 10_000;
 /// Longest stored feature name: a `kind:` prefix plus a term of up to `MAX_TEXT` bytes, which
 /// lower-casing can lengthen (`İ`, 2 bytes, becomes `i̇`, 3 bytes).
 pub const MAX_FEATURE_NAME: usize = 2 * crate::device::event::MAX_TEXT + 16;
 
+/// How a profile forgets: the decay rate and the caps on stored events and features. Stored
+/// with the profile; [`ProfileConfig::validate`] checks it on creation and on load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileConfig {
     /// Time for a feature weight to halve, in milliseconds.
     pub half_life_ms: f64,
+    /// Events kept; past it the earliest recorded are dropped (at most [`MAX_EVENTS_CEILING`]).
     pub max_events: usize,
+    /// Feature weights kept; past it those with the oldest [`Weight::ts`] are dropped (at most
+    /// [`MAX_FEATURES_CEILING`]).
     pub max_features: usize,
 }
 
@@ -32,6 +40,8 @@ impl Default for ProfileConfig {
 }
 
 impl ProfileConfig {
+    /// A half-life that is not finite and positive is `InvalidProfileConfig`; a cap above its
+    /// ceiling is `TooLarge`.
     pub fn validate(&self) -> Result<()> {
         if !(self.half_life_ms.is_finite() && self.half_life_ms > 0.0) {
             return Err(HearthError::InvalidProfileConfig(format!("half-life {} ms", self.half_life_ms)));
@@ -52,7 +62,10 @@ impl ProfileConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Weight {
+    /// Weight at `ts`: the sum of the event deltas, each decayed to `ts`; dismissals can make it
+    /// negative.
     pub w: f64,
+    /// When the weight was last updated, in milliseconds since the Unix epoch.
     pub ts: i64,
 }
 
@@ -64,6 +77,9 @@ const CLICK: f64 = 2.0;
 const CONVERSION: f64 = 4.0;
 const DISMISSAL: f64 = -2.0;
 
+/// The visitor's events and decayed feature weights, under one [`ProfileConfig`]. Stays on the
+/// device; the shell stores it with [`Profile::to_json`] and reads it back with
+/// [`Profile::from_json`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
@@ -75,23 +91,30 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// An empty profile; fails if `config` does not validate.
     pub fn new(config: ProfileConfig) -> Result<Profile> {
         config.validate()?;
         Ok(Profile { format: FORMAT.into(), version: VERSION, config, events: VecDeque::new(), features: BTreeMap::new() })
     }
 
+    /// The configuration it was created or stored with.
     pub fn config(&self) -> &ProfileConfig {
         &self.config
     }
 
+    /// Stored events in the order they were recorded (not sorted by `ts`), at most
+    /// `max_events`.
     pub fn events(&self) -> impl ExactSizeIterator<Item = &Event> + DoubleEndedIterator {
         self.events.iter()
     }
 
+    /// Features with a stored weight, at most `max_features`.
     pub fn feature_count(&self) -> usize {
         self.features.len()
     }
 
+    /// Validates `event`, moves the weights of the features it touches (see
+    /// [`touched_features`]), appends it and applies the caps. An invalid event changes nothing.
     pub fn record(&mut self, event: Event) -> Result<()> {
         event.validate()?;
         for (name, delta) in touched_features(&event) {
@@ -157,6 +180,8 @@ impl Profile {
         self.features.clear();
     }
 
+    /// The whole profile (format tag, version, configuration, events, weights) as one JSON
+    /// document for the device's storage.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("profile serialises: keys are strings, numbers finite")
     }

@@ -12,15 +12,20 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cap {
+    /// Impressions allowed in the window; at `max` the ad (or campaign) is left out.
     pub max: u32,
+    /// Window length in milliseconds, ending at the ranking's `now_ms`.
     pub window_ms: i64,
 }
 
+/// Impression caps applied before scoring; a missing cap does not limit.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrequencyCaps {
+    /// Impressions of the same ad id.
     #[serde(default)]
     pub per_ad: Option<Cap>,
+    /// Impressions of any ad of the same campaign; ads without a campaign are not limited.
     #[serde(default)]
     pub per_campaign: Option<Cap>,
 }
@@ -30,24 +35,33 @@ pub struct FrequencyCaps {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Diversity {
+    /// How many leading places the rule fills; the ads it passes over follow in score order.
     pub slots: usize,
+    /// Most ads of one advertiser in those places; ads without an advertiser are not limited.
     #[serde(default)]
     pub max_per_advertiser: Option<usize>,
+    /// Most ads of one category in those places; ads without a category are not limited.
     #[serde(default)]
     pub max_per_category: Option<usize>,
 }
 
+/// One ranking request's settings. In JSON only `now_ms` is required.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RankOptions {
+    /// The ranking's time in milliseconds since the Unix epoch: profile weights decay to it and
+    /// caps count back from it.
     pub now_ms: i64,
+    /// How many ads to return (default 10); 0 is `InvalidRankOptions`.
     #[serde(default = "default_k")]
     pub k: usize,
     /// How many profile features to report per result.
     #[serde(default = "default_explain")]
     pub explain: usize,
+    /// Frequency caps (default: none).
     #[serde(default)]
     pub caps: FrequencyCaps,
+    /// Diversity re-rank of the top places (default: none).
     #[serde(default)]
     pub diversity: Option<Diversity>,
 }
@@ -61,16 +75,23 @@ fn default_explain() -> usize {
 }
 
 impl RankOptions {
+    /// The defaults at `now_ms`: top 10, three explaining features each, no caps, no diversity.
     pub fn at(now_ms: i64) -> RankOptions {
         RankOptions { now_ms, k: default_k(), explain: default_explain(), caps: FrequencyCaps::default(), diversity: None }
     }
 }
 
+/// One ranked ad, best first in the list `Engine::rank` returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ranked {
+    /// The ad's catalog id.
     pub ad_id: String,
+    /// The model's logit.
     pub score: f32,
+    /// The predicted click probability, `sigmoid(score)`.
     pub probability: f32,
+    /// The profile features that moved the logit most, largest magnitude first, at most
+    /// [`RankOptions::explain`] of them.
     pub why: Vec<Contribution>,
 }
 

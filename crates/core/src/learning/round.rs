@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoundTask {
+    /// The round's id; written into the update header so the aggregator can match it.
     pub round_id: u64,
     /// The model the update must be computed against.
     pub model_version: u64,
@@ -24,8 +25,10 @@ pub struct RoundTask {
     /// Devices with fewer labelled local events sit the round out.
     #[serde(default)]
     pub min_events: usize,
+    /// How the update's values are written (default `f32`).
     #[serde(default)]
     pub encoding: Encoding,
+    /// Local training settings (defaults for any left out).
     #[serde(default)]
     pub train: TrainConfig,
     /// Unix time (ms) after which the aggregator abandons the round; a device that cannot
@@ -37,9 +40,13 @@ pub struct RoundTask {
 /// The upload and what went into it (the latter stays on the device).
 #[derive(Debug, Clone)]
 pub struct Participation {
+    /// The encoded update: the only thing that leaves the device.
     pub upload: Vec<u8>,
+    /// Norms and noise of the privatisation, for local logs.
     pub stats: BuildStats,
+    /// The local training result, `local_u` and the raw delta included.
     pub trained: Trained,
+    /// Labelled examples trained on.
     pub examples: usize,
 }
 

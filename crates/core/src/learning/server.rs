@@ -9,9 +9,21 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Optimizer {
     /// w += lr · Δ̄ (lr = 1 is plain federated averaging).
-    FedAvg { lr: f32 },
+    FedAvg {
+        /// Server learning rate; finite and > 0.
+        lr: f32,
+    },
     /// Reddi et al. 2021: m = β1 m + (1−β1) Δ̄, v = β2 v + (1−β2) Δ̄², w += lr · m / (√v + τ).
-    FedAdam { lr: f32, beta1: f32, beta2: f32, tau: f32 },
+    FedAdam {
+        /// Server learning rate; finite and > 0.
+        lr: f32,
+        /// Decay of the first moment m, in [0, 1).
+        beta1: f32,
+        /// Decay of the second moment v, in [0, 1).
+        beta2: f32,
+        /// Adaptivity floor τ added to √v, bounding the step where v is small; finite and > 0.
+        tau: f32,
+    },
 }
 
 impl Default for Optimizer {
@@ -23,12 +35,16 @@ impl Default for Optimizer {
 /// FedAdam's moments, kept between rounds with the model they produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OptimizerState {
+    /// Server steps taken with these moments.
     pub steps: u64,
+    /// First moment, one per parameter.
     pub m: Vec<f32>,
+    /// Second moment, one per parameter.
     pub v: Vec<f32>,
 }
 
 impl Optimizer {
+    /// `InvalidTraining` unless lr (and FedAdam's τ) is finite and > 0 and the betas are in [0, 1).
     pub fn validate(&self) -> Result<()> {
         let positive = |x: f32| x.is_finite() && x > 0.0;
         let unit = |x: f32| (0.0..1.0).contains(&x);
@@ -88,6 +104,7 @@ pub struct RoundSum {
 }
 
 impl RoundSum {
+    /// An empty sum over a model of `params` parameters.
     pub fn new(params: usize) -> RoundSum {
         RoundSum { sum: vec![0.0; params], count: 0 }
     }

@@ -25,10 +25,15 @@ pub const DISMISSAL_WEIGHT: f32 = 3.0;
 /// One labelled interaction, in the model's input form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
+    /// The profile's user slots as they stood just before the event.
     pub user: Slots,
+    /// The page context; all padding, since ad events do not record their page.
     pub context: Slots,
+    /// The ad's slots: catalog features when the catalog still has the ad, else its identity.
     pub ad: Slots,
+    /// 1 for a click or conversion, 0 for an unclicked impression or a dismissal.
     pub label: f32,
+    /// Weight in the loss: 1, or [`DISMISSAL_WEIGHT`] for a dismissal.
     pub weight: f32,
 }
 
@@ -111,9 +116,9 @@ fn add_outer(out: &mut [f32], x: &[f32], y: &[f32]) {
 /// `p.values`) and into `grad_u` (∂/∂local_u). Returns the weighted loss.
 ///
 /// Forward ([`forward::pass`]): a, u (= pooled profile + local_u), c pooled;
-/// pre = a·W1a + u·W1u + c·W1c + b1; h = relu(pre); z = h·w2 + b2 + a·(u + c) + Σ wₛ bias[idₛ].
-/// Backward with g = weight·(σ(z) − y): ∂b2 = g, ∂w2 = g·h, ∂bias[idₛ] = g·wₛ,
-/// δ = g·w2 ⊙ [pre > 0]: ∂b1 = δ, ∂W1a = a⊗δ, ∂W1u = u⊗δ, ∂W1c = c⊗δ,
+/// pre = a·W1a + u·W1u + c·W1c + b1; h = relu(pre); z = h·w2 + b2 + a·(u + c) + Σ wₛ bias\[idₛ\].
+/// Backward with g = weight·(σ(z) − y): ∂b2 = g, ∂w2 = g·h, ∂bias\[idₛ\] = g·wₛ,
+/// δ = g·w2 ⊙ \[pre > 0\]: ∂b1 = δ, ∂W1a = a⊗δ, ∂W1u = u⊗δ, ∂W1c = c⊗δ,
 /// ∂a = W1a·δ + g·(u + c), ∂u = W1u·δ + g·a, ∂c = W1c·δ + g·a, and each pooled row gets wₛ × its side's ∂.
 pub fn example_loss(p: &Params, local_u: &[f32], ex: &Example, grad: Option<&mut [f32]>, grad_u: Option<&mut [f32]>) -> f32 {
     let (d, h) = (p.arch.dim, p.arch.hidden);
@@ -166,13 +171,18 @@ pub fn mean_loss(p: &Params, local_u: &[f32], examples: &[Example]) -> f32 {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Adam {
+    /// Learning rate; finite and > 0.
     pub lr: f32,
+    /// Decay of the first moment, in [0, 1).
     pub beta1: f32,
+    /// Decay of the second moment, in [0, 1).
     pub beta2: f32,
+    /// Added to the root of the second moment to keep the step finite; > 0.
     pub eps: f32,
 }
 
 impl Adam {
+    /// Adam at learning rate `lr` with the usual β1 = 0.9, β2 = 0.999, ε = 1e-8.
     pub fn with_lr(lr: f32) -> Adam {
         Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
     }
@@ -187,10 +197,12 @@ pub struct AdamState {
 }
 
 impl AdamState {
+    /// Zero moments for a vector of `len` values.
     pub fn new(cfg: Adam, len: usize) -> AdamState {
         AdamState { cfg, m: vec![0.0; len], v: vec![0.0; len], t: 0 }
     }
 
+    /// One Adam step on `theta` along the gradient `grad` (same length).
     pub fn step(&mut self, theta: &mut [f32], grad: &[f32]) {
         let Adam { lr, beta1, beta2, eps } = self.cfg;
         self.t += 1;
@@ -209,12 +221,15 @@ impl AdamState {
 pub struct TrainConfig {
     /// Full-batch Adam steps fitting `local_u` with the global model frozen.
     pub reconstruction_steps: usize,
+    /// The optimiser of the reconstruction steps (default lr 0.05).
     pub reconstruction: Adam,
     /// L2 pull of `local_u` toward zero, so a device with few events stays near the global model.
     pub local_l2: f32,
     /// Passes over the examples for the global parameters.
     pub epochs: usize,
+    /// Examples per global step; at least 1.
     pub batch_size: usize,
+    /// The optimiser of the global steps (default lr 0.01).
     pub global: Adam,
 }
 
@@ -232,6 +247,8 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// `InvalidTraining` on a zero batch size, an Adam setting out of range or a negative or
+    /// non-finite `local_l2`.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(HearthError::InvalidTraining(m.into()));
         if self.batch_size == 0 {
@@ -262,7 +279,9 @@ pub struct Trained {
     /// Weighted mean loss with the incoming model and `local_u`, after reconstruction, after
     /// the global steps.
     pub loss_before: f32,
+    /// Weighted mean loss after reconstructing `local_u`, before the global steps.
     pub loss_reconstructed: f32,
+    /// Weighted mean loss with the new global parameters and `local_u`.
     pub loss_after: f32,
 }
 

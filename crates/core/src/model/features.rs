@@ -13,14 +13,22 @@ pub const PADDING: u32 = 0;
 pub struct FeatureSpec {
     /// Hash function name; only `fnv1a64-fmix` is defined.
     pub hash: String,
+    /// Seed hashed in front of every feature string; a different seed is a different bucketing.
     pub seed: u64,
+    /// Rows of the embedding table, padding included; at least 2, so real features have buckets
+    /// `1..buckets`.
     pub buckets: u32,
-    /// Padded slot counts of the graph inputs.
+    /// Padded slot counts of the graph inputs. This one is the profile's (`user_ids`, `user_w`):
+    /// how many of its strongest features the model sees.
     pub user_slots: usize,
+    /// Slots of the page-context input (`ctx_ids`, `ctx_w`).
     pub context_slots: usize,
+    /// Slots per ad (`ad_ids`, `ad_w`): the most features one catalog ad may have.
     pub ad_slots: usize,
 }
 
+/// The one [`FeatureSpec::hash`] this build implements ([`hash64`]); a manifest naming another
+/// is refused.
 pub const HASH_NAME: &str = "fnv1a64-fmix";
 
 impl FeatureSpec {
@@ -37,6 +45,7 @@ impl FeatureSpec {
         }
     }
 
+    /// The bucket of a canonical feature string (see [`feature`]) under this spec's seed.
     pub fn bucket(&self, feature: &str) -> u32 {
         bucket(self.seed, self.buckets, feature)
     }
@@ -74,11 +83,16 @@ pub fn feature(kind: &str, value: &str) -> String {
 /// Weights are normalised to sum of |w| = 1 so that pooling is a weighted mean.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slots {
+    /// Bucket per slot; [`PADDING`] in unused slots. `i64` because the graph's id inputs are int64.
     pub ids: Vec<i64>,
+    /// Weight per slot, 0 in padding; |w| sums to 1, or all are 0 when no feature has a nonzero
+    /// weight.
     pub weights: Vec<f32>,
 }
 
 impl Slots {
+    /// Hashes the first `slots` features (the rest are dropped) and normalises their weights;
+    /// unused slots are padding.
     pub fn encode(spec: &FeatureSpec, slots: usize, features: &[(&str, f32)]) -> Slots {
         let mut ids = vec![i64::from(PADDING); slots];
         let mut weights = vec![0.0f32; slots];

@@ -45,6 +45,7 @@ pub fn mat_vec(m: &[f32], v: &[f32]) -> Vec<f32> {
     m.chunks_exact(v.len()).map(|row| dot(row, v)).collect()
 }
 
+/// Dot product over the shorter of the two slices.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -69,11 +70,14 @@ pub fn ad_side(p: &Params, ids: &[i64], weights: &[f32]) -> Vec<f32> {
 pub struct RequestSide {
     /// Pooled profile features plus the local embedding.
     pub user: Vec<f32>,
+    /// Pooled page-context features, `dim` wide.
     pub context: Vec<f32>,
     /// First-layer pre-activation from user and context, bias included.
     pub q: Vec<f32>,
 }
 
+/// The request side of the forward pass, computed once per ranking and shared by every
+/// candidate.
 pub fn request_side(p: &Params, req: &Request) -> RequestSide {
     request_side_of(p, &req.user, &req.local_u, &req.context)
 }
@@ -97,6 +101,7 @@ pub fn request_side_of(p: &Params, user_slots: &Slots, local_u: &[f32], context_
 pub struct Pass {
     /// The hidden layer before ReLU.
     pub pre: Vec<f32>,
+    /// `relu(pre)·w2 + a·(u + c) + ad bias + b2`: the score before the sigmoid.
     pub logit: f32,
 }
 
@@ -112,6 +117,7 @@ pub fn pass(p: &Params, rs: &RequestSide, side: &[f32]) -> Pass {
     Pass { pre, logit }
 }
 
+/// The logit alone of [`pass`].
 pub fn logit(p: &Params, rs: &RequestSide, side: &[f32]) -> f32 {
     pass(p, rs, side).logit
 }

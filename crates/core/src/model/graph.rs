@@ -11,22 +11,31 @@ use crate::model::onnx_pb::{
 use crate::model::params::Params;
 use prost::Message;
 
+/// The `ai.onnx` opset version the written graph declares; the importer also reads later ones
+/// ([`OPSETS`](crate::model::tract_import::OPSETS)).
 pub const OPSET: i64 = 13;
 /// The symbolic candidate count.
 pub const BATCH: &str = "N";
+/// The tensor the graph is cut at: `[N, dim + hidden + 1]` ad-side rows (see
+/// [`Arch::ad_side_width`](crate::model::params::Arch::ad_side_width)).
 pub const AD_SIDE: &str = "ad_side";
+/// The graph's one output: `[N]` float logits, one per candidate ad.
 pub const LOGITS: &str = "logits";
 /// Graph inputs: ad side first, then the request side.
 pub const AD_INPUTS: [&str; 2] = ["ad_ids", "ad_w"];
+/// Graph inputs of the request side, in the order the scorer feeds them.
 pub const REQUEST_INPUTS: [&str; 5] = ["user_ids", "user_w", "local_u", "ctx_ids", "ctx_w"];
 
 /// A tensor dimension: fixed, or the candidate batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dim {
+    /// A fixed size.
     Fixed(usize),
+    /// The symbolic candidate count [`BATCH`].
     Batch,
 }
 
+/// A tensor-typed graph input or output declaration with element type `elem` and shape `dims`.
 pub fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
     let dim = dims
         .iter()
@@ -127,10 +136,12 @@ pub fn node(op: &str, inputs: &[&str], out: &str, attrs: Vec<AttributeProto>) ->
     }
 }
 
+/// An `INTS` node attribute (Transpose's `perm`).
 pub fn ints_attr(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: values.to_vec(), ..Default::default() }
 }
 
+/// An `INT` node attribute (Concat's `axis`).
 pub fn int_attr(name: &str, value: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: value, ..Default::default() }
 }

@@ -5,8 +5,14 @@
 //! tensors, sequence and map types, ...) are skipped when decoding, as protobuf allows; Hearth
 //! never needs them. Repeated numbers are written packed, which every protobuf parser accepts
 //! for either syntax of the schema.
+//!
+//! Each message and enum mirrors its `onnx.proto` namesake field by field (same names in Rust
+//! case, same numbers and types, minus the fields left out), so their fields and values carry no
+//! docs here (`#[allow(missing_docs)]` on each): `onnx.proto` documents them. Each type says what
+//! Hearth uses it for.
 
 /// A key/value pair, used for metadata and external-data locations.
+#[allow(missing_docs)] // fields and values as in onnx.proto, documented there
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StringStringEntryProto {
     #[prost(string, tag = "1")]
@@ -16,6 +22,7 @@ pub struct StringStringEntryProto {
 }
 
 /// An operator set a model uses: the empty domain is the default `ai.onnx` set.
+#[allow(missing_docs)] // fields and values as in onnx.proto, documented there
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct OperatorSetIdProto {
     #[prost(string, tag = "1")]
@@ -25,6 +32,7 @@ pub struct OperatorSetIdProto {
 }
 
 /// The top-level container: metadata, the opsets used and the graph.
+#[allow(missing_docs)] // fields and values as in onnx.proto, documented there
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ModelProto {
     #[prost(int64, tag = "1")]
@@ -48,6 +56,7 @@ pub struct ModelProto {
 }
 
 /// A computation graph: nodes in topological order, constant initializers, inputs, outputs.
+#[allow(missing_docs)] // fields and values as in onnx.proto, documented there
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct GraphProto {
     #[prost(message, repeated, tag = "1")]
@@ -67,6 +76,7 @@ pub struct GraphProto {
 }
 
 /// One operator application. Inputs and outputs are value names; "" marks an omitted optional.
+#[allow(missing_docs)] // fields and values as in onnx.proto, documented there
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct NodeProto {
     #[prost(string, repeated, tag = "1")]
@@ -86,6 +96,7 @@ pub struct NodeProto {
 }
 
 /// A named operator attribute; `type` says which of the value fields holds it.
+#[allow(missing_docs)] // fields and values as in onnx.proto, documented there
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AttributeProto {
     #[prost(string, tag = "1")]
@@ -122,7 +133,10 @@ pub struct AttributeProto {
     pub ref_attr_name: String,
 }
 
+/// Types nested in `AttributeProto`.
 pub mod attribute_proto {
+    /// Which value field of an [`AttributeProto`](super::AttributeProto) holds the attribute.
+    #[allow(missing_docs)] // fields and values as in onnx.proto, documented there
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
     #[repr(i32)]
     pub enum AttributeType {
@@ -145,6 +159,7 @@ pub mod attribute_proto {
 }
 
 /// A named value's type: graph inputs, outputs and intermediate annotations.
+#[allow(missing_docs)] // fields and values as in onnx.proto, documented there
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ValueInfoProto {
     #[prost(string, tag = "1")]
@@ -157,6 +172,7 @@ pub struct ValueInfoProto {
 
 /// A tensor value: shape, element type and the data in one of the typed fields or `raw_data`
 /// (little-endian).
+#[allow(missing_docs)] // fields and values as in onnx.proto, documented there
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TensorProto {
     #[prost(int64, repeated, tag = "1")]
@@ -189,8 +205,10 @@ pub struct TensorProto {
     pub data_location: i32,
 }
 
+/// Types nested in `TensorProto`.
 pub mod tensor_proto {
     /// The part of a large tensor this proto holds.
+    #[allow(missing_docs)] // fields and values as in onnx.proto, documented there
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Segment {
         #[prost(int64, tag = "1")]
@@ -199,6 +217,9 @@ pub mod tensor_proto {
         pub end: i64,
     }
 
+    /// Element types; a tensor's `data_type` and a tensor type's `elem_type` hold one as `i32`.
+    /// /// Hearth packs use `Float` and `Int64`.
+    #[allow(missing_docs)] // fields and values as in onnx.proto, documented there
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
     #[repr(i32)]
     pub enum DataType {
@@ -229,6 +250,7 @@ pub mod tensor_proto {
     }
 
     /// Whether the data is in this proto or in an external file.
+    #[allow(missing_docs)] // fields and values as in onnx.proto, documented there
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
     #[repr(i32)]
     pub enum DataLocation {
@@ -238,14 +260,17 @@ pub mod tensor_proto {
 }
 
 /// A tensor shape: one entry per axis.
+#[allow(missing_docs)] // fields and values as in onnx.proto, documented there
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TensorShapeProto {
     #[prost(message, repeated, tag = "1")]
     pub dim: Vec<tensor_shape_proto::Dimension>,
 }
 
+/// Types nested in `TensorShapeProto`.
 pub mod tensor_shape_proto {
     /// One axis: a fixed size, a named symbolic size, or (neither set) unknown.
+    #[allow(missing_docs)] // fields and values as in onnx.proto, documented there
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Dimension {
         #[prost(string, tag = "3")]
@@ -254,7 +279,10 @@ pub mod tensor_shape_proto {
         pub value: Option<dimension::Value>,
     }
 
+    /// The `oneof` of a [`Dimension`].
     pub mod dimension {
+        /// A dimension's size: fixed (`dim_value`) or symbolic (`dim_param`, e.g. the batch `N`).
+        #[allow(missing_docs)] // fields and values as in onnx.proto, documented there
         #[derive(Clone, PartialEq, prost::Oneof)]
         pub enum Value {
             #[prost(int64, tag = "1")]
@@ -266,6 +294,7 @@ pub mod tensor_shape_proto {
 }
 
 /// A value's type. Only tensors are represented; other kinds decode to `value: None`.
+#[allow(missing_docs)] // fields and values as in onnx.proto, documented there
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TypeProto {
     #[prost(string, tag = "6")]
@@ -274,8 +303,10 @@ pub struct TypeProto {
     pub value: Option<type_proto::Value>,
 }
 
+/// Types nested in `TypeProto`.
 pub mod type_proto {
     /// A dense tensor type: element type (a `DataType`) and an optional shape.
+    #[allow(missing_docs)] // fields and values as in onnx.proto, documented there
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Tensor {
         #[prost(enumeration = "super::tensor_proto::DataType", tag = "1")]
@@ -284,6 +315,8 @@ pub mod type_proto {
         pub shape: Option<super::TensorShapeProto>,
     }
 
+    /// The `oneof` of a [`TypeProto`](super::TypeProto); only `tensor_type` is kept.
+    #[allow(missing_docs)] // fields and values as in onnx.proto, documented there
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Value {
         #[prost(message, tag = "1")]

@@ -12,7 +12,9 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// The manifest's `format` tag; any other is refused.
 pub const FORMAT: &str = "hearth-model-pack";
+/// The manifest format version this build writes and the only one it loads.
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Bounds that keep a hostile manifest from asking for absurd allocations.
@@ -21,14 +23,24 @@ const MAX_DIM: usize = 256;
 const MAX_HIDDEN: usize = 1024;
 const MAX_SLOTS: usize = 1024;
 
+/// `manifest.json`: what the pack is and how its inputs are built. Validated as a whole by
+/// [`Manifest::from_json`], so a loaded manifest's sizes are bounded and its layout is the
+/// architecture's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// Always [`FORMAT`].
     pub format: String,
+    /// Always [`FORMAT_VERSION`].
     pub format_version: u32,
+    /// Which model this is; round tasks and updates name it. Also written into the ONNX
+    /// `model_version`.
     pub model_version: u64,
+    /// How features are hashed and how many slots each input has.
     pub features: FeatureSpec,
+    /// Embedding width d, 1..=256.
     pub embedding_dim: usize,
+    /// Hidden units h, 1..=1024.
     pub hidden_dim: usize,
     /// Flat parameter layout: name, shape and offset of each tensor.
     pub parameters: Vec<ParamSpec>,
@@ -37,12 +49,16 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Parses and validates a manifest: format and version, hash name, bucket count 2..=2^22,
+    /// dimensions and slot counts in bounds, at most [`MAX_PARAMS`] parameters, a layout equal to
+    /// the architecture's and a 64-hex-digit hash. Any failure is `Manifest` (or `TooLarge`).
     pub fn from_json(json: &str) -> Result<Manifest> {
         let m: Manifest = serde_json::from_str(json).map_err(|e| HearthError::Manifest(e.to_string()))?;
         m.validate()?;
         Ok(m)
     }
 
+    /// The architecture the manifest describes.
     pub fn arch(&self) -> Arch {
         Arch { buckets: self.features.buckets as usize, dim: self.embedding_dim, hidden: self.hidden_dim }
     }
@@ -87,6 +103,7 @@ impl Manifest {
     }
 }
 
+/// Lower-case hex sha256, as the manifest's `onnx_sha256` records it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -94,8 +111,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// A loaded, validated pack.
 #[derive(Debug, Clone)]
 pub struct ModelPack {
+    /// The validated manifest.
     pub manifest: Manifest,
+    /// The parameters read from the graph's initializers, checked against the manifest's layout.
     pub params: Params,
+    /// The decoded graph, which the scorer cuts and imports into tract.
     pub proto: ModelProto,
 }
 
@@ -117,6 +137,9 @@ impl ModelPack {
         (onnx, json)
     }
 
+    /// Checks a downloaded or stored pack before anything runs: the manifest, the ONNX hash
+    /// (`HashMismatch`), the protobuf (`OnnxDecode`), the graph's inputs and output (`Graph`,
+    /// `Shape`), that a node produces `ad_side`, and every parameter's shape and finiteness.
     pub fn load(onnx: &[u8], manifest_json: &str) -> Result<ModelPack> {
         let manifest = Manifest::from_json(manifest_json)?;
         let actual = sha256_hex(onnx);

@@ -7,13 +7,17 @@ use crate::error::Result;
 use crate::model::pack::ModelPack;
 use std::path::Path;
 
+/// The graph's file name inside a pack directory.
 pub const ONNX_FILE: &str = "model.onnx";
+/// The manifest's file name inside a pack directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// A pack's two files as they are on disk, not yet checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackFiles {
+    /// The bytes of `model.onnx`.
     pub onnx: Vec<u8>,
+    /// The text of `manifest.json`.
     pub manifest: String,
 }
 

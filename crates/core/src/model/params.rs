@@ -15,25 +15,34 @@ pub const DEFAULT_ARCH: Arch = Arch { buckets: 16_384, dim: 16, hidden: 32 };
 /// The starter architecture's sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Arch {
+    /// Rows of the embedding and bias tables (the feature spec's `buckets`, padding row included).
     pub buckets: usize,
+    /// Embedding width d: of `emb` rows, pooled vectors and `local_u`.
     pub dim: usize,
+    /// Hidden units h of the MLP.
     pub hidden: usize,
 }
 
+/// One named tensor of the flat parameter vector; the manifest lists them and the ONNX
+/// initializers carry the same names and shapes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParamSpec {
+    /// One of [`NAMES`].
     pub name: String,
+    /// Dimensions, row-major (`emb` is `[buckets, dim]`).
     pub shape: Vec<usize>,
     /// Start of this tensor in the flat parameter vector.
     pub offset: usize,
 }
 
 impl ParamSpec {
+    /// Number of values: the product of `shape`.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
 
+    /// Whether the tensor has no values.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -45,6 +54,7 @@ impl ParamSpec {
 pub const NAMES: [&str; 8] = ["emb", "bias", "w1_ad", "w1_user", "w1_ctx", "b1", "w2", "b2"];
 
 impl Arch {
+    /// The tensors of this architecture in [`NAMES`] order, packed back to back from offset 0.
     pub fn layout(&self) -> Vec<ParamSpec> {
         let Arch { buckets: b, dim: d, hidden: h } = *self;
         let shapes = [vec![b, d], vec![b, 1], vec![d, h], vec![d, h], vec![d, h], vec![h], vec![h, 1], vec![1]];
@@ -66,14 +76,21 @@ impl Arch {
     }
 }
 
+/// A model's parameters: the architecture, its layout and the flat values. Built by
+/// [`Params::new`] or [`Params::init`], so `values` matches `layout` and is finite.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {
+    /// The sizes the layout derives from.
     pub arch: Arch,
+    /// `arch.layout()`: where each named tensor lies in `values`.
     pub layout: Vec<ParamSpec>,
+    /// All parameters in layout order; a model update is a difference of two of these.
     pub values: Vec<f32>,
 }
 
 impl Params {
+    /// Wraps `values` in `arch`'s layout; `Shape` if the length is not the layout's total,
+    /// `NonFinite` (naming the tensor) on a NaN or infinity.
     pub fn new(arch: Arch, values: Vec<f32>) -> Result<Params> {
         let layout = arch.layout();
         let expected = layout.last().map_or(0, |p| p.offset + p.len());
@@ -102,7 +119,7 @@ impl Params {
                 "b2" => (-2.0, 0.0),
                 _ => (0.0, 0.0),
             };
-            values.extend((0..spec.len()).map(|_| (mean + std * rng.next()) as f32));
+            values.extend((0..spec.len()).map(|_| (mean + std * rng.normal()) as f32));
         }
         Params { arch, layout, values }
     }
@@ -112,11 +129,19 @@ impl Params {
         self.layout.iter().find(|p| p.name == name).expect("name from NAMES")
     }
 
+    /// Tensor `name`'s values, row-major.
+    ///
+    /// # Panics
+    /// If `name` is not one of [`NAMES`].
     pub fn get(&self, name: &str) -> &[f32] {
         let spec = self.spec(name);
         &self.values[spec.offset..spec.offset + spec.len()]
     }
 
+    /// Tensor `name`'s values, mutable.
+    ///
+    /// # Panics
+    /// If `name` is not one of [`NAMES`].
     pub fn get_mut(&mut self, name: &str) -> &mut [f32] {
         let (offset, len) = {
             let spec = self.spec(name);
@@ -133,10 +158,12 @@ pub struct Gaussian {
 }
 
 impl Gaussian {
+    /// A generator whose draws are fixed by `seed`.
     pub fn new(seed: u64) -> Gaussian {
         Gaussian { state: seed }
     }
 
+    /// The next splitmix64 output.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.state;
@@ -150,7 +177,8 @@ impl Gaussian {
         ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
     }
 
-    pub fn next(&mut self) -> f64 {
+    /// A standard normal draw (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
         let (u1, u2) = (self.uniform(), self.uniform());
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }

@@ -16,11 +16,17 @@ type Plan = std::sync::Arc<TypedRunnableModel>;
 /// The per-request inputs: the visitor's pooled features, local embedding and page context.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    /// The profile's strongest features, `user_slots` wide (see
+    /// `device::profile::Profile::user_slots`).
     pub user: Slots,
+    /// The device-only user embedding, `dim` wide, added to the pooled profile vector.
     pub local_u: Vec<f32>,
+    /// The page context, `context_slots` wide.
     pub context: Slots,
 }
 
+/// The pack's graph as two tract plans: the ad side (ad ids in, `ad_side` rows out) and the
+/// request side (`ad_side` rows and the request in, logits out).
 pub struct Scorer {
     ad_plan: Plan,
     request_plan: Plan,
@@ -82,6 +88,8 @@ fn declared(model: &ModelProto, name: &str) -> ValueInfoProto {
 }
 
 impl Scorer {
+    /// Cuts the pack's graph at `ad_side` and plans both halves with tract; `Graph` if the graph
+    /// cannot be cut or imported, `Inference` if tract cannot optimise a half.
     pub fn new(pack: &ModelPack) -> Result<Scorer> {
         let proto = &pack.proto;
         let width = pack.params.arch.ad_side_width();
@@ -92,6 +100,7 @@ impl Scorer {
         Ok(Scorer { ad_plan: plan(&ad)?, request_plan: plan(&request)?, ad_slots: pack.manifest.features.ad_slots, width })
     }
 
+    /// Floats per ad-side row: `dim + hidden + 1`.
     pub fn width(&self) -> usize {
         self.width
     }
@@ -123,10 +132,13 @@ impl Scorer {
 }
 
 impl WholeGraph {
+    /// Plans the pack's whole graph (tract's optimiser on the uncut model).
     pub fn new(pack: &ModelPack) -> Result<WholeGraph> {
         Ok(WholeGraph { plan: plan(&pack.proto)?, ad_slots: pack.manifest.features.ad_slots })
     }
 
+    /// Logits of the ads whose padded ids and weights (`n × ad_slots`, row-major) are given, in
+    /// that order.
     pub fn logits(&self, req: &Request, ids: &[i64], weights: &[f32]) -> Result<Vec<f32>> {
         let n = ids.len() / self.ad_slots;
         let mut inputs: TVec<TValue> = request_tensors(req)?;

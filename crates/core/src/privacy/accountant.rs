@@ -32,11 +32,13 @@ pub enum Sampling {
 pub struct Deployment {
     /// Devices that may be sampled.
     pub population: u64,
+    /// How each round's devices are chosen.
     pub sampling: Sampling,
     /// Aggregation rounds whose results are released (the model after each one).
     pub rounds: u64,
     /// Noise standard deviation divided by the clip norm.
     pub noise_multiplier: f64,
+    /// The δ of the (ε, δ) guarantee, in (0, 1); by convention well below 1/population.
     pub delta: f64,
 }
 
@@ -47,10 +49,15 @@ pub struct PrivacyReport {
     pub central_epsilon: f64,
     /// ε of one device's upload seen alone, before aggregation (no sampling amplification).
     pub local_epsilon: f64,
+    /// The δ both ε hold at.
     pub delta: f64,
+    /// The deployment's noise multiplier z.
     pub noise_multiplier: f64,
+    /// The per-round sampling rate q in (0, 1].
     pub sampling_rate: f64,
+    /// Released rounds composed.
     pub rounds: u64,
+    /// Devices that may be sampled.
     pub population: u64,
     /// The Rényi order at which the central ε was attained.
     pub best_order: f64,

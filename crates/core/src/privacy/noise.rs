@@ -29,6 +29,8 @@ pub fn clip(delta: &mut [f32], c: f32) -> f64 {
 
 /// Where a [`Sampler`] gets its random bytes.
 pub trait ByteSource {
+    /// Fills all of `buf` with random bytes, or fails ([`OsRandom`] with [`UpdateError::Random`]);
+    /// the failure propagates, so no update is built on it.
     fn fill(&mut self, buf: &mut [u8]) -> Result<()>;
 }
 
@@ -63,6 +65,8 @@ impl Sampler<OsRandom> {
 }
 
 impl<S: ByteSource> Sampler<S> {
+    /// A sampler over `source`. Bytes for uniform and normal draws are fetched when first needed,
+    /// 2 KiB at a time.
     pub fn from_source(source: S) -> Self {
         Self { source, words: [0; BATCH], next: BATCH, spare: None }
     }

@@ -22,7 +22,9 @@ use crate::error::{HearthError, Result, UpdateError};
 use crate::model::params::MAX_PARAMS;
 use serde::{Deserialize, Serialize};
 
+/// The first four bytes of every update.
 pub const MAGIC: [u8; 4] = *b"HRTU";
+/// The update format version this build writes and the only one it decodes (bytes 4..6).
 pub const FORMAT_VERSION: u16 = 1;
 /// Header bytes of the f32 encoding.
 pub const F32_HEADER_LEN: usize = 51;
@@ -32,9 +34,12 @@ pub const QUANTIZED_HEADER_LEN: usize = F32_HEADER_LEN + 4;
 /// byte 6 of the header carries its code.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Encoding {
+    /// Every value as a little-endian f32 (4 bytes each); code 0.
     #[default]
     #[serde(rename = "f32")]
     F32 = 0,
+    /// Every value as an i16 count of grid steps (2 bytes each), after conditional stochastic
+    /// rounding (see the `privatize` module); code 1.
     #[serde(rename = "quantized")]
     QuantizedI16 = 1,
 }
@@ -74,27 +79,43 @@ impl Encoding {
     }
 }
 
+/// An update's values in their encoding.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
+    /// Plain f32 values, one per parameter, all finite.
     F32(Vec<f32>),
     /// Parameter i is `values[i] · step`.
     QuantizedI16 {
+        /// The grid step γ in parameter units; finite and > 0.
         step: f32,
+        /// Grid counts, one per parameter; noise past the i16 range saturated.
         values: Vec<i16>,
     },
 }
 
+/// One device's privatised model delta for one round, as uploaded. Built by
+/// `privatize::build_update`, written by [`Update::encode`], read and checked by
+/// [`Update::decode`]; see the module doc for the byte layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Update {
+    /// The model version the delta was computed against.
     pub model_version: u64,
+    /// The round it answers.
     pub round_id: u64,
+    /// Fresh random bytes per upload, so the aggregator can drop replays; identifies the upload,
+    /// never the device.
     pub nonce: [u8; 16],
+    /// L2 clip norm C the delta was clipped to; finite and > 0.
     pub clip_norm: f32,
+    /// Noise multiplier z: noise std per coordinate is z·C (quantized: z·C̃ in grid units); finite
+    /// and >= 0.
     pub noise_multiplier: f32,
+    /// The noised values, in the upload's encoding.
     pub payload: Payload,
 }
 
 impl Update {
+    /// The encoding the payload is in.
     pub fn encoding(&self) -> Encoding {
         match self.payload {
             Payload::F32(_) => Encoding::F32,
@@ -125,6 +146,7 @@ impl Update {
         }
     }
 
+    /// Whether the update carries no parameters.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -219,14 +241,17 @@ impl Reader<'_> {
     }
 }
 
+/// `c` if finite and > 0, else [`UpdateError::ClipNorm`].
 pub fn check_clip_norm(c: f32) -> Result<f32> {
     if c.is_finite() && c > 0.0 { Ok(c) } else { Err(UpdateError::ClipNorm(c).into()) }
 }
 
+/// `z` if finite and >= 0, else [`UpdateError::NoiseMultiplier`].
 pub fn check_noise_multiplier(z: f32) -> Result<f32> {
     if z.is_finite() && z >= 0.0 { Ok(z) } else { Err(UpdateError::NoiseMultiplier(z).into()) }
 }
 
+/// `step` if finite and > 0, else [`UpdateError::Step`].
 pub fn check_step(step: f32) -> Result<f32> {
     if step.is_finite() && step > 0.0 { Ok(step) } else { Err(UpdateError::Step(step).into()) }
 }

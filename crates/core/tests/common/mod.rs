@@ -31,7 +31,7 @@ pub fn random_slots(rng: &mut Gaussian, slots: usize, buckets: usize) -> Slots {
     let mut weights = vec![0f32; slots];
     for i in 0..used {
         ids[i] = 1 + (rng.next_u64() % (buckets as u64 - 1)) as i64;
-        weights[i] = rng.next() as f32;
+        weights[i] = rng.normal() as f32;
     }
     Slots { ids, weights }
 }
@@ -40,7 +40,7 @@ pub fn random_request(rng: &mut Gaussian) -> Request {
     let s = spec();
     Request {
         user: random_slots(rng, s.user_slots, ARCH.buckets),
-        local_u: (0..ARCH.dim).map(|_| 0.3 * rng.next() as f32).collect(),
+        local_u: (0..ARCH.dim).map(|_| 0.3 * rng.normal() as f32).collect(),
         context: random_slots(rng, s.context_slots, ARCH.buckets),
     }
 }
