@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what this machine lacks for building and testing Hearth; each step
 # is skipped when already satisfied, so it is cheap to run before every target.
+#   - rustup components rustfmt and clippy
 #   - rustup target wasm32-unknown-unknown
 #   - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock
 #     (the CLI refuses modules built by another version)
@@ -16,6 +17,14 @@ command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first
 command -v node >/dev/null && command -v npm >/dev/null || die "node and npm (node >= 20) are required"
 node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' \
   || die "node >= 20 required, found $(node --version)"
+
+# 0. rustfmt and clippy, which make test runs before any test.
+for component in rustfmt clippy; do
+  if ! rustup component list --installed | grep -q "^$component"; then
+    log "adding rust component $component"
+    quiet rustup component add "$component"
+  fi
+done
 
 # 1. wasm32 target.
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then

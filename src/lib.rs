@@ -93,12 +93,14 @@ export interface ModelInputs {
 // at the top of *every* export unless the module calls `__wasm_call_ctors` itself. Calling it
 // once at instantiation turns that off; measured, it was a third of a 1,000-ad ranking.
 #[cfg(target_family = "wasm")]
+#[allow(unsafe_code)]
 unsafe extern "C" {
     fn __wasm_call_ctors();
 }
 
 #[cfg(target_family = "wasm")]
 #[wasm_bindgen(start)]
+#[allow(unsafe_code)]
 fn run_constructors_once() {
     // SAFETY: runs once, from wasm-bindgen's start hook, before any other export.
     unsafe { __wasm_call_ctors() }

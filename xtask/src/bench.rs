@@ -2,7 +2,7 @@
 //! round of local training + update build, on the same synthetic workload as the browser
 //! benchmark (www/bench/workload.mjs).
 
-use crate::{arg, load_pack};
+use crate::load_pack;
 use hearth_core::device::catalog::{Ad, Context};
 use hearth_core::device::engine::Engine;
 use hearth_core::device::event::Event;
@@ -103,8 +103,15 @@ pub fn commit() -> String {
         .unwrap_or_else(|| "uncommitted".into())
 }
 
-pub fn native(args: &[String]) -> Result<(), String> {
-    let out = PathBuf::from(arg(args, "--out").unwrap_or_else(|| "target/bench/score-native.json".into()));
+#[derive(clap::Args, Debug)]
+pub struct NativeArgs {
+    /// Where the JSON records go.
+    #[arg(long, value_name = "FILE", default_value = "target/bench/score-native.json")]
+    out: PathBuf,
+}
+
+pub fn native(args: NativeArgs) -> Result<(), String> {
+    let out = args.out;
     let pack = load_pack(Path::new("models/default"))?;
     let whole = WholeGraph::new(&pack).map_err(|e| e.to_string())?;
     let commit = commit();
@@ -136,10 +143,17 @@ pub fn native(args: &[String]) -> Result<(), String> {
     write_records(&out, records)
 }
 
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Where the JSON records go.
+    #[arg(long, value_name = "FILE", default_value = "target/bench/train-native.json")]
+    out: PathBuf,
+}
+
 /// One local training plus update build (the whole `participate`), at 100, 1,000 and 10,000
 /// local events; median of a few runs, each on a fresh engine. Plus the upload sizes.
-pub fn train(args: &[String]) -> Result<(), String> {
-    let out = PathBuf::from(arg(args, "--out").unwrap_or_else(|| "target/bench/train-native.json".into()));
+pub fn train(args: TrainArgs) -> Result<(), String> {
+    let out = args.out;
     let pack = load_pack(Path::new("models/default"))?;
     let params = pack.params.values.len();
     let commit = commit();

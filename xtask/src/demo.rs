@@ -6,7 +6,6 @@
 //! splitmix64 stream with fixed seeds, so the output is the same on every run and machine.
 //! demo.css and landing.mjs are hand-written and not generated.
 
-use crate::arg;
 use hearth_core::device::catalog::Ad;
 use serde_json::{Map, Value, json};
 use std::fmt::Write as _;
@@ -594,8 +593,15 @@ pub fn write(out: &Path) -> Result<(Demo, Vec<(String, String)>), String> {
     Ok((demo, files))
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    let out = PathBuf::from(arg(args, "--out").unwrap_or_else(|| "www/demo".into()));
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory the site is written to.
+    #[arg(long, value_name = "DIR", default_value = "www/demo")]
+    out: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    let out = args.out;
     let (demo, files) = write(&out)?;
     println!("wrote {}: {} ads, {} articles, {} files", out.display(), demo.ads.len(), demo.articles.len(), files.len());
     Ok(())

@@ -1,6 +1,6 @@
 //! Native side of the browser-equals-native test: rank a fixture and print the result as JSON.
 
-use crate::{arg, load_pack};
+use crate::load_pack;
 use hearth_core::device::catalog::{Ad, Context};
 use hearth_core::device::engine::Engine;
 use hearth_core::device::event::Event;
@@ -9,10 +9,19 @@ use hearth_core::device::rank::RankOptions;
 use serde_json::Value;
 use std::path::PathBuf;
 
-pub fn rank_fixture(args: &[String]) -> Result<(), String> {
-    let path = args.get(1).ok_or("rank-fixture needs a fixture path")?;
-    let pack = PathBuf::from(arg(args, "--pack").unwrap_or_else(|| "models/default".into()));
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The fixture: JSON with `events`, `ads`, `context` and `options`.
+    #[arg(value_name = "FIXTURE.json")]
+    fixture: PathBuf,
+    /// The model pack to rank with.
+    #[arg(long, value_name = "DIR", default_value = "models/default")]
+    pack: PathBuf,
+}
+
+pub fn rank_fixture(args: Args) -> Result<(), String> {
+    let (path, pack) = (args.fixture, args.pack);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let fixture: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     let field = |k: &str| fixture.get(k).cloned().ok_or(format!("fixture lacks `{k}`"));
     let events: Vec<Event> = serde_json::from_value(field("events")?).map_err(|e| e.to_string())?;

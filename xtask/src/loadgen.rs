@@ -6,7 +6,7 @@
 //! the transport ceiling of the machine, side by side.
 
 use crate::bench::{commit, write_records};
-use crate::{arg, load_pack};
+use crate::load_pack;
 use hearth_core::learning::round::RoundTask;
 use hearth_core::privacy::noise::Sampler;
 use hearth_core::privacy::privatize::build_update;
@@ -31,10 +31,28 @@ struct Run {
     rounds: u64,
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    let out = PathBuf::from(arg(args, "--out").unwrap_or_else(|| "target/bench/aggregator.json".into()));
-    let server = PathBuf::from(arg(args, "--server").unwrap_or_else(|| "target/release/hearth-aggregator".into()));
-    let seconds: f64 = arg(args, "--seconds").map_or(Ok(6.0), |s| s.parse()).map_err(|e| format!("--seconds: {e}"))?;
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where the JSON records go.
+    #[arg(long, value_name = "FILE", default_value = "target/bench/aggregator.json")]
+    out: PathBuf,
+    /// The aggregator binary to start (build it with cargo build --release -p hearth-aggregator).
+    #[arg(long, value_name = "BIN", default_value = "target/release/hearth-aggregator")]
+    server: PathBuf,
+    /// Measured seconds per load level, after one second of warm-up.
+    #[arg(long, value_name = "S", default_value_t = 6.0, value_parser = positive_seconds)]
+    seconds: f64,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    let Args { out, server, seconds } = args;
     let params = load_pack(Path::new("models/default"))?.params.values.len();
     let commit = commit();
     let mut records = Vec::new();

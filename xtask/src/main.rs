@@ -1,5 +1,5 @@
 //! Developer tasks: generate model packs and demo data, rank fixtures natively, benchmark.
-//! `cargo run -p xtask --release -- <task> [args]`.
+//! `cargo run -p xtask --release -- <task> [args]`; `-- help` lists the tasks, `-- <task> --help` their flags.
 
 mod bench;
 mod demo;
@@ -8,6 +8,7 @@ mod fixture;
 mod loadgen;
 mod sink;
 
+use clap::{Parser, Subcommand};
 use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::pack::ModelPack;
 use hearth_core::model::pack_dir::{self, PackFiles};
@@ -19,22 +20,58 @@ pub fn default_spec() -> FeatureSpec {
     FeatureSpec::product(DEFAULT_ARCH.buckets)
 }
 
-fn arg(args: &[String], flag: &str) -> Option<String> {
-    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned()
+/// Developer tasks of the Hearth workspace; run from the repository root (the default paths are
+/// relative to it): `cargo run -p xtask --release -- <TASK> [OPTIONS]`.
+#[derive(Parser, Debug)]
+#[command(name = "xtask", subcommand_value_name = "TASK", subcommand_help_heading = "Tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Writes the default model pack: fresh parameters of the default architecture and feature spec.
+    GenPack(GenPack),
+    /// Writes the demo news site (catalog, articles, front page, landing page); deterministic.
+    GenDemo(demo::Args),
+    /// Trains the demo site's warm-started model pack on synthetic browsing sessions.
+    GenDemoPack(demo_pack::Args),
+    /// Ranks a fixture natively and prints the ranking as JSON (the browser parity test's native side).
+    RankFixture(fixture::Args),
+    /// Native ranking benchmark at 100, 1,000 and 10,000 ads.
+    BenchNative(bench::NativeArgs),
+    /// Native local training + update build benchmark, and the upload sizes.
+    BenchTrain(bench::TrainArgs),
+    /// Upload load generator against the release aggregator and against `xtask http-sink`.
+    BenchAggregator(loadgen::Args),
+    /// Minimal HTTP server that discards uploads: the bench-aggregator's transport ceiling.
+    HttpSink(sink::Args),
+}
+
+#[derive(clap::Args, Debug)]
+struct GenPack {
+    /// Directory the pack is written to.
+    #[arg(long, value_name = "DIR", default_value = "models/default")]
+    out: PathBuf,
+    /// Seed of the initial parameters.
+    #[arg(long, value_name = "N", default_value_t = 7)]
+    seed: u64,
+    /// The pack's model version.
+    #[arg(long, value_name = "V", default_value_t = 1)]
+    version: u64,
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("gen-pack") => gen_pack(&args),
-        Some("gen-demo") => demo::run(&args),
-        Some("gen-demo-pack") => demo_pack::run(&args),
-        Some("rank-fixture") => fixture::rank_fixture(&args),
-        Some("bench-native") => bench::native(&args),
-        Some("bench-train") => bench::train(&args),
-        Some("bench-aggregator") => loadgen::run(&args),
-        Some("http-sink") => sink::run(args.get(1).map_or("f32", String::as_str)),
-        _ => Err("usage: xtask gen-pack [--out DIR] [--seed N] [--version V] | gen-demo [--out DIR] | gen-demo-pack [--catalog FILE] [--out DIR] [--seed N] | rank-fixture FIXTURE.json [--pack DIR] | bench-native [--out FILE] | bench-train [--out FILE] | bench-aggregator [--out FILE] [--server BIN] [--seconds S]".into()),
+    let result = match Cli::parse().task {
+        Task::GenPack(args) => gen_pack(args),
+        Task::GenDemo(args) => demo::run(args),
+        Task::GenDemoPack(args) => demo_pack::run(args),
+        Task::RankFixture(args) => fixture::rank_fixture(args),
+        Task::BenchNative(args) => bench::native(args),
+        Task::BenchTrain(args) => bench::train(args),
+        Task::BenchAggregator(args) => loadgen::run(args),
+        Task::HttpSink(args) => sink::run(args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e}");
@@ -42,10 +79,8 @@ fn main() {
     }
 }
 
-fn gen_pack(args: &[String]) -> Result<(), String> {
-    let out = PathBuf::from(arg(args, "--out").unwrap_or_else(|| "models/default".into()));
-    let seed: u64 = arg(args, "--seed").map_or(Ok(7), |s| s.parse()).map_err(|e| format!("--seed: {e}"))?;
-    let version: u64 = arg(args, "--version").map_or(Ok(1), |s| s.parse()).map_err(|e| format!("--version: {e}"))?;
+fn gen_pack(args: GenPack) -> Result<(), String> {
+    let GenPack { out, seed, version } = args;
     let (onnx, manifest) = ModelPack::write(&Params::init(DEFAULT_ARCH, seed), &default_spec(), version);
     pack_dir::write(&out, &onnx, &manifest).map_err(|e| e.to_string())?;
     println!("wrote {} ({} bytes of ONNX)", out.display(), onnx.len());
@@ -54,4 +89,106 @@ fn gen_pack(args: &[String]) -> Result<(), String> {
 
 pub fn load_pack(dir: &Path) -> Result<ModelPack, String> {
     PackFiles::read(dir).map_err(|e| e.to_string())?.load().map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every task by its name, and every flag with its default in `--help`.
+    #[test]
+    fn help_lists_every_task_and_flag() {
+        let mut cli = Cli::command();
+        let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+        let tasks = [
+            "gen-pack",
+            "gen-demo",
+            "gen-demo-pack",
+            "rank-fixture",
+            "bench-native",
+            "bench-train",
+            "bench-aggregator",
+            "http-sink",
+        ];
+        assert_eq!(names, tasks);
+        let help = cli.render_help().to_string();
+        for task in tasks {
+            assert!(help.contains(task), "{help}");
+        }
+        let flags: &[(&str, &[&str])] = &[
+            (
+                "gen-pack",
+                &["--out <DIR>", "[default: models/default]", "--seed <N>", "[default: 7]", "--version <V>", "[default: 1]"],
+            ),
+            ("gen-demo", &["--out <DIR>", "[default: www/demo]"]),
+            (
+                "gen-demo-pack",
+                &[
+                    "--catalog <FILE>",
+                    "[default: www/demo/catalog.json]",
+                    "--out <DIR>",
+                    "[default: models/demo]",
+                    "--seed <N>",
+                    "--readers <N>",
+                    "[default: 3000]",
+                    "--epochs <N>",
+                    "--lr <LR>",
+                    "[default: 0.003]",
+                    "--cohort <N>",
+                    "--batch <N>",
+                ],
+            ),
+            ("rank-fixture", &["<FIXTURE.json>", "--pack <DIR>", "[default: models/default]"]),
+            ("bench-native", &["--out <FILE>", "[default: target/bench/score-native.json]"]),
+            ("bench-train", &["--out <FILE>", "[default: target/bench/train-native.json]"]),
+            (
+                "bench-aggregator",
+                &[
+                    "--out <FILE>",
+                    "[default: target/bench/aggregator.json]",
+                    "--server <BIN>",
+                    "[default: target/release/hearth-aggregator]",
+                    "--seconds <S>",
+                    "[default: 6]",
+                ],
+            ),
+            ("http-sink", &["[ENCODING]", "[default: f32]"]),
+        ];
+        for (task, wanted) in flags {
+            let help = cli.find_subcommand_mut(task).unwrap().render_help().to_string();
+            for w in *wanted {
+                assert!(help.contains(w), "{task} --help lacks {w}: {help}");
+            }
+        }
+    }
+
+    /// The command lines the scripts, the parity test and the load generator use.
+    #[test]
+    fn callers_command_lines_parse() {
+        for line in [
+            &["xtask", "bench-native", "--out", "target/bench/score-native.json"][..],
+            &["xtask", "bench-train", "--out", "target/bench/train-native.json"],
+            &["xtask", "bench-aggregator", "--out", "target/bench/aggregator.json"],
+            &["xtask", "rank-fixture", "tests/fixtures/rank.json"],
+            &["xtask", "gen-pack", "--out", "models/default", "--seed", "7"],
+            &["xtask", "gen-demo"],
+            &["xtask", "gen-demo-pack"],
+            &["xtask", "http-sink", "f32"],
+            &["xtask", "http-sink", "quantized"],
+            &["xtask", "http-sink"],
+        ] {
+            Cli::try_parse_from(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        }
+        for bad in
+            [&["xtask", "http-sink", "f16"][..], &["xtask", "rank-fixture"], &["xtask", "bench-aggregator", "--seconds", "0"]]
+        {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -3,12 +3,28 @@
 //! the transport ceiling of this machine, against which the aggregator's own cost shows.
 
 use crate::load_pack;
+use hearth_core::privacy::wire::Encoding;
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 
-pub fn run(encoding: &str) -> Result<(), String> {
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The encoding the fixed round task asks for: f32 or quantized.
+    #[arg(value_name = "ENCODING", default_value = "f32", value_parser = encoding)]
+    encoding: Encoding,
+}
+
+fn encoding(name: &str) -> Result<Encoding, String> {
+    [Encoding::F32, Encoding::QuantizedI16]
+        .into_iter()
+        .find(|e| e.name() == name)
+        .ok_or_else(|| format!("{name:?} is not f32 or quantized"))
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    let encoding = args.encoding.name();
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let version = load_pack(Path::new("models/default"))?.manifest.model_version;
     let task = json!({"round_id": 1, "model_version": version, "clip_norm": 1.0, "noise_multiplier": 1.0, "encoding": encoding})
