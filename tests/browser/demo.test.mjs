@@ -1,12 +1,12 @@
 // End to end: the demo news site (www/demo) with the publisher snippet (www/hearth.js), served
 // by the real aggregator with `make demo`'s configuration, in headless Chromium with WebGPU on
-// SwiftShader. Screenshots go to target/e2e/.
+// SwiftShader (and, for one test, without WebGPU: no adapter). Screenshots go to target/e2e/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import { startAggregator, useBrowser } from './helpers.mjs';
-import { openPage } from '../support/browser.mjs';
+import { launchChromium, openPage } from '../support/browser.mjs';
 
 const env = useBrowser(startAggregator);
 const SHOTS = 'target/e2e';
@@ -124,6 +124,65 @@ test('WebGPU and CPU scoring agree on the demo catalog', async () => {
   console.log(`${catalog.ads.length} ads, adapter ${adapter}: max |cpu - webgpu| = ${diff}`);
   const [rc, rg] = await page.evaluate(() => Promise.all([hearth.rank({ k: 10, backend: 'cpu' }), hearth.rank({ k: 10, backend: 'webgpu' })]));
   assert.deepEqual(rg.map((r) => r.ad_id), rc.map((r) => r.ad_id));
+  assert.deepEqual(page.problems, []);
+  await context.close();
+});
+
+// A catalog of `n` ads: the demo's ads over and over under new ids, each with its creative.
+function largeCatalog(n) {
+  const doc = { ads: [], creatives: {} };
+  for (let i = 0; i < n; i++) {
+    const ad = catalog.ads[i % catalog.ads.length];
+    const id = `${ad.id}-${Math.floor(i / catalog.ads.length)}`;
+    doc.ads.push({ ...ad, id });
+    doc.creatives[id] = catalog.creatives[ad.id];
+  }
+  return doc;
+}
+
+test('without a WebGPU adapter, webgpu is refused with a message and auto ranks 4,096 ads on the CPU', async (t) => {
+  // Chromium without the WebGPU flags: navigator.gpu is there, but it has no adapter.
+  const browser = await launchChromium({ webgpu: false });
+  t.after(() => browser.close());
+  const context = await browser.newContext();
+  // At least GPU_MIN_ADS (www/hearth/gpu.js): "auto" asks for the GPU as soon as the worker starts.
+  const large = largeCatalog(4096);
+  const body = JSON.stringify(large);
+  await context.route('**/v1/catalog.json', (r) => r.fulfill({ contentType: 'application/json', headers: { ETag: '"large"' }, body }));
+  const page = await openPage(context);
+  await page.goto(`${env.server.url}/demo/`);
+  assert.equal(await page.evaluate(async () => String(await navigator.gpu?.requestAdapter())), 'null', 'no WebGPU adapter in this browser');
+  // How a call ends: its result or its error message.
+  const settle = (fn, arg) => page.evaluate(async ([fn, arg]) => {
+    while (!window.hearth) await new Promise((r) => setTimeout(r, 10));
+    return (0, eval)(fn)(arg).then((result) => ({ result }), (e) => ({ error: e.message }));
+  }, [fn.toString(), arg]);
+
+  // The page's own fill ranks in auto mode: on tract, as there is no adapter.
+  const ready = await settle(() => hearth.ready);
+  assert.equal(ready.error, undefined, 'hearth.ready');
+  assert.equal(ready.result.ads, large.ads.length);
+  assert.equal(await page.$$eval('[data-hearth-slot]', (s) => s.filter((x) => x.dataset.hearthAd).length), 2, 'both slots hold an ad');
+
+  // Asked for by name, WebGPU is refused with a message saying why.
+  for (const call of [(o) => hearth.rank(o), (o) => hearth.scores(o)]) {
+    assert.deepEqual(await settle(call, { k: 10, backend: 'webgpu' }), { error: 'no WebGPU adapter' }, call.toString());
+  }
+
+  // auto (the default, and by name) falls back to tract: the same ranking as the CPU's.
+  const rank = async (options) => {
+    const { result, error } = await settle((o) => hearth.rank(o), options);
+    assert.equal(error, undefined, `rank(${JSON.stringify(options)})`);
+    return result.map((r) => r.ad_id);
+  };
+  const cpu = await rank({ k: 10, backend: 'cpu' });
+  assert.equal(cpu.length, 10);
+  assert.deepEqual(await rank({ k: 10 }), cpu);
+  assert.deepEqual(await rank({ k: 10, backend: 'auto' }), cpu);
+  const scores = (await settle((o) => hearth.scores(o), { backend: 'auto' })).result;
+  assert.equal(scores?.backend, 'cpu');
+  assert.equal(scores.logits.length, large.ads.length);
+  assert.equal((await settle(() => hearth.status())).result.webgpu, null);
   assert.deepEqual(page.problems, []);
   await context.close();
 });

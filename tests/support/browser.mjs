@@ -3,15 +3,18 @@ import { chromium } from 'playwright-core';
 
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
-// WebGPU through SwiftShader (software Vulkan) so GPU paths work headless, and
-// no background network traffic (the machine may have no network at all).
-// The same list is in webdriver.json for wasm-bindgen-test-runner.
-export const CHROMIUM_ARGS = [
+// WebGPU through SwiftShader (software Vulkan) so GPU paths work headless. Without these flags
+// headless Chromium has navigator.gpu but no adapter: requestAdapter() resolves null.
+export const WEBGPU_ARGS = [
   '--enable-unsafe-webgpu',
   '--enable-features=Vulkan',
   '--use-vulkan=swiftshader',
   '--use-webgpu-adapter=swiftshader',
   '--use-angle=swiftshader',
+];
+
+// No background network traffic (the machine may have no network at all).
+const BASE_ARGS = [
   '--no-sandbox', // running as root in containers
   '--disable-background-networking',
   '--disable-component-update',
@@ -19,9 +22,13 @@ export const CHROMIUM_ARGS = [
   '--no-first-run',
 ];
 
+// The same list is in webdriver.json for wasm-bindgen-test-runner.
+export const CHROMIUM_ARGS = [...WEBGPU_ARGS, ...BASE_ARGS];
+
 // Playwright gives every launch a fresh temporary --user-data-dir and adds --headless.
-export function launchChromium() {
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+// `webgpu: false` launches without WEBGPU_ARGS: a browser with no WebGPU adapter.
+export function launchChromium({ webgpu = true } = {}) {
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: webgpu ? CHROMIUM_ARGS : BASE_ARGS });
 }
 
 // Opens a page on the test server. Console errors and uncaught exceptions are
