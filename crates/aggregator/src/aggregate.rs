@@ -20,6 +20,7 @@ use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::pack::{ModelPack, sha256_hex};
 use hearth_core::model::pack_dir::PackFiles;
 use hearth_core::model::params::Params;
+use hearth_core::model::scorer::Scorer;
 use hearth_core::privacy::wire::Update;
 use serde::Serialize;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ use tokio::sync::{oneshot, watch};
 const MAX_BATCH: usize = 64;
 /// How often the keeper wakes without uploads, to enforce deadlines.
 const TICK: Duration = Duration::from_millis(500);
+/// Seed of the random inputs the initial pack is scored on by hearth-core and tract-onnx.
+const REFERENCE_SEED: u64 = 0x4845_4152_5448;
 
 /// An update that passed validation, and where to send the verdict.
 pub struct Submission {
@@ -86,6 +89,10 @@ pub enum StartError {
     /// The database holds what this build never writes (damage or tampering).
     #[error("stored update of round {round} is unreadable: {detail}")]
     Corrupt { round: u64, detail: String },
+    /// hearth-core loads the initial pack, but tract-onnx, the reference ONNX loader, refuses it
+    /// or scores it differently (operator's pack: not the standard ONNX hearth-core reads it as).
+    #[error("model pack {path}: fails the tract-onnx reference check: {source}")]
+    Reference { path: std::path::PathBuf, source: hearth_onnx_reference::Disagreement },
 }
 
 pub struct Keeper {
@@ -339,6 +346,11 @@ fn read_initial_model(config: &Config) -> Result<StoredModel, StartError> {
     let files = PackFiles::read(&config.initial_model)
         .map_err(|source| StartError::Read { path: config.initial_model.clone(), source })?;
     let pack = files.load()?;
+    // What devices will run (the cut graph through hearth-core's importer) must be what any
+    // ONNX runtime reads in the same bytes.
+    let scorer = Scorer::new(&pack)?;
+    hearth_onnx_reference::check_pack(&pack, &scorer, &files.onnx, REFERENCE_SEED)
+        .map_err(|source| StartError::Reference { path: config.initial_model.clone(), source })?;
     Ok(StoredModel {
         version: pack.manifest.model_version,
         sha256: sha256_hex(&files.onnx),

@@ -441,9 +441,14 @@ mod damaged {
         Attr(Index, i64),
         /// Drop a node.
         Drop(Index),
+        /// Replace a node's operator with an ONNX one the importer does not support (only the
+        /// differential test below draws this).
+        Foreign(Index, Index),
     }
 
     const OPS: [&str; 9] = ["Gather", "Unsqueeze", "MatMul", "Reshape", "Concat", "Slice", "Add", "Relu", "Transpose"];
+    /// Default-domain ONNX operators outside the importer's list, all of which tract-onnx loads.
+    const FOREIGN: [&str; 6] = ["Sub", "Mul", "Neg", "Sigmoid", "Identity", "Softmax"];
 
     fn damage() -> impl Strategy<Value = Damage> {
         let small = prop_oneof![8 => -3i64..8, 1 => Just(i64::MAX), 1 => Just(i64::MIN)];
@@ -468,6 +473,7 @@ mod damaged {
         let nodes = g.node.len();
         match d {
             Damage::Op(n, op) => g.node[n.index(nodes)].op_type = OPS[op.index(OPS.len())].into(),
+            Damage::Foreign(n, op) => g.node[n.index(nodes)].op_type = FOREIGN[op.index(FOREIGN.len())].into(),
             Damage::Input(n, i, to) => {
                 let node = &mut g.node[n.index(nodes)];
                 let i = i.index(node.input.len());
@@ -541,6 +547,258 @@ mod damaged {
                 }
                 Err(HearthError::Graph(_)) => {}
                 Err(other) => prop_assert!(false, "unexpected error kind {:?}", other),
+            }
+        }
+    }
+
+    /// The same damage, now against tract-onnx, the reference loader (hearth-onnx-reference): a
+    /// graph hearth-core loads must load in tract-onnx and compute the same outputs (within
+    /// 1e-5) on the same input; a graph hearth-core refuses must be refused by tract-onnx too
+    /// (at load or when run), or lie outside the supported op set ([`OUTSIDE_SUPPORTED_SET`]),
+    /// or be invalid ONNX that tract-onnx runs anyway ([`INVALID_ONNX_TRACT_ONNX_RUNS`]), or be
+    /// refused for a node no output needs, which tract-onnx drops unchecked (the rest must then
+    /// agree). Graphs where tract-onnx 0.23 departs from ONNX are not compared (`bad_perm`,
+    /// `beyond_32_bits`).
+    mod differential {
+        use super::*;
+        use hearth_core::model::pack::ModelPack;
+        use hearth_core::model::params::Gaussian;
+        use hearth_core::model::scorer::extract;
+        use hearth_onnx_reference::{Case, Reference, compare_tensors};
+        use proptest::test_runner::{Config, TestCaseError, TestRunner};
+        use prost::Message;
+
+        /// Damaged graphs per run: each costs two imports and optimisations in a debug build.
+        const CASES: u32 = 512;
+
+        /// The importer's refusals that may stand although tract-onnx computes the graph. The
+        /// supported op set is graph.rs's nine operators (`OPS`: Gather, Unsqueeze, MatMul,
+        /// Reshape, Concat, Slice, Add, Relu, Transpose) from the default domain, in the forms a
+        /// pack uses: tables, axes, shapes and slice bounds as constant initializers; Gather on
+        /// axis 0 with i64 indices; MatMul on floats and Relu on f32; unit slice steps; slices of
+        /// the symbolic batch axis whose bounds need no clamping; Reshape without `allowzero`;
+        /// ranks up to 8; no attribute beyond the ones those forms use. A refusal naming one of
+        /// these is "outside the supported op set"; any other must be shared by tract-onnx.
+        const OUTSIDE_SUPPORTED_SET: [&str; 12] = [
+            "is not supported",               // an operator outside OPS, another domain, allowzero
+            "only axis 0",                    // Gather on another axis
+            "this importer reads opsets",     // an opset outside 13..=21
+            "must be a constant initializer", // a table, axes, shape or slice bound computed at run time
+            "expected i64",                   // Gather indices of another integer type
+            "expected one float type",        // MatMul on integers
+            "expected F32",                   // Relu on another type
+            "only unit steps",                // strided Slice
+            "on symbolic axis",               // a bound on the batch axis that needs clamping
+            "negative length",                // likewise: an empty slice of the batch axis
+            "unsupported attribute",          // an attribute a pack's graph never carries
+            "above 8",                        // a rank above MAX_RANK
+        ];
+
+        /// Refusals of graphs ONNX itself rules out, which tract-onnx 0.23 runs anyway: the
+        /// importer is right to refuse them, and tract-onnx's answer is no reference.
+        const INVALID_ONNX_TRACT_ONNX_RUNS: [&str; 3] = [
+            "earlier node provides",                 // nodes out of topological order (tract-onnx sorts them)
+            "inner dimensions differ",               // MatMul [N, 1] x [N, 1]: tract-onnx reads only the first row of b
+            "is not a scalar or 1-D integer tensor", // float axes, shape or bounds where ONNX wants integers
+        ];
+
+        /// What one loader made of a graph and an input.
+        #[derive(Debug)]
+        enum Outcome {
+            /// Refused at load: import, typing or optimisation.
+            Refused(String),
+            /// Loaded, but failed on the input.
+            Failed(String),
+            /// Loaded and computed these outputs.
+            Ran(Vec<Tensor>),
+            /// Loaded, with a shape that depends on the data (only tract-onnx): not run, as it
+            /// may allocate without bound.
+            DataDependent,
+        }
+
+        /// The graph inputs named `names`, from `case` (a damaged graph keeps the pack's inputs).
+        fn inputs(names: impl Iterator<Item = String>, case: &Case) -> TVec<TValue> {
+            names.map(|n| case.tensor(&n).unwrap().into()).collect()
+        }
+
+        /// hearth-core's loading: the slim importer, then tract-core's optimiser and plan, as
+        /// `Scorer::new` and `WholeGraph::new` do.
+        fn hearth(m: &ModelProto, case: &Case) -> Outcome {
+            let typed = match typed_model(m) {
+                Ok(t) => t,
+                Err(e) => return Outcome::Refused(e.to_string()),
+            };
+            let names: Vec<String> = typed.inputs.iter().map(|o| typed.node(o.node).name.clone()).collect();
+            let plan = match typed.into_optimized().and_then(|t| t.into_runnable()) {
+                Ok(p) => p,
+                Err(e) => return Outcome::Refused(format!("optimising: {e:#}")),
+            };
+            match plan.run(inputs(names.into_iter(), case)) {
+                Ok(out) => Outcome::Ran(out.into_iter().map(|v| v.into_tensor()).collect()),
+                Err(e) => Outcome::Failed(format!("{e:#}")),
+            }
+        }
+
+        /// tract-onnx's loading, as the aggregator's check does it.
+        fn reference(m: &ModelProto, case: &Case) -> Outcome {
+            let loaded = match Reference::load(&m.encode_to_vec()) {
+                Ok(r) => r,
+                Err(e) => return Outcome::Refused(e),
+            };
+            if loaded.data_dependent_shape().is_some() {
+                return Outcome::DataDependent;
+            }
+            match loaded.run(inputs(loaded.input_names().iter().cloned(), case)) {
+                Ok(out) => Outcome::Ran(out.into_iter().map(|v| v.into_tensor()).collect()),
+                Err(e) => Outcome::Failed(e),
+            }
+        }
+
+        /// A random input whose ids stay inside every constant table a Gather reads (damage
+        /// may point a Gather at a smaller one; an id outside the table is the caller's bug,
+        /// which tract does not check).
+        fn input_for(m: &ModelProto, pack: &ModelPack, seed: u64) -> Case {
+            let g = m.graph.as_ref().unwrap();
+            let rows = g
+                .node
+                .iter()
+                .filter(|n| n.op_type == "Gather")
+                .filter_map(|n| g.initializer.iter().find(|t| Some(&t.name) == n.input.first()))
+                .filter_map(|t| t.dims.first().copied())
+                .filter(|r| *r > 0)
+                .min()
+                .unwrap_or(i64::MAX);
+            let mut case = Case::random(pack, &mut Gaussian::new(seed), 3);
+            let r = &mut case.request;
+            for id in r.user.ids.iter_mut().chain(&mut r.context.ids).chain(&mut case.ad_ids) {
+                *id %= rows;
+            }
+            case
+        }
+
+        /// Whether a node reads an integer constant beyond the 32-bit range, which tract-onnx
+        /// 0.23 reads otherwise than ONNX (and the importer): it keeps their low 32 bits in Slice
+        /// bounds and Reshape shapes (seen: `i64::MIN` as 0, `i64::MIN + 1` as 1, `i64::MAX` as
+        /// -1, 2^32 + 2 as 2), and takes a Slice end of `i64::MIN` or `i64::MIN + 1` for "to the
+        /// end" whatever the step (tract-core's StridedSlice reads them as exporters' markers of
+        /// reversed slices), where ONNX clamps it to 0. Damage writes such values; exporters
+        /// write only `i64::MAX` as a Slice end ("to the end"), which both read alike. Graphs
+        /// with any other are not compared.
+        fn beyond_32_bits(m: &ModelProto) -> bool {
+            let g = m.graph.as_ref().unwrap();
+            g.node.iter().any(|n| {
+                n.input.iter().enumerate().any(|(ix, name)| {
+                    let Some(t) = g.initializer.iter().find(|t| &t.name == name && t.data_type == DataType::Int64 as i32) else {
+                        return false;
+                    };
+                    let raw = t.raw_data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()));
+                    let slice_end = n.op_type == "Slice" && ix == 2;
+                    raw.chain(t.int64_data.iter().copied()).any(|v| i32::try_from(v).is_err() && !(slice_end && v == i64::MAX))
+                })
+            })
+        }
+
+        /// Whether a Transpose's `perm` is not a permutation of its positions. ONNX and the
+        /// importer refuse such a graph; tract-onnx 0.23 does not check the perm (tract-hir's
+        /// PermuteAxes indexes with it: most such graphs panic in it, and `[1, 1]` with a
+        /// computed Unsqueeze axis made its analysis ask for 8 GiB), so these graphs are held to
+        /// the importer's refusal only and never given to tract-onnx.
+        fn bad_perm(m: &ModelProto) -> bool {
+            let g = m.graph.as_ref().unwrap();
+            g.node.iter().filter(|n| n.op_type == "Transpose").flat_map(|n| &n.attribute).filter(|a| a.name == "perm").any(|a| {
+                let mut sorted = a.ints.clone();
+                sorted.sort_unstable();
+                sorted != (0..a.ints.len() as i64).collect::<Vec<_>>()
+            })
+        }
+
+        /// The graph without the nodes its outputs do not depend on, if it had any: tract-onnx
+        /// drops those unchecked, where the importer checks every node.
+        fn live_part(m: &ModelProto) -> Option<ModelProto> {
+            let g = m.graph.as_ref()?;
+            let live = extract(m, g.input.clone(), g.output.clone()).ok()?;
+            (live.graph.as_ref()?.node.len() < g.node.len()).then_some(live)
+        }
+
+        /// Holds the property on one graph and input; what happened, for the tally.
+        fn verdict(m: &ModelProto, case: &Case) -> Result<&'static str, String> {
+            Ok(match (hearth(m, case), reference(m, case)) {
+                (Outcome::Ran(h), Outcome::Ran(r)) => {
+                    if h.len() != r.len() {
+                        return Err(format!("hearth-core computes {} outputs, tract-onnx {}", h.len(), r.len()));
+                    }
+                    for (i, (h, r)) in h.iter().zip(&r).enumerate() {
+                        compare_tensors(h, r).map_err(|e| format!("output {i}: {e}"))?;
+                    }
+                    "both load, same outputs"
+                }
+                (Outcome::Ran(_), other) => {
+                    return Err(format!("the importer loads and runs it, tract-onnx does not: {other:?}"));
+                }
+                (Outcome::Failed(h), Outcome::Ran(_)) => {
+                    return Err(format!("tract-onnx runs it; hearth-core loads it but fails: {h}"));
+                }
+                (Outcome::Refused(h), Outcome::Ran(_)) => {
+                    if OUTSIDE_SUPPORTED_SET.iter().any(|s| h.contains(s)) {
+                        "importer refuses (outside the supported set), tract-onnx runs"
+                    } else if INVALID_ONNX_TRACT_ONNX_RUNS.iter().any(|s| h.contains(s)) {
+                        "importer refuses (invalid ONNX), tract-onnx runs"
+                    } else if let Some(live) = live_part(m) {
+                        verdict(&live, case)?;
+                        "importer refuses a dead node, tract-onnx drops it; the rest agrees"
+                    } else {
+                        return Err(format!(
+                            "the importer refuses a graph tract-onnx runs, for a reason outside its documented limits: {h}"
+                        ));
+                    }
+                }
+                // The importer wants every shape-deciding argument constant.
+                (Outcome::Refused(_), Outcome::DataDependent) => "importer refuses, tract-onnx has data-dependent shapes",
+                (Outcome::Refused(_), Outcome::Refused(_)) => "both refuse at load",
+                (Outcome::Refused(_), Outcome::Failed(_)) => "importer refuses, tract-onnx fails when run",
+                (Outcome::Failed(_), Outcome::Failed(_)) => "both load, both fail when run",
+                (Outcome::DataDependent, _) => unreachable!("only tract-onnx's outcome is ever data-dependent"),
+                (Outcome::Failed(h), other) => {
+                    return Err(format!("the importer loads it (and fails running it: {h}), tract-onnx does not: {other:?}"));
+                }
+            })
+        }
+
+        #[test]
+        fn damaged_graphs_load_in_tract_onnx_as_in_the_importer() {
+            let pack = common::pack(2);
+            let strategy = (
+                proptest::collection::vec(
+                    prop_oneof![6 => damage(), 1 => (any::<Index>(), any::<Index>()).prop_map(|(n, op)| Damage::Foreign(n, op))],
+                    1..4,
+                ),
+                any::<u64>(),
+            );
+            let mut runner = TestRunner::new(Config { cases: CASES, failure_persistence: None, ..Config::default() });
+            let tally = std::cell::RefCell::new(std::collections::BTreeMap::<&str, u32>::new());
+            let result = runner.run(&strategy, |(damages, seed)| {
+                let mut m = pack.proto.clone();
+                for d in &damages {
+                    apply(&mut m, d);
+                }
+                let case = input_for(&m, &pack, seed);
+                if bad_perm(&m) {
+                    let refused = matches!(typed_model(&m), Err(HearthError::Graph(_)));
+                    prop_assert!(refused, "the importer accepts a graph with a Transpose perm that is no permutation");
+                    *tally.borrow_mut().entry("importer refuses a bad perm (tract-onnx not asked)").or_default() += 1;
+                    return Ok(());
+                }
+                if beyond_32_bits(&m) {
+                    *tally.borrow_mut().entry("not compared: an integer constant beyond 32 bits").or_default() += 1;
+                    return Ok(());
+                }
+                let verdict = verdict(&m, &case).map_err(TestCaseError::fail)?;
+                *tally.borrow_mut().entry(verdict).or_default() += 1;
+                Ok(())
+            });
+            eprintln!("{CASES} damaged graphs: {:?}", tally.borrow());
+            if let Err(e) = result {
+                panic!("{e}");
             }
         }
     }
