@@ -7,6 +7,7 @@ use common::*;
 use hearth_aggregator::aggregate::{Keeper, StartError};
 use hearth_aggregator::config::Config;
 use hearth_aggregator::metrics::Metrics;
+use hearth_core::HearthError;
 use hearth_core::model::graph::{Dim, value_info};
 use hearth_core::model::onnx_pb::{ModelProto, TensorProto, tensor_proto::DataType};
 use hearth_core::model::pack::{Manifest, ModelPack, sha256_hex};
@@ -65,22 +66,27 @@ fn a_pack_tract_onnx_cannot_load_is_refused_at_start() {
     }
 }
 
-/// A second initializer named `b2` with another value: ONNX names are unique, and the two loaders
-/// resolve the duplicate differently (hearth-core takes the first, tract-onnx the last), so the
-/// logits differ by the difference.
+/// A second initializer named `b2` with another value: tract-onnx takes the last, and before
+/// hearth-core refused duplicate names it took the first, so the two scored the same bytes
+/// differently and only this reference check stopped the pack. hearth-core now refuses it itself;
+/// either way the aggregator must not start. (The reference's own tests cover a disagreement in
+/// logits: `compare_names_the_first_logit_that_differs`.)
 #[test]
-fn a_pack_tract_onnx_scores_differently_is_refused_at_start() {
-    let dir = scratch("reference-differs");
-    let pack = tampered(&dir, |m| {
-        let g = m.graph.as_mut().unwrap();
-        let b2 = g.initializer.iter().find(|t| t.name == "b2").unwrap().clone();
-        g.initializer.push(TensorProto { raw_data: 0.5f32.to_le_bytes().to_vec(), ..b2 });
-    });
-    match start(&dir, pack) {
-        Err(e @ StartError::Reference { source: Disagreement::Differs { .. }, .. }) => {
-            assert!(e.to_string().contains("tract-onnx"), "{e}");
-        }
+fn a_pack_with_an_initializer_defined_twice_is_refused_at_start() {
+    let dir = scratch("reference-twice");
+    let files = PackFiles::read(&small_pack(&dir)).unwrap();
+    let mut proto = files.load().unwrap().proto;
+    let g = proto.graph.as_mut().unwrap();
+    let b2 = g.initializer.iter().find(|t| t.name == "b2").unwrap().clone();
+    g.initializer.push(TensorProto { raw_data: 0.5f32.to_le_bytes().to_vec(), ..b2 });
+    let onnx = proto.encode_to_vec();
+    let mut manifest = Manifest::from_json(&files.manifest).unwrap();
+    manifest.onnx_sha256 = sha256_hex(&onnx);
+    let out = dir.join("twice");
+    pack_dir::write(&out, &onnx, &serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    match start(&dir, out) {
+        Err(StartError::Model(HearthError::Graph(m))) => assert!(m.contains("`b2` is defined twice"), "{m}"),
         Err(other) => panic!("refused for another reason: {other}"),
-        Ok(()) => panic!("the aggregator started on a pack tract-onnx scores differently"),
+        Ok(()) => panic!("the aggregator started on a pack with a name defined twice"),
     }
 }

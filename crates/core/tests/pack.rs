@@ -144,6 +144,24 @@ fn non_finite_weights_are_refused() {
     }
 }
 
+/// Found by the tract-onnx differential test: hearth-core took the first of two initializers
+/// named alike, tract-onnx the last, so the same bytes scored differently.
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn an_initializer_defined_twice_is_refused() {
+    let (onnx, manifest) = pack_bytes(1);
+    let twice = edit_onnx(&onnx, |p| {
+        let graph = p.graph.as_mut().unwrap();
+        let mut second = graph.initializer.iter().find(|t| t.name == "b2").unwrap().clone();
+        second.raw_data = 7.0f32.to_le_bytes().to_vec();
+        graph.initializer.push(second);
+    });
+    match err(&twice, &rehash(&manifest, &twice)) {
+        HearthError::Graph(m) => assert!(m.contains("`b2` is defined twice"), "{m}"),
+        other => panic!("expected Graph, got {other:?}"),
+    }
+}
+
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn bad_manifests_are_refused() {

@@ -149,6 +149,13 @@ impl ModelPack {
         let proto = ModelProto::decode(onnx).map_err(|e| HearthError::OnnxDecode(e.to_string()))?;
         let graph = proto.graph.as_ref().ok_or_else(|| HearthError::OnnxDecode("no graph".into()))?;
         check_io(&manifest, &proto)?;
+        // ONNX names are single assignments; with a name given twice, one runtime takes the first
+        // value and another the last (tract-onnx does), so a pack could score differently in
+        // hearth-core than anywhere else.
+        let mut names = std::collections::HashSet::new();
+        if let Some(t) = graph.initializer.iter().find(|t| !names.insert(t.name.as_str())) {
+            return Err(HearthError::Graph(format!("initializer `{}` is defined twice", t.name)));
+        }
         if !graph.node.iter().any(|n| n.output.iter().any(|o| o == AD_SIDE)) {
             return Err(HearthError::Graph(format!("no node produces `{AD_SIDE}`")));
         }
