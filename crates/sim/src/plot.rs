@@ -50,6 +50,17 @@ fn panel<'a>(
     Ok(chart)
 }
 
+/// The panel's legend, drawn once its series are.
+fn legend(chart: &mut Panel<'_>) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 type Pick = fn(&crate::metrics::Metrics) -> f64;
 
 const METRICS: [(&str, Pick); 4] =
@@ -90,13 +101,7 @@ pub fn metrics_vs_round(runs: &[Run], out: &Path) -> Result<(), String> {
                 .label(run.name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        legend(&mut chart)?;
     }
     root.present().map_err(|e| e.to_string())
 }
@@ -130,13 +135,7 @@ pub fn utility_vs_epsilon(runs: &[Run], out: &Path) -> Result<(), String> {
                 .label(r.name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(1)));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        legend(&mut chart)?;
     }
     root.present().map_err(|e| e.to_string())
 }
