@@ -14,7 +14,9 @@
 //! - **round task** (from the aggregator): `WrongModel`, `TooFewEvents`;
 //! - **bounds** on any input: `TooLarge`;
 //! - **computation**: `Inference`, `NonFiniteLogit`;
-//! - **update** wire format and privatisation: `Update`, with its own [`UpdateError`].
+//! - **update** wire format and privatisation: `Update`, with its own [`UpdateError`];
+//! - **device policy** (the SDK's own floor and ledger): `BelowDeviceFloor`, `DeviceBudgetSpent`;
+//! - **secure aggregation**: `SecAgg`, with its own [`SecAggError`].
 
 use thiserror::Error;
 
@@ -138,6 +140,41 @@ pub enum HearthError {
     /// Caller's settings: privacy parameters (ε, δ, z, sampling) out of range.
     #[error("invalid privacy parameters: {0}")]
     Privacy(String),
+    /// Round task: asks for less protection than this SDK release allows (noise below the
+    /// device's floor, a clip above its ceiling, a sampling rate outside (0, 1]); refused before
+    /// training, whatever the server says.
+    #[error("round task refused by the device's privacy floor: {0}")]
+    BelowDeviceFloor(String),
+    /// The device's own privacy ledger: taking part once more would pass the device's ε budget
+    /// or its ceiling on rounds; the device sits out every further round.
+    #[error("the device's privacy budget is spent: {0}")]
+    DeviceBudgetSpent(String),
+    /// Secure aggregation: shares, sealed seeds, helper keys and their plan.
+    #[error("secure aggregation: {0}")]
+    SecAgg(#[from] SecAggError),
+}
+
+/// Why a secure-aggregation step failed. `Plan` and `Key` come from a round task or helper
+/// configuration, `Open` and `Malformed` from received bytes, `Mismatch` from combining shares.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum SecAggError {
+    /// Parameters no share of `privacy::shares::SHARE_BITS` bits can carry with the wrap-around
+    /// bound (too many clients for the precision, a zero clip, ...).
+    #[error("cannot plan the shares: {0}")]
+    Plan(String),
+    /// The helper's HPKE configuration is malformed or of another suite.
+    #[error("helper key: {0}")]
+    Key(String),
+    /// A sealed seed does not open: another key, another report, round or model in the
+    /// associated data, or tampered bytes.
+    #[error("sealed seed does not open: {0}")]
+    Open(String),
+    /// Report or aggregate-share bytes that are not the format (magic, version, length).
+    #[error("malformed share: {0}")]
+    Malformed(String),
+    /// Shares or sums that cannot be combined (lengths, counts, rounds differ).
+    #[error("shares do not match: {0}")]
+    Mismatch(String),
 }
 
 /// Why an update was refused, or could not be built. `Truncated` to `NoiseMultiplier` and

@@ -38,4 +38,4 @@ pub mod learning;
 pub mod model;
 pub mod privacy;
 
-pub use error::{HearthError, Result, UpdateError};
+pub use error::{HearthError, Result, SecAggError, UpdateError};

@@ -12,10 +12,13 @@ use hearth_core::device::catalog::{Ad, Context};
 use hearth_core::device::engine::Engine;
 use hearth_core::device::event::{Event, EventKind};
 use hearth_core::device::profile::{Profile, ProfileConfig};
-use hearth_core::learning::round::{RoundTask, participate};
+use hearth_core::learning::round::{HelperConfig, RoundTask, participate, take_part};
 use hearth_core::learning::train::TrainConfig;
+use hearth_core::privacy::ledger::{DevicePolicy, Ledger};
 use hearth_core::privacy::noise::{Sampler, l2_norm};
 use hearth_core::privacy::privatize::{grid_step, rounding_bound};
+use hearth_core::privacy::seal::KeyPair;
+use hearth_core::privacy::shares::{Report, SecAggTask};
 use hearth_core::privacy::wire::{Encoding, Payload, Update};
 
 const NOW: i64 = 1_750_000_000_000;
@@ -41,9 +44,10 @@ fn a_round_trains_and_uploads_only_the_noised_update() {
     for encoding in [Encoding::F32, Encoding::QuantizedI16] {
         let mut e = engine();
         let params = e.pack().params.values.len();
-        let out = participate(&mut e, &task(encoding), &mut Sampler::os()).unwrap();
+        let out = participate(&mut e, &task(encoding), None, &DevicePolicy::RELEASE, &mut Sampler::os()).unwrap();
+        let stats = out.stats.expect("a plaintext round has noise statistics");
         assert!(out.trained.loss_after < out.trained.loss_before);
-        assert!(out.stats.pre_clip_norm > 0.5, "the delta needed clipping: {}", out.stats.pre_clip_norm);
+        assert!(stats.pre_clip_norm > 0.5, "the delta needed clipping: {}", stats.pre_clip_norm);
         // f32: the noised vector is the clipped one. Quantized: the stochastically rounded one,
         // whose norm conditional rounding holds to C̃ grid units.
         let bound = match encoding {
@@ -53,7 +57,7 @@ fn a_round_trains_and_uploads_only_the_noised_update() {
                 rounding_bound(0.5 / step, params) * step
             }
         };
-        assert!(out.stats.clipped_norm <= bound * (1.0 + 1e-6), "pre-noise norm {} > {bound}", out.stats.clipped_norm);
+        assert!(stats.clipped_norm <= bound * (1.0 + 1e-6), "pre-noise norm {} > {bound}", stats.clipped_norm);
         assert!(e.local_u().iter().any(|v| *v != 0.0), "the device kept its reconstructed embedding");
 
         let u = Update::decode(&out.upload).unwrap();
@@ -75,17 +79,133 @@ fn a_round_trains_and_uploads_only_the_noised_update() {
     }
 }
 
+fn secure_task() -> RoundTask {
+    RoundTask {
+        noise_multiplier: 0.0,
+        sampling_rate: 0.5,
+        secagg: Some(SecAggTask { clients: 10, leader_noise: 8.0, helper_noise: 6.0 }),
+        ..task(Encoding::F32)
+    }
+}
+
+fn helper_config(helper: &KeyPair) -> HelperConfig {
+    HelperConfig { hpke: helper.config(), noise_multiplier: 6.0, min_clients: 10 }
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn a_secure_round_uploads_a_masked_share_and_a_seed_only_the_helper_opens() {
+    let mut e = engine();
+    let helper = KeyPair::from_secret(1, &[9; 32]);
+    let out =
+        participate(&mut e, &secure_task(), Some(&helper_config(&helper)), &DevicePolicy::RELEASE, &mut Sampler::os()).unwrap();
+    assert!(out.stats.is_none());
+    let r = Report::decode(&out.upload).unwrap();
+    assert_eq!((r.round_id, r.model_version, r.share.len()), (17, 3, e.pack().params.values.len()));
+    assert_eq!(out.upload.len(), Report::encoded_len(r.share.len()));
+    let binding = secure_task().binding(r.share.len()).unwrap();
+    assert!(helper.open(r.key_id, &r.enc, &r.sealed, &Report::aad(&r.report_id, r.key_id, &binding)).is_ok());
+    let leader_own = KeyPair::from_secret(1, &[8; 32]);
+    assert!(leader_own.open(r.key_id, &r.enc, &r.sealed, &Report::aad(&r.report_id, r.key_id, &binding)).is_err());
+    assert!(out.contribution.secure && out.contribution.curious_server_noise == 6.0 && out.contribution.collusion_noise == 0.0);
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn the_device_floor_refuses_a_server_that_would_switch_privacy_off() {
+    let mut e = engine();
+    let before = e.local_u().to_vec();
+    let helper = KeyPair::from_secret(1, &[9; 32]);
+    let config = helper_config(&helper);
+    let quiet_helper = HelperConfig { noise_multiplier: 0.0, ..config.clone() };
+    let cases: Vec<(&str, RoundTask, Option<&HelperConfig>)> = vec![
+        ("a plaintext round without noise", RoundTask { noise_multiplier: 0.0, ..task(Encoding::F32) }, None),
+        ("a plaintext round below the floor", RoundTask { noise_multiplier: 0.5, ..task(Encoding::F32) }, None),
+        ("a clip above the ceiling", RoundTask { clip_norm: 1e6, ..secure_task() }, Some(&config)),
+        (
+            "a leader without noise",
+            RoundTask { secagg: Some(SecAggTask { leader_noise: 0.0, ..secure_task().secagg.unwrap() }), ..secure_task() },
+            Some(&config),
+        ),
+        (
+            "a task that misstates the helper's noise",
+            RoundTask { secagg: Some(SecAggTask { helper_noise: 9.0, ..secure_task().secagg.unwrap() }), ..secure_task() },
+            Some(&config),
+        ),
+        (
+            "a helper without noise",
+            RoundTask { secagg: Some(SecAggTask { helper_noise: 0.0, ..secure_task().secagg.unwrap() }), ..secure_task() },
+            Some(&quiet_helper),
+        ),
+        ("a secure round without the helper's own configuration", secure_task(), None),
+        ("a sampling rate of 0", RoundTask { sampling_rate: 0.0, ..secure_task() }, Some(&config)),
+    ];
+    for (what, t, h) in cases {
+        let got = participate(&mut e, &t, h, &DevicePolicy::RELEASE, &mut Sampler::os());
+        assert!(matches!(got, Err(HearthError::BelowDeviceFloor(_))), "{what}: {:?}", got.map(|p| p.upload.len()));
+    }
+    assert_eq!(e.local_u(), &before[..], "refused rounds leave the device as it was");
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn take_part_flips_one_coin_per_round_and_stops_at_the_budget() {
+    let helper = KeyPair::from_secret(1, &[9; 32]);
+    let config = helper_config(&helper);
+    let policy = DevicePolicy { epsilon_budget: 2.2, ..DevicePolicy::RELEASE };
+    let mut ledger = Ledger::default();
+    let mut e = engine();
+    let mut joined = 0;
+    let mut rounds = 0;
+    while joined < 1 {
+        rounds += 1;
+        assert!(rounds < 60, "a coin at q = 0.5 came up tails 60 times");
+        let t = RoundTask { round_id: rounds, ..secure_task() };
+        let first = take_part(&mut e, &t, Some(&config), &mut ledger, &policy, &mut Sampler::os()).unwrap();
+        // The same round again: the stored coin, never a second flip; a joined round is not joined twice by the caller.
+        if first.is_none() {
+            assert!(take_part(&mut e, &t, Some(&config), &mut ledger, &policy, &mut Sampler::os()).unwrap().is_none());
+        } else {
+            joined += 1;
+        }
+    }
+    assert_eq!(ledger.entries.len(), 1);
+    let spent = ledger.spent(&policy).unwrap();
+    assert!(spent.curious_server_epsilon > 0.0 && spent.curious_server_epsilon <= 2.2, "{spent:?}");
+    // z = 6 against a curious server: one round fits in ε 2.2 (ε ≈ 1.8), two do not (≈ 2.6).
+    let mut refused = false;
+    for round in rounds + 1..rounds + 60 {
+        let t = RoundTask { round_id: round, ..secure_task() };
+        match take_part(&mut e, &t, Some(&config), &mut ledger, &policy, &mut Sampler::os()) {
+            Ok(None) => continue,
+            Err(HearthError::DeviceBudgetSpent(_)) => {
+                refused = true;
+                break;
+            }
+            other => panic!("round {round}: {:?}", other.map(|p| p.is_some())),
+        }
+    }
+    assert!(refused, "the budget never stopped participation");
+    assert_eq!(ledger.entries.len(), 1, "a refused round costs nothing");
+}
+
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn rounds_for_another_model_or_too_few_events_are_refused_before_training() {
     let mut e = engine();
     let before = e.local_u().to_vec();
     let other = RoundTask { model_version: 4, ..task(Encoding::F32) };
-    assert!(matches!(participate(&mut e, &other, &mut Sampler::os()), Err(HearthError::WrongModel { wanted: 4, .. })));
+    assert!(matches!(
+        participate(&mut e, &other, None, &DevicePolicy::RELEASE, &mut Sampler::os()),
+        Err(HearthError::WrongModel { wanted: 4, .. })
+    ));
     let greedy = RoundTask { min_events: 10_000, ..task(Encoding::F32) };
-    assert!(matches!(participate(&mut e, &greedy, &mut Sampler::os()), Err(HearthError::TooFewEvents { needed: 10_000, .. })));
+    assert!(matches!(
+        participate(&mut e, &greedy, None, &DevicePolicy::RELEASE, &mut Sampler::os()),
+        Err(HearthError::TooFewEvents { needed: 10_000, .. })
+    ));
     let bad_clip = RoundTask { clip_norm: -1.0, ..task(Encoding::F32) };
-    assert!(participate(&mut e, &bad_clip, &mut Sampler::os()).is_err());
+    assert!(participate(&mut e, &bad_clip, None, &DevicePolicy::RELEASE, &mut Sampler::os()).is_err());
     let unknown: Result<RoundTask, _> = serde_json::from_value(serde_json::json!({
         "round_id": 1, "model_version": 3, "clip_norm": 1.0, "noise_multiplier": 1.0, "device_id": "x"
     }));
@@ -98,7 +218,7 @@ fn rounds_for_another_model_or_too_few_events_are_refused_before_training() {
 fn a_stored_local_embedding_restores_the_trained_ranking() {
     use hearth_core::device::catalog::Context;
     let mut trained = engine();
-    participate(&mut trained, &task(Encoding::F32), &mut Sampler::os()).unwrap();
+    participate(&mut trained, &task(Encoding::F32), None, &DevicePolicy::RELEASE, &mut Sampler::os()).unwrap();
     let logits = |e: &Engine| e.catalog_logits(&Context::default(), NOW).unwrap();
 
     // A device that reloads: same profile and catalog, fresh engine, the stored embedding.

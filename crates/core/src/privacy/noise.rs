@@ -44,6 +44,28 @@ impl ByteSource for OsRandom {
     }
 }
 
+/// A reproducible stream: ChaCha20 from a 64-bit seed. Never the product's noise (an observer
+/// who knew the seed would know the noise); the simulator uses it so runs repeat, and tests so
+/// they can compute the exact noise a server added.
+#[derive(Debug, Clone)]
+pub struct SeededRandom(rand_chacha::ChaCha20Rng);
+
+impl SeededRandom {
+    /// The stream of `seed`.
+    pub fn new(seed: u64) -> SeededRandom {
+        use rand_chacha::rand_core::SeedableRng;
+        SeededRandom(rand_chacha::ChaCha20Rng::seed_from_u64(seed))
+    }
+}
+
+impl ByteSource for SeededRandom {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<()> {
+        use rand_chacha::rand_core::Rng;
+        self.0.fill_bytes(buf);
+        Ok(())
+    }
+}
+
 /// Words fetched per call to the byte source: one call per 128 normals keeps the per-draw cost
 /// of `crypto.getRandomValues` (a JS boundary crossing) negligible.
 const BATCH: usize = 256;

@@ -112,7 +112,12 @@ pub fn build_update<S: ByteSource>(
 
 /// Δ/γ rounded to integers (held as f32, exact below 2^24) with norm at most `bound`, and the
 /// number of rejected draws.
-fn round_conditionally<S: ByteSource>(delta: &[f32], gamma: f64, bound: f64, rng: &mut Sampler<S>) -> Result<(Vec<f32>, u32)> {
+pub(crate) fn round_conditionally<S: ByteSource>(
+    delta: &[f32],
+    gamma: f64,
+    bound: f64,
+    rng: &mut Sampler<S>,
+) -> Result<(Vec<f32>, u32)> {
     for retries in 0..MAX_ROUNDING_DRAWS {
         let grid = delta
             .iter()

@@ -7,8 +7,11 @@ checks it against every value written here to 1% relative.
 
   central    RdpAccountant (default orders, add-or-remove-one) on `rounds` self-composed
              PoissonSampledDpEvent(q, GaussianDpEvent(z)); epsilon and the optimal order.
-  local      PLDAccountant (value_discretization_interval 1e-4) on one GaussianDpEvent(z): a
+  local      PLDAccountant (value_discretization_interval 1e-4) on one GaussianDpEvent(z / 2): a
              near-exact epsilon of a single upload, to check the analytic Gaussian mechanism.
+             An upload is seen on its own, so neighbours are replace-one: two possible
+             histories of the device differ by up to twice the clip norm, sensitivity 2, which
+             at noise multiplier z is sensitivity 1 at z / 2.
   noise_for  the smallest z meeting a target epsilon: dp-accounting's calibrate_dp_mechanism
              (Brent's method on the RdpAccountant's epsilon, tolerance 1e-7).
 
@@ -62,6 +65,7 @@ CENTRAL = [
 
 # (noise multiplier, delta) of one upload.
 LOCAL = [
+    (1.0, 1e-6),
     (0.5, 1e-5),
     (0.8, 1e-6),
     (1.0, 1e-5),
@@ -119,7 +123,8 @@ def central(population, sampling, rounds, z, delta):
 
 def local(z, delta):
     accountant = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-4)
-    accountant.compose(dp_event.GaussianDpEvent(z))
+    # Sensitivity 2 (replace-one) at noise z is sensitivity 1 at noise z / 2.
+    accountant.compose(dp_event.GaussianDpEvent(z / 2))
     return {"noise_multiplier": z, "delta": delta, "epsilon": float(accountant.get_epsilon(delta))}
 
 
