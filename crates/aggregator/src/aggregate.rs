@@ -2,25 +2,34 @@
 //!
 //! Request handlers validate uploads in parallel and hand accepted ones over a bounded queue.
 //! The keeper drains the queue in batches, stores each batch in one transaction (group commit),
-//! and only then adds the updates to the running sum and acknowledges them, so every 2xx is on
-//! disk. Memory is one f64 per parameter, whatever the number of updates. On start it rebuilds
-//! the sum of the open round from the stored updates. What handlers read (the model, the task,
+//! and only then adds the uploads to the running sum and acknowledges them, so every 2xx is on
+//! disk. Memory is one number per parameter, whatever the number of uploads. On start it rebuilds
+//! the sum of the open round from the stored uploads. What handlers read (the model, the task,
 //! the privacy status) is published as an immutable snapshot.
+//!
+//! A `single` server sums plaintext updates. A `leader` sums its shares of reports mod 2^B and,
+//! at exactly K, sends the reports' sealed seeds to the helper, adds its own discrete Gaussian to
+//! its sum, adds the helper's noised aggregate share, decodes, checks the result is a plausible
+//! sum of K honest reports, and only then moves the model.
 
-use crate::config::Config;
+use crate::config::{Config, Role};
+use crate::helper::{AggregateRequest, SealedSeed};
+use crate::helper_client::{HelperClient, HelperError};
 use crate::metrics::Metrics;
 use crate::privacy::{Budget, PrivacyStatus};
 use crate::reason::{Reason, Reject};
 use crate::store::{Closing, RoundRow, Store, StoredModel};
-use crate::validate::{self, Expect};
+use crate::validate::{self, Expect, Upload};
 use axum::body::Bytes;
-use hearth_core::learning::round::RoundTask;
+use hearth_core::learning::round::{HelperConfig, RoundTask};
 use hearth_core::learning::server::{OptimizerState, RoundSum};
 use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::pack::{ModelPack, sha256_hex};
 use hearth_core::model::pack_dir::PackFiles;
 use hearth_core::model::params::Params;
 use hearth_core::model::scorer::Scorer;
+use hearth_core::privacy::ledger::DevicePolicy;
+use hearth_core::privacy::shares::{Plan, Report, SecAggTask, ShareSum, read_values};
 use hearth_core::privacy::wire::Update;
 use serde::Serialize;
 use std::sync::Arc;
@@ -35,9 +44,9 @@ const TICK: Duration = Duration::from_millis(500);
 /// Seed of the random inputs the initial pack is scored on by hearth-core and tract-onnx.
 const REFERENCE_SEED: u64 = 0x4845_4152_5448;
 
-/// An update that passed validation, and where to send the verdict.
+/// An upload that passed validation, and where to send the verdict.
 pub struct Submission {
-    pub update: Update,
+    pub upload: Upload,
     /// The bytes as uploaded, stored as they are (the keeper is the serial part: it does not
     /// re-encode).
     pub body: Vec<u8>,
@@ -89,11 +98,69 @@ pub enum StartError {
     /// The database holds what this build never writes (damage or tampering).
     #[error("stored update of round {round} is unreadable: {detail}")]
     Corrupt { round: u64, detail: String },
+    /// A leader could not get the helper's configuration, or it does not fit this leader's
+    /// rounds (operator's helper URL, token or K).
+    #[error("helper: {0}")]
+    Helper(String),
+    /// No 24-bit share can carry this leader's rounds within the wrap-around bound (K too large
+    /// for the model's size and the noise; operator's round settings).
+    #[error("secure rounds cannot be planned: {0}")]
+    Plan(hearth_core::HearthError),
     /// hearth-core loads the initial pack, but tract-onnx, the reference ONNX loader, refuses it
     /// or scores it differently (operator's pack: not the standard ONNX hearth-core reads it as).
     #[error("model pack {path}: fails the tract-onnx reference check: {source}")]
     Reference { path: std::path::PathBuf, source: hearth_onnx_reference::Disagreement },
 }
+
+/// The open round's running sum.
+enum Sum {
+    /// A single server's plaintext updates.
+    Plain(RoundSum),
+    /// A leader's shares mod 2^B, and the sealed seeds it relays to the helper at K.
+    Shares { sum: ShareSum, seeds: Vec<SealedSeed> },
+}
+
+impl Sum {
+    fn count(&self) -> u64 {
+        match self {
+            Sum::Plain(s) => s.count(),
+            Sum::Shares { sum, .. } => sum.count(),
+        }
+    }
+
+    fn add(&mut self, upload: &Upload) {
+        match (self, upload) {
+            (Sum::Plain(s), Upload::Plain(u)) => s.add(u.iter_values()),
+            (Sum::Shares { sum, seeds }, Upload::Report(r)) => {
+                sum.add(r.share.iter().copied());
+                seeds.push(SealedSeed::of(r));
+            }
+            // The HTTP layer decodes only the format of this server's role.
+            _ => unreachable!("an upload of another role's format reached the keeper"),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Sum::Plain(s) => s.clear(),
+            Sum::Shares { sum, seeds } => {
+                sum.clear();
+                seeds.clear();
+            }
+        }
+    }
+}
+
+/// What a leader knows of its helper.
+struct Leader {
+    client: HelperClient,
+    helper: HelperConfig,
+    /// When the helper last failed to answer, the next attempt waits until this time (ms).
+    retry_at: i64,
+}
+
+/// Wait after the helper failed to answer before asking again.
+const HELPER_RETRY_MS: i64 = 2_000;
 
 pub struct Keeper {
     store: Store,
@@ -104,7 +171,8 @@ pub struct Keeper {
     optimizer_state: Option<OptimizerState>,
     model: Arc<PublishedModel>,
     round: Option<RoundRow>,
-    sum: RoundSum,
+    sum: Sum,
+    leader: Option<Leader>,
     released: u64,
     snapshot: watch::Sender<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
@@ -131,15 +199,38 @@ impl Keeper {
             }
         };
         let pack = ModelPack::load(&stored.onnx, &stored.manifest)?;
-        let budget = Budget::new(&config)?;
+        let leader = match config.role {
+            Role::Leader => Some(Leader::connect(&config)?),
+            _ => None,
+        };
+        let budget = Budget::new(&config, leader.as_ref().map(|l| l.helper.noise_multiplier))?;
         let released = store.closed_rounds()?;
         let round = store.open_round()?;
-        let mut sum = RoundSum::new(pack.params.values.len());
+        let params = pack.params.values.len();
+        if let Some(l) = &leader {
+            let r = &config.round;
+            let secagg = SecAggTask {
+                clients: r.min_clients,
+                leader_noise: config.secagg.noise_multiplier,
+                helper_noise: l.helper.noise_multiplier,
+            };
+            Plan::new(r.clip_norm, params, &secagg, r.noise_multiplier).map_err(StartError::Plan)?;
+        }
+        let mut sum = match leader {
+            Some(_) => Sum::Shares { sum: ShareSum::new(params), seeds: Vec::new() },
+            None => Sum::Plain(RoundSum::new(params)),
+        };
         if let Some(r) = round {
             let mut bad = None;
-            let count = store.for_each_update(r.id, |body| match Update::decode(body) {
-                Ok(u) => sum.add(u.iter_values()),
-                Err(e) => bad = Some(e.to_string()),
+            let count = store.for_each_update(r.id, |body| {
+                let upload = match &sum {
+                    Sum::Plain(_) => Update::decode(body).map(Upload::Plain),
+                    Sum::Shares { .. } => Report::decode(body).map(Upload::Report),
+                };
+                match upload {
+                    Ok(u) => sum.add(&u),
+                    Err(e) => bad = Some(e.to_string()),
+                }
             })?;
             if let Some(detail) =
                 bad.or_else(|| (count != r.accepted).then(|| format!("{count} stored updates, {} counted", r.accepted)))
@@ -160,6 +251,7 @@ impl Keeper {
             model,
             round,
             sum,
+            leader,
             released,
             snapshot: tx,
             metrics,
@@ -189,6 +281,10 @@ impl Keeper {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
+            // A full round whose helper did not answer is retried here.
+            if let Some(round) = self.round.filter(|_| self.sum.count() >= self.config.round.min_clients) {
+                self.close(round);
+            }
             self.enforce_deadline();
         }
     }
@@ -207,15 +303,22 @@ impl Keeper {
             batch.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
             return;
         };
-        let (current, stale): (Vec<_>, Vec<_>) = batch.into_iter().partition(|s| s.update.round_id == round.id);
+        let (mut current, stale): (Vec<_>, Vec<_>) = batch.into_iter().partition(|s| s.upload.round_id() == round.id);
         for s in stale {
-            let detail = format!("round {} ended before this update was stored", s.update.round_id);
+            let detail = format!("round {} ended before this update was stored", s.upload.round_id());
             let _ = s.reply.send(Err(Reject::new(Reason::WrongRound, detail)));
+        }
+        // A leader's release sums exactly K reports (the plan's n): the rest wait for the next round.
+        if self.leader.is_some() {
+            let room = self.config.round.min_clients.saturating_sub(self.sum.count()) as usize;
+            for s in current.split_off(room.min(current.len())) {
+                let _ = s.reply.send(Err(Reject::new(Reason::Busy, "this round is full; retry in the next")));
+            }
         }
         if current.is_empty() {
             return;
         }
-        let items: Vec<(&[u8; 16], &[u8])> = current.iter().map(|s| (&s.update.nonce, s.body.as_slice())).collect();
+        let items: Vec<(&[u8; 16], &[u8])> = current.iter().map(|s| (s.upload.id(), s.body.as_slice())).collect();
         let fresh = match self.store.accept(round.id, &items) {
             Ok(f) => f,
             Err(e) => {
@@ -227,7 +330,7 @@ impl Keeper {
         };
         for (s, is_new) in current.into_iter().zip(fresh) {
             if is_new {
-                self.sum.add(s.update.iter_values());
+                self.sum.add(&s.upload);
                 self.metrics.accepted(self.sum.count());
                 let _ = s.reply.send(Ok(Accepted { round_id: round.id, accepted: self.sum.count() }));
             } else {
@@ -239,10 +342,66 @@ impl Keeper {
         }
     }
 
-    /// Releases the round: mean, server step, new pack, next round; all or nothing.
+    /// Releases the round: its mean (a leader's through the helper), then [`Keeper::release`].
     fn close(&mut self, round: RoundRow) {
+        let mean = match &self.sum {
+            Sum::Plain(s) => s.mean(),
+            Sum::Shares { .. } => match self.unmask(round) {
+                Ok(Some(mean)) => mean,
+                // The helper did not answer: the round stays open and full, retried later.
+                Ok(None) => return,
+                Err(why) => {
+                    tracing::error!(round = round.id, reason = %why, "round abandoned: nothing released");
+                    self.abandon(round);
+                    return;
+                }
+            },
+        };
+        self.release(round, &mean);
+    }
+
+    /// A leader's mean of the round: the helper's aggregate share plus its own noised sum,
+    /// decoded and checked. `Ok(None)` when the helper cannot be reached now; `Err` when the
+    /// round must release nothing (the helper refused, or the sum is not what K honest reports
+    /// can add up to).
+    fn unmask(&mut self, round: RoundRow) -> Result<Option<Vec<f64>>, String> {
+        let task = self.task(round);
+        let binding = task.binding(self.params.values.len()).ok_or("a leader's task has secagg")?;
+        let (Some(leader), Sum::Shares { sum, seeds }) = (self.leader.as_mut(), &self.sum) else {
+            return Err("not a leader".into());
+        };
+        if now_ms() < leader.retry_at {
+            return Ok(None);
+        }
+        let plan = binding.plan().map_err(|e| e.to_string())?;
+        let request = AggregateRequest { binding, reports: seeds.clone() };
+        let helper_share = match leader.client.aggregate(&request) {
+            Ok(bytes) => bytes,
+            Err(HelperError::Unreachable(e)) => {
+                tracing::warn!(round = round.id, error = %e, "the helper did not answer; retrying");
+                leader.retry_at = now_ms() + HELPER_RETRY_MS;
+                return Ok(None);
+            }
+            Err(HelperError::Refused(e)) => return Err(format!("the helper refused the batch: {e}")),
+        };
+        if helper_share.len() != plan.params * hearth_core::privacy::shares::VALUE_BYTES {
+            return Err(format!("the helper's aggregate share is {} bytes for {} parameters", helper_share.len(), plan.params));
+        }
+        let mut mine = sum.clone();
+        mine.add_noise(plan.sigma_leader, &mut crate::noise::sampler(crate::noise::Drawer::Leader, round.id))
+            .map_err(|e| e.to_string())?;
+        let total = plan.decode(&mine.values(), &read_values(&helper_share)).map_err(|e| e.to_string())?;
+        if let Some(why) = plan.implausible_block(&total, &self.params.layout) {
+            return Err(format!("implausible aggregate ({why}): a report outside what honest devices can send"));
+        }
+        let n = sum.count() as f64;
+        Ok(Some(total.iter().map(|v| v / n).collect()))
+    }
+
+    /// Server step, new pack, next round; all or nothing.
+    fn release(&mut self, round: RoundRow, mean: &[f64]) {
         let mut params = self.params.clone();
-        let state = self.config.optimizer.step(&mut params.values, &self.sum.mean(), self.optimizer_state.clone());
+        let state = self.config.optimizer.step(&mut params.values, mean, self.optimizer_state.clone());
         let version = self.model.version + 1;
         let (onnx, manifest) = ModelPack::write(&params, &self.features, version);
         let model = StoredModel { version, sha256: sha256_hex(&onnx), onnx, manifest };
@@ -275,18 +434,23 @@ impl Keeper {
 
     fn enforce_deadline(&mut self) {
         let Some(round) = self.round else { return };
-        let now = now_ms();
-        if now < round.deadline_ms {
+        if now_ms() < round.deadline_ms {
             return;
         }
+        tracing::warn!(
+            round = round.id,
+            updates = self.sum.count(),
+            needed = self.config.round.min_clients,
+            "round abandoned at its deadline; nothing released"
+        );
+        self.abandon(round);
+    }
+
+    /// Ends the round with nothing released and opens the next.
+    fn abandon(&mut self, round: RoundRow) {
+        let now = now_ms();
         match self.store.abandon_round(round.id, self.model.version, now, self.deadline_from(now)) {
             Ok(next) => {
-                tracing::warn!(
-                    round = round.id,
-                    updates = self.sum.count(),
-                    needed = self.config.round.min_clients,
-                    "round abandoned at its deadline; nothing released"
-                );
                 self.begin(Some(next));
                 self.metrics.round_abandoned();
             }
@@ -301,23 +465,33 @@ impl Keeper {
         self.publish();
     }
 
-    fn publish(&self) {
+    /// The task devices get for `row`.
+    fn task(&self, row: RoundRow) -> RoundTask {
         let r = &self.config.round;
+        RoundTask {
+            round_id: row.id,
+            model_version: row.model_version,
+            clip_norm: r.clip_norm,
+            noise_multiplier: r.noise_multiplier,
+            min_events: r.min_events,
+            encoding: r.encoding,
+            train: r.train.clone(),
+            deadline_ms: Some(row.deadline_ms),
+            sampling_rate: r.sampling_rate,
+            secagg: self.leader.as_ref().map(|l| SecAggTask {
+                clients: r.min_clients,
+                leader_noise: self.config.secagg.noise_multiplier,
+                helper_noise: l.helper.noise_multiplier,
+            }),
+        }
+    }
+
+    fn publish(&self) {
         let round = self.round.map(|row| {
-            let task = RoundTask {
-                round_id: row.id,
-                model_version: row.model_version,
-                clip_norm: r.clip_norm,
-                noise_multiplier: r.noise_multiplier,
-                min_events: r.min_events,
-                encoding: r.encoding,
-                train: r.train.clone(),
-                deadline_ms: Some(row.deadline_ms),
-            };
-            OpenRound {
-                expect: Expect::of(&task, self.params.values.len()),
-                task_json: serde_json::to_vec(&task).expect("task serialises").into(),
-            }
+            let task = self.task(row);
+            let mut expect = Expect::of(&task, self.params.values.len());
+            expect.helper_key_id = self.leader.as_ref().map(|l| l.helper.hpke.key_id);
+            OpenRound { expect, task_json: serde_json::to_vec(&task).expect("task serialises").into() }
         });
         self.metrics.published(self.model.version, self.released);
         self.snapshot.send_replace(Arc::new(Snapshot {
@@ -325,6 +499,31 @@ impl Keeper {
             round,
             privacy: self.budget.status(self.released),
         }));
+    }
+}
+
+impl Leader {
+    /// Fetches the helper's configuration (retrying for up to the helper timeout, so the two
+    /// may start together) and checks it fits this leader's rounds.
+    fn connect(config: &Config) -> Result<Leader, StartError> {
+        let client = HelperClient::new(&config.secagg).map_err(StartError::Helper)?;
+        let helper = client.config_with_retry().map_err(StartError::Helper)?;
+        let k = config.round.min_clients;
+        if helper.min_clients > k {
+            return Err(StartError::Helper(format!(
+                "the helper releases nothing below {} reports; round.min_clients is {k}",
+                helper.min_clients
+            )));
+        }
+        let floor = DevicePolicy::RELEASE.min_server_noise;
+        if helper.noise_multiplier.is_nan() || helper.noise_multiplier < floor {
+            return Err(StartError::Helper(format!(
+                "the helper's noise {} is below the devices' floor {floor}",
+                helper.noise_multiplier
+            )));
+        }
+        tracing::info!(helper_key = helper.hpke.key_id, helper_noise = helper.noise_multiplier, "helper configuration fetched");
+        Ok(Leader { client, helper, retry_at: 0 })
     }
 }
 

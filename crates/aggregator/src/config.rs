@@ -4,6 +4,7 @@
 
 use hearth_core::learning::server::Optimizer;
 use hearth_core::learning::train::TrainConfig;
+use hearth_core::privacy::ledger::DevicePolicy;
 use hearth_core::privacy::wire::Encoding;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -13,9 +14,26 @@ pub const MIN_CLIENTS_FLOOR: u64 = 10;
 /// Environment variables with this prefix override the file; `__` separates nested keys.
 pub const ENV_PREFIX: &str = "HEARTH_AGG__";
 
+/// Which part of the protocol this process plays (see docs/secure-aggregation.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// One server reads every device's clipped and noised update: today's plaintext path, kept as
+    /// the baseline. Its privacy against itself is only each device's own noise.
+    #[default]
+    Single,
+    /// Takes devices' reports (its share and the helper's sealed seed), sums its shares, asks
+    /// the helper for its aggregate share at K, and publishes the model.
+    Leader,
+    /// Holds the HPKE key, opens the seeds the leader relays, and releases one noised aggregate
+    /// share per round, for at least K fresh reports.
+    Helper,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub role: Role,
     pub listen: String,
     /// SQLite database file; created with its directory on first start.
     pub database: PathBuf,
@@ -37,6 +55,29 @@ pub struct Config {
     pub round: RoundConfig,
     pub optimizer: Optimizer,
     pub privacy: PrivacyConfig,
+    pub secagg: SecAggConfig,
+}
+
+/// The leader and helper's shared settings; unused by `single`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecAggConfig {
+    /// Leader only: the helper's base URL (`http://host:port/`).
+    pub helper_url: Option<String>,
+    /// The bearer token the leader presents to the helper's `/v1/aggregate`; the same on both.
+    /// At least 16 characters.
+    pub token: String,
+    /// z of this server's own discrete Gaussian per release, in units of C̃; at least the
+    /// device floor (`DevicePolicy::RELEASE.min_server_noise`), or devices refuse the round.
+    pub noise_multiplier: f32,
+    /// How long the leader waits for the helper's answer before retrying later.
+    pub helper_timeout_ms: u64,
+}
+
+impl Default for SecAggConfig {
+    fn default() -> Self {
+        SecAggConfig { helper_url: None, token: String::new(), noise_multiplier: 8.0, helper_timeout_ms: 30_000 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +92,9 @@ pub struct RoundConfig {
     pub min_events: usize,
     pub encoding: Encoding,
     pub train: TrainConfig,
+    /// q: each device joins a round with this probability, by its own coin. The accountant of the
+    /// published models amplifies by it; set it near K / (devices that visit per round).
+    pub sampling_rate: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,13 +103,12 @@ pub struct PrivacyConfig {
     /// Central ε the released models may spend in total; training stops before exceeding it.
     pub epsilon_budget: f64,
     pub delta: f64,
-    /// Devices that may take part; with K it sets the sampling rate the accountant assumes.
-    pub population: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
+            role: Role::Single,
             listen: "127.0.0.1:8000".into(),
             database: "target/aggregator/hearth.db".into(),
             initial_model: "models/default".into(),
@@ -77,6 +120,7 @@ impl Default for Config {
             round: RoundConfig::default(),
             optimizer: Optimizer::default(),
             privacy: PrivacyConfig::default(),
+            secagg: SecAggConfig::default(),
         }
     }
 }
@@ -91,13 +135,14 @@ impl Default for RoundConfig {
             min_events: 20,
             encoding: Encoding::F32,
             train: TrainConfig::default(),
+            sampling_rate: 1.0,
         }
     }
 }
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
-        PrivacyConfig { epsilon_budget: 8.0, delta: 1e-6, population: 100_000 }
+        PrivacyConfig { epsilon_budget: 8.0, delta: 1e-6 }
     }
 }
 
@@ -141,9 +186,11 @@ impl Config {
         if !(r.clip_norm.is_finite() && r.clip_norm > 0.0) {
             return bad(format!("round.clip_norm = {} must be finite and positive", r.clip_norm));
         }
-        // Without noise the released model has no finite ε.
-        if !(r.noise_multiplier.is_finite() && r.noise_multiplier > 0.0) {
-            return bad(format!("round.noise_multiplier = {} must be finite and positive", r.noise_multiplier));
+        // A single server's release has only the devices' noise: without it, no finite ε. A
+        // leader's devices may add none (the servers' noise protects the release).
+        let least = if self.role == Role::Single { DevicePolicy::RELEASE.min_plaintext_noise } else { 0.0 };
+        if !(r.noise_multiplier.is_finite() && r.noise_multiplier >= least) {
+            return bad(format!("round.noise_multiplier = {} must be finite and at least {least}", r.noise_multiplier));
         }
         if r.deadline_secs == 0 || self.body_timeout_ms == 0 || self.queue == 0 || self.upload_concurrency == 0 {
             return bad("round.deadline_secs, body_timeout_ms, upload_concurrency and queue must be positive".into());
@@ -157,10 +204,36 @@ impl Config {
         if !(p.delta > 0.0 && p.delta < 1.0) {
             return bad(format!("privacy.delta = {} must be in (0, 1)", p.delta));
         }
-        if p.population < r.min_clients {
-            return bad(format!("privacy.population = {} is below round.min_clients = {}", p.population, r.min_clients));
+        if !(r.sampling_rate > 0.0 && r.sampling_rate <= 1.0) {
+            return bad(format!("round.sampling_rate = {} must be in (0, 1]", r.sampling_rate));
+        }
+        if self.role != Role::Single {
+            self.validate_secagg()?;
         }
         Ok(())
+    }
+
+    fn validate_secagg(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let s = &self.secagg;
+        let floor = DevicePolicy::RELEASE.min_server_noise;
+        if !(s.noise_multiplier.is_finite() && s.noise_multiplier >= floor) {
+            return bad(format!("secagg.noise_multiplier = {} is below the devices' floor of {floor}", s.noise_multiplier));
+        }
+        if s.token.len() < 16 {
+            return bad("secagg.token must be set, at least 16 characters, the same on leader and helper".into());
+        }
+        if s.helper_timeout_ms == 0 {
+            return bad("secagg.helper_timeout_ms must be positive".into());
+        }
+        match (self.role, &s.helper_url) {
+            (Role::Leader, None) => bad("a leader needs secagg.helper_url".into()),
+            (Role::Leader, Some(u)) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                bad(format!("secagg.helper_url = {u:?} is not an http(s) URL"))
+            }
+            (Role::Helper, Some(_)) => bad("secagg.helper_url is a leader setting".into()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -223,7 +296,10 @@ mod tests {
             ("HEARTH_AGG__ROUND__NOISE_MULTIPLIER", "0"),
             ("HEARTH_AGG__ROUND__CLIP_NORM", "-1"),
             ("HEARTH_AGG__PRIVACY__DELTA", "1"),
-            ("HEARTH_AGG__PRIVACY__POPULATION", "5"),
+            ("HEARTH_AGG__ROUND__SAMPLING_RATE", "0"),
+            ("HEARTH_AGG__ROUND__SAMPLING_RATE", "1.5"),
+            ("HEARTH_AGG__ROLE", "\"leader\""),
+            ("HEARTH_AGG__ROLE", "\"boss\""),
             ("HEARTH_AGG__OPTIMIZER__LR", "0"),
             ("HEARTH_AGG__NO_SUCH_KEY", "1"),
         ] {

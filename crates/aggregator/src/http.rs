@@ -6,7 +6,7 @@ use crate::aggregate::{self, Accepted, PublishedModel, Snapshot, Submission};
 use crate::metrics::Metrics;
 use crate::reason::{Reason, Reject};
 use crate::store;
-use crate::validate;
+use crate::validate::{self, Upload};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -23,11 +23,14 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-/// The media type of an upload body (hearth-core's update wire format).
+/// The media type of a single server's upload body (hearth-core's update wire format).
 pub const UPDATE_MEDIA_TYPE: &str = "application/vnd.hearth.update";
+/// The media type of a leader's upload body (hearth-core's report format: share + sealed seed).
+pub const REPORT_MEDIA_TYPE: &str = "application/vnd.hearth.report";
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
-/// Every API route, as written in `openapi.json` (a test holds the two together).
+/// Every API route of a single server or leader, as written in `openapi.json` (a test holds the
+/// two together).
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/model/manifest.json"),
     ("get", "/v1/model/model.onnx"),
@@ -42,6 +45,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
 ];
 
+/// The helper's own routes (it also serves `/healthz` and `/v1/openapi.json`).
+pub const HELPER_ROUTES: &[(&str, &str)] = &[("get", "/v1/helper_config"), ("post", "/v1/aggregate")];
+
 #[derive(Clone)]
 pub struct App {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
@@ -52,6 +58,65 @@ pub struct App {
     /// Permits to read and hold an upload (see `Config::upload_concurrency`).
     pub uploads: Arc<Semaphore>,
     pub catalog: Option<Arc<crate::catalog::PublishedCatalog>>,
+    /// The media type uploads must have: the plaintext update or, for a leader, the report.
+    pub upload_media_type: &'static str,
+}
+
+/// The helper's API state.
+#[derive(Clone)]
+pub struct HelperApp {
+    pub helper: Arc<crate::helper::Helper>,
+    pub metrics: Arc<Metrics>,
+    pub body_timeout: Duration,
+    /// One batch is opened at a time: each costs n × d PRG words of CPU.
+    pub batches: Arc<Semaphore>,
+}
+
+/// The helper's routes: its public configuration for devices, the leader's aggregate call,
+/// health and the spec.
+pub fn helper_router(app: HelperApp) -> Router {
+    // Devices on any publisher's origin fetch the helper's configuration directly.
+    let cors = CorsLayer::new().allow_origin(Any).allow_methods([Method::GET]);
+    Router::new()
+        .route("/v1/helper_config", get(helper_config))
+        .route("/v1/aggregate", post(aggregate_batch))
+        .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok", "role": "helper"})) }))
+        .fallback(|| async { reject(Reject::new(Reason::NotFound, "no such resource")) })
+        .with_state(app)
+        .layer(cors)
+}
+
+async fn helper_config(State(app): State<HelperApp>) -> Response {
+    ([(header::CACHE_CONTROL, "no-cache")], axum::Json(app.helper.config())).into_response()
+}
+
+async fn aggregate_batch(State(app): State<HelperApp>, headers: HeaderMap, body: Body) -> Response {
+    let verdict = async {
+        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if !app.helper.authorized(authorization) {
+            return Err(Reject::new(Reason::Unauthorized, "only the leader may ask for an aggregate share"));
+        }
+        let _permit =
+            app.batches.acquire().await.map_err(|_| Reject::new(Reason::StorageUnavailable, "the helper is shutting down"))?;
+        // Each sealed seed is about 220 bytes of JSON.
+        let limit = 4096 + crate::helper::MAX_BATCH_REPORTS * 256;
+        let bytes = read_body(body, limit, app.body_timeout).await?;
+        let request: crate::helper::AggregateRequest =
+            serde_json::from_slice(&bytes).map_err(|e| Reject::new(Reason::MalformedBatch, e.to_string()))?;
+        let helper = app.helper.clone();
+        tokio::task::spawn_blocking(move || helper.aggregate(&request))
+            .await
+            .unwrap_or_else(|_| Err(Reject::new(Reason::StorageUnavailable, "aggregation failed")))
+    }
+    .await;
+    match verdict {
+        Ok(share) => ([(header::CONTENT_TYPE, crate::helper::SHARE_MEDIA_TYPE)], share).into_response(),
+        Err(r) => {
+            tracing::warn!(reason = r.reason.code(), detail = %r.detail, "batch refused");
+            reject(r)
+        }
+    }
 }
 
 pub fn router(app: App, www: Option<PathBuf>) -> Router {
@@ -243,8 +308,9 @@ async fn upload(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
 async fn accept_upload(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, Reject> {
     let media_type =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap_or("").trim());
-    if !media_type.is_some_and(|t| t.eq_ignore_ascii_case(UPDATE_MEDIA_TYPE)) {
-        return Err(Reject::new(Reason::UnsupportedMediaType, format!("uploads must be {UPDATE_MEDIA_TYPE}")));
+    let wanted = app.upload_media_type;
+    if !media_type.is_some_and(|t| t.eq_ignore_ascii_case(wanted)) {
+        return Err(Reject::new(Reason::UnsupportedMediaType, format!("uploads to this server must be {wanted}")));
     }
     if headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() != b"identity") {
         return Err(Reject::new(Reason::UnsupportedContentEncoding, "uploads must not be content-encoded"));
@@ -259,10 +325,17 @@ async fn accept_upload(app: &App, headers: &HeaderMap, body: Body) -> Result<Acc
     let _permit =
         app.uploads.acquire().await.map_err(|_| Reject::new(Reason::StorageUnavailable, "the aggregator is shutting down"))?;
     let bytes = read_body(body, limit, app.body_timeout).await?;
-    let update = validate::decode(&bytes)?;
-    validate::check(&update, &round.expect)?;
+    let upload = if round.expect.helper_key_id.is_some() {
+        let report = validate::decode_report(&bytes)?;
+        validate::check_report(&report, &round.expect)?;
+        Upload::Report(report)
+    } else {
+        let update = validate::decode(&bytes)?;
+        validate::check(&update, &round.expect)?;
+        Upload::Plain(update)
+    };
     let (reply, verdict) = oneshot::channel();
-    app.queue.try_send(Submission { update, body: bytes, reply }).map_err(|e| match e {
+    app.queue.try_send(Submission { upload, body: bytes, reply }).map_err(|e| match e {
         TrySendError::Full(_) => Reject::new(Reason::Busy, "too many uploads in flight; retry shortly"),
         TrySendError::Disconnected(_) => Reject::new(Reason::StorageUnavailable, "the aggregator is shutting down"),
     })?;

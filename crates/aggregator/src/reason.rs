@@ -60,7 +60,15 @@ reasons! {
     DuplicateNonce => "duplicate_nonce", 409, true;
     Busy => "busy", 503, true;
     StorageUnavailable => "storage_unavailable", 503, true;
+    WrongHelperKey => "wrong_helper_key", 422, true;
     BadVersion => "bad_version", 400, false;
+    Unauthorized => "unauthorized", 401, false;
+    TooFewReports => "too_few_reports", 422, false;
+    RepeatedReport => "repeated_report", 409, false;
+    UnopenableReport => "unopenable_report", 422, false;
+    RoundAlreadyAggregated => "round_already_aggregated", 409, false;
+    BindingMismatch => "binding_mismatch", 422, false;
+    MalformedBatch => "malformed_batch", 400, false;
     UnknownModelVersion => "unknown_model_version", 404, false;
     NotFound => "not_found", 404, false;
     NoCatalog => "no_catalog", 404, false;

@@ -6,6 +6,7 @@ use hearth_core::HearthError;
 use hearth_core::UpdateError;
 use hearth_core::learning::round::RoundTask;
 use hearth_core::privacy::privatize::{grid_step, rounding_bound};
+use hearth_core::privacy::shares::Report;
 use hearth_core::privacy::wire::{Encoding, Payload, Update};
 
 /// Noise norms farther than this many standard deviations from their mean are treated as
@@ -22,6 +23,30 @@ pub fn no_round(training: bool) -> Reject {
     }
 }
 
+/// An accepted upload: a plaintext update (`single`) or a report (`leader`).
+#[derive(Debug, Clone)]
+pub enum Upload {
+    Plain(Update),
+    Report(Report),
+}
+
+impl Upload {
+    /// The upload's own id: the update's nonce or the report id. Replays are refused by it.
+    pub fn id(&self) -> &[u8; 16] {
+        match self {
+            Upload::Plain(u) => &u.nonce,
+            Upload::Report(r) => &r.report_id,
+        }
+    }
+
+    pub fn round_id(&self) -> u64 {
+        match self {
+            Upload::Plain(u) => u.round_id,
+            Upload::Report(r) => r.round_id,
+        }
+    }
+}
+
 /// What the open round expects of an update.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expect {
@@ -31,6 +56,8 @@ pub struct Expect {
     pub noise_multiplier: f32,
     pub encoding: Encoding,
     pub params: usize,
+    /// A leader's round: the helper key reports must be sealed to.
+    pub helper_key_id: Option<u8>,
 }
 
 impl Expect {
@@ -43,13 +70,60 @@ impl Expect {
             noise_multiplier: task.noise_multiplier,
             encoding: task.encoding,
             params,
+            helper_key_id: None,
         }
     }
 
     /// Exact byte size of a well-formed upload, which is also the body limit.
     pub fn body_len(&self) -> usize {
-        self.encoding.encoded_len(self.params)
+        match self.helper_key_id {
+            Some(_) => Report::encoded_len(self.params),
+            None => self.encoding.encoded_len(self.params),
+        }
     }
+}
+
+/// Decodes a report; format defects become 400s.
+pub fn decode_report(body: &[u8]) -> Result<Report, Reject> {
+    Report::decode(body).map_err(|e| match e {
+        HearthError::Update(UpdateError::UnknownVersion { .. }) => Reject::new(Reason::UnsupportedFormatVersion, e.to_string()),
+        _ => Reject::new(Reason::MalformedUpdate, e.to_string()),
+    })
+}
+
+/// Round, model, size and helper key of a report. Its values are masked: nothing about them
+/// can be checked until the round's sum is unmasked (`Plan::implausible_block`).
+pub fn check_report(report: &Report, expect: &Expect) -> Result<(), Reject> {
+    check_round(report.model_version, report.round_id, expect)?;
+    if report.share.len() != expect.params {
+        return Err(Reject::new(
+            Reason::WrongParameterCount,
+            format!("{} parameters, the model has {}", report.share.len(), expect.params),
+        ));
+    }
+    if Some(report.key_id) != expect.helper_key_id {
+        return Err(Reject::new(
+            Reason::WrongHelperKey,
+            format!("the seed is sealed to key {}, the helper's key is {:?}", report.key_id, expect.helper_key_id),
+        ));
+    }
+    Ok(())
+}
+
+fn check_round(model_version: u64, round_id: u64, expect: &Expect) -> Result<(), Reject> {
+    if model_version != expect.model_version {
+        return Err(Reject::new(
+            Reason::StaleModel,
+            format!("update is for model {model_version}, the open round trains model {}", expect.model_version),
+        ));
+    }
+    if round_id != expect.round_id {
+        return Err(Reject::new(
+            Reason::WrongRound,
+            format!("update is for round {round_id}, round {} is open", expect.round_id),
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes the body; wire-format defects become 400s.
@@ -63,18 +137,7 @@ pub fn decode(body: &[u8]) -> Result<Update, Reject> {
 
 /// Round, model, privacy parameters, encoding, size and norm, in that order.
 pub fn check(update: &Update, expect: &Expect) -> Result<(), Reject> {
-    if update.model_version != expect.model_version {
-        return Err(Reject::new(
-            Reason::StaleModel,
-            format!("update is for model {}, the open round trains model {}", update.model_version, expect.model_version),
-        ));
-    }
-    if update.round_id != expect.round_id {
-        return Err(Reject::new(
-            Reason::WrongRound,
-            format!("update is for round {}, round {} is open", update.round_id, expect.round_id),
-        ));
-    }
+    check_round(update.model_version, update.round_id, expect)?;
     if update.clip_norm != expect.clip_norm || update.noise_multiplier != expect.noise_multiplier {
         return Err(Reject::new(
             Reason::PrivacyParametersMismatch,

@@ -1,12 +1,18 @@
-//! Concurrent uploads, SIGKILL mid-load, restart, many times over one database: every update
-//! that got a 2xx is in the round, none twice, the database is intact, the recovered running sum
-//! is exact (checked by closing the round at the end), and retried uploads are answered
-//! consistently (202 if the first try never landed, 409 duplicate if it did).
+//! Concurrent uploads, SIGKILL mid-load, restart, many times over one database, for a single
+//! server and for a leader with its helper: every upload that got a 2xx is in the round, none
+//! twice, the database is intact, the recovered running sum is exact (checked by closing the
+//! round at the end), and retried uploads are answered consistently (202 if the first try never
+//! landed, 409 duplicate if it did). The leader's helper is killed too, once while the round
+//! closes: the leader retries and the round is released once, exactly.
 
 mod common;
 
 use common::*;
+use hearth_aggregator::noise::{Drawer, TEST_SEED_VARIABLE, release_seed};
 use hearth_core::model::params::Gaussian;
+use hearth_core::privacy::noise::{Sampler, SeededRandom};
+use hearth_core::privacy::seal::HelperKey;
+use hearth_core::privacy::shares::{Binding, ShareSum, build_report, centred};
 use hearth_core::privacy::wire::{Encoding, Update};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -16,6 +22,13 @@ use std::time::Duration;
 
 const KILLS: usize = 12;
 const CLIENTS: usize = 16;
+/// The leader's K: above what the load sends, so the round stays open across kills; the test
+/// tops it up at the end.
+const LEADER_K: u64 = 2_500;
+/// Uploads per load at most, for the leader (LEADER_KILLS of them stay below LEADER_K).
+const LEADER_LOAD_CAP: u64 = 350;
+const LEADER_KILLS: usize = 6;
+const SEED: u64 = 77;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Outcome {
@@ -25,12 +38,28 @@ enum Outcome {
     Lost,
 }
 
-fn load_config(pack: &Path, k: u64) -> String {
-    // K far above the load, so the round stays open across kills.
-    config(pack, k, "").replace("population = 100000", "population = 10000000")
+/// One upload as a client built it, and what it adds to the round in exact terms.
+#[derive(Clone)]
+struct Sent {
+    id: [u8; 16],
+    body: Vec<u8>,
+    adds: Adds,
 }
 
-/// Nonces of the updates stored for the open round, after checking the database's integrity
+#[derive(Clone)]
+enum Adds {
+    Plain(Update),
+    Grid(Vec<i64>),
+}
+
+type Make = Arc<dyn Fn(u64) -> Sent + Send + Sync>;
+
+fn load_config(pack: &Path, k: u64) -> String {
+    // K far above the load, so the round stays open across kills.
+    config(pack, k, "")
+}
+
+/// Ids of the uploads stored for the open round, after checking the database's integrity
 /// and that the round's counter matches its rows.
 fn stored(db: &Path) -> (u64, HashSet<[u8; 16]>) {
     let conn = rusqlite::Connection::open(db).unwrap();
@@ -48,24 +77,21 @@ fn stored(db: &Path) -> (u64, HashSet<[u8; 16]>) {
 }
 
 /// Uploads from CLIENTS threads until the server stops answering; every attempt and its outcome.
-fn load(server: &mut Server, seed: u64) -> Vec<(Update, Outcome)> {
-    let task = server.task();
-    let params = fetch_pack(server).0.params.values.len();
+fn load(server: &mut Server, seed: u64, make: &Make, content_type: &'static str, cap: u64) -> Vec<(Sent, Outcome)> {
     let stop = Arc::new(AtomicBool::new(false));
     let attempts = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..CLIENTS as u64)
         .map(|c| {
-            let (url, task, stop, attempts) = (server.url("/v1/updates"), task.clone(), stop.clone(), attempts.clone());
+            let (url, make, stop, attempts) = (server.url("/v1/updates"), make.clone(), stop.clone(), attempts.clone());
             std::thread::spawn(move || {
                 let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
                 let mut out = Vec::new();
                 for i in 0.. {
-                    if stop.load(Ordering::Relaxed) {
+                    if stop.load(Ordering::Relaxed) || attempts.fetch_add(1, Ordering::Relaxed) >= cap {
                         break;
                     }
-                    let u = honest_update(&task, params, seed * 1_000_000 + c * 10_000 + i, Encoding::F32);
-                    attempts.fetch_add(1, Ordering::Relaxed);
-                    let outcome = match agent.post(&url).header("Content-Type", UPDATE_TYPE).send(&u.encode()[..]) {
+                    let u = make(seed * 1_000_000 + c * 10_000 + i);
+                    let outcome = match agent.post(&url).header("Content-Type", content_type).send(&u.body[..]) {
                         Ok(r) if r.status().as_u16() == 202 => Outcome::Acked,
                         Ok(mut r) => {
                             let body: serde_json::Value =
@@ -95,58 +121,91 @@ fn load(server: &mut Server, seed: u64) -> Vec<(Update, Outcome)> {
     handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
 }
 
+/// Every attempt's outcome checked against the database; the uploads that got no answer are
+/// retried after a restart. Returns every upload sent, by id.
+#[allow(clippy::too_many_arguments)] // one kill cycle of either role
+fn kill_cycle(
+    kill: usize,
+    server: &mut Server,
+    restart: &dyn Fn() -> Server,
+    db: &Path,
+    make: &Make,
+    content_type: &'static str,
+    cap: u64,
+    tally: &mut [u64; 4],
+) -> HashMap<[u8; 16], Sent> {
+    let attempts = load(server, kill as u64 + 1, make, content_type, cap);
+    let (_, in_db) = stored(db);
+    let mut retry = Vec::new();
+    let mut sent = HashMap::new();
+    for (u, outcome) in attempts {
+        match &outcome {
+            Outcome::Acked => {
+                tally[0] += 1;
+                assert!(in_db.contains(&u.id), "kill {kill}: an acknowledged upload is missing");
+            }
+            Outcome::Refused(code) => {
+                tally[2] += 1;
+                assert!(!in_db.contains(&u.id), "kill {kill}: a refused upload ({code}) was stored");
+            }
+            Outcome::Lost => {
+                tally[1] += 1;
+                retry.push(u.clone());
+            }
+        }
+        sent.insert(u.id, u);
+    }
+    // Retrying what got no answer: stored ones are duplicates, the rest are accepted now.
+    let server = restart();
+    for u in retry {
+        let (status, body) = post(&server.url("/v1/updates"), content_type, &u.body);
+        if in_db.contains(&u.id) {
+            tally[3] += 1;
+            assert_eq!((status, body["error"].as_str()), (409, Some("duplicate_nonce")), "kill {kill}");
+        } else {
+            assert_eq!(status, 202, "kill {kill}: {body}");
+        }
+    }
+    server.kill();
+    sent
+}
+
 #[test]
 fn sigkill_mid_load_loses_no_acknowledged_update_and_counts_none_twice() {
     let dir = scratch("fault");
     let pack = small_pack(&dir);
     let db = dir.join("hearth.db");
-    let mut sent: HashMap<[u8; 16], Update> = HashMap::new();
-    let (mut acked, mut lost, mut refused, mut landed) = (0, 0, 0, 0);
+    let mut sent: HashMap<[u8; 16], Sent> = HashMap::new();
+    let mut tally = [0u64; 4];
+    let probe = Server::start(&dir, &load_config(&pack, 1_000_000));
+    let (task, params) = (probe.task(), fetch_pack(&probe).0.params.values.len());
+    probe.kill();
+    let make: Make = Arc::new(move |seed| {
+        let u = honest_update(&task, params, seed, Encoding::F32);
+        Sent { id: u.nonce, body: u.encode(), adds: Adds::Plain(u) }
+    });
+    let restart = || Server::start(&dir, &load_config(&pack, 1_000_000));
     for kill in 0..KILLS {
-        let mut server = Server::start(&dir, &load_config(&pack, 1_000_000));
+        let mut server = restart();
         if kill > 0 {
             // The restarted keeper counts exactly what is stored (its running sum is checked below).
             assert_eq!(server.metric("hearth_round_updates"), stored(&db).1.len() as f64);
         }
-        let attempts = load(&mut server, kill as u64 + 1);
-        let (_, in_db) = stored(&db);
-        let mut retry = Vec::new();
-        for (u, outcome) in attempts {
-            match &outcome {
-                Outcome::Acked => {
-                    acked += 1;
-                    assert!(in_db.contains(&u.nonce), "kill {kill}: an acknowledged update is missing");
-                }
-                Outcome::Refused(code) => {
-                    refused += 1;
-                    assert!(!in_db.contains(&u.nonce), "kill {kill}: a refused update ({code}) was stored");
-                }
-                Outcome::Lost => {
-                    lost += 1;
-                    retry.push(u.clone());
-                }
-            }
-            sent.insert(u.nonce, u);
-        }
-        // Retrying what got no answer: stored ones are duplicates, the rest are accepted now.
-        let server = Server::start(&dir, &load_config(&pack, 1_000_000));
-        for u in retry {
-            let (status, body) = server.post(&u.encode());
-            if in_db.contains(&u.nonce) {
-                landed += 1;
-                assert_eq!((status, body["error"].as_str()), (409, Some("duplicate_nonce")), "kill {kill}");
-            } else {
-                assert_eq!(status, 202, "kill {kill}: {body}");
-            }
-        }
-        server.kill();
+        sent.extend(kill_cycle(kill, &mut server, &restart, &db, &make, UPDATE_TYPE, u64::MAX, &mut tally));
     }
+    let [acked, lost, refused, landed] = tally;
     assert!(acked > 0 && lost > 0, "the load never overlapped a kill: {acked} acked, {lost} lost, {refused} refused");
 
     // Close the round with one more update: the published model must move by exactly the mean
     // of every stored update, so the recovered sum missed none and doubled none.
     let (_, in_db) = stored(&db);
-    let mut members: Vec<Update> = in_db.iter().map(|n| sent[n].clone()).collect();
+    let mut members: Vec<Update> = in_db
+        .iter()
+        .map(|n| match &sent[n].adds {
+            Adds::Plain(u) => u.clone(),
+            Adds::Grid(_) => unreachable!("a single server takes plaintext updates"),
+        })
+        .collect();
     let server = Server::start(&dir, &load_config(&pack, members.len() as u64 + 1));
     let (before, _) = fetch_pack(&server);
     let task = server.task();
@@ -159,5 +218,95 @@ fn sigkill_mid_load_loses_no_acknowledged_update_and_counts_none_twice() {
     eprintln!(
         "{KILLS} kills: {acked} acknowledged, {lost} lost in flight ({landed} of them stored before the kill), {refused} refused; {} in the released round",
         members.len()
+    );
+}
+
+#[test]
+fn sigkill_of_leader_or_helper_loses_no_acknowledged_report_and_releases_once() {
+    let root = scratch("fault-secagg");
+    let (hdir, ldir) = (root.join("helper"), root.join("leader"));
+    std::fs::create_dir_all(&hdir).unwrap();
+    std::fs::create_dir_all(&ldir).unwrap();
+    let seed = SEED.to_string();
+    let env = [(TEST_SEED_VARIABLE, seed.as_str())];
+    let pack = small_pack(&ldir);
+    let db = ldir.join("hearth.db");
+    let mut helper = Server::start_with_env(&hdir, &helper_config(10, 4.0), &env);
+    let leader_toml = leader_config(&pack, LEADER_K, &helper, 5.0);
+    // A restarted helper listens where the leader's configuration says it is.
+    let listen = format!("{:?}", helper.url.trim_start_matches("http://"));
+    let helper_env = [(TEST_SEED_VARIABLE, seed.as_str()), ("HEARTH_AGG__LISTEN", listen.as_str())];
+    let restart_helper = || Server::start_with_env(&hdir, &helper_config(10, 4.0), &helper_env);
+    let restart = || Server::start_with_env(&ldir, &leader_toml, &env);
+    let probe = restart();
+    let task = probe.task();
+    let (before, _) = fetch_pack(&probe);
+    probe.kill();
+    let binding: Binding = task.binding(before.params.values.len()).unwrap();
+    let key = HelperKey::from_config(&fetch_helper_config(&helper).hpke).unwrap();
+    let make: Make = Arc::new(move |seed| {
+        let mut g = Gaussian::new(seed);
+        let scale = binding.clip_norm / (binding.params as f32).sqrt();
+        let delta = (0..binding.params).map(|_| g.normal() as f32 * scale).collect();
+        let built = build_report(delta, &binding, &key, &mut Sampler::os()).unwrap();
+        Sent { id: built.report.report_id, body: built.report.encode(), adds: Adds::Grid(built.grid) }
+    });
+    let mut sent: HashMap<[u8; 16], Sent> = HashMap::new();
+    let mut tally = [0u64; 4];
+    for kill in 0..LEADER_KILLS {
+        let mut leader = restart();
+        if kill > 0 {
+            assert_eq!(leader.metric("hearth_round_updates"), stored(&db).1.len() as f64);
+        }
+        sent.extend(kill_cycle(kill, &mut leader, &restart, &db, &make, REPORT_TYPE, LEADER_LOAD_CAP, &mut tally));
+        // The helper dies too, between rounds: it holds nothing of an open round to lose.
+        if kill % 2 == 1 {
+            helper.sigkill();
+            helper = restart_helper();
+        }
+    }
+    let [acked, lost, refused, landed] = tally;
+    assert!(acked > 0 && lost > 0, "the load never overlapped a kill: {acked} acked, {lost} lost, {refused} refused");
+
+    // Top the round up to K with the helper down: the leader keeps the full round open and
+    // retries; the helper comes back and the round is released once.
+    let leader = restart();
+    let (_, mut in_db) = stored(&db);
+    helper.sigkill();
+    let mut seed = 1 << 40;
+    while (in_db.len() as u64) < LEADER_K {
+        let u = make(seed);
+        seed += 1;
+        assert_eq!(leader.post_report(&u.body).0, 202);
+        in_db.insert(u.id);
+        sent.insert(u.id, u);
+    }
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(leader.task().round_id, task.round_id, "nothing is released while the helper is down");
+    let _helper = restart_helper();
+    leader.wait_round_after(task.round_id);
+    let (after, _) = fetch_pack(&leader);
+    assert_eq!(after.manifest.model_version, 2);
+
+    let plan = binding.plan().unwrap();
+    let noise = |drawer, sigma| {
+        let mut n = ShareSum::new(plan.params);
+        n.add_noise(sigma, &mut Sampler::from_source(SeededRandom::new(release_seed(SEED, drawer, task.round_id)))).unwrap();
+        n.values()
+    };
+    let (noise_l, noise_h) = (noise(Drawer::Leader, plan.sigma_leader), noise(Drawer::Helper, plan.sigma_helper));
+    let mut sum = vec![0i64; plan.params];
+    for id in &in_db {
+        let Adds::Grid(g) = &sent[id].adds else { unreachable!("a leader takes reports") };
+        sum.iter_mut().zip(g).for_each(|(s, v)| *s += v);
+    }
+    let mean: Vec<f64> = (0..plan.params)
+        .map(|j| {
+            f64::from(centred((sum[j] as u32).wrapping_add(noise_l[j]).wrapping_add(noise_h[j]))) * plan.step / LEADER_K as f64
+        })
+        .collect();
+    assert_fedavg(&before.params, &after.params, 0.01, &mean);
+    eprintln!(
+        "{LEADER_KILLS} leader kills: {acked} acknowledged, {lost} lost in flight ({landed} stored before the kill), {refused} refused"
     );
 }

@@ -41,7 +41,7 @@ fn training_stops_when_the_budget_is_spent_and_restarts_keep_every_version() {
     // A budget between the ε of one and of two released rounds: exactly one round may close.
     let base = config(&pack, K, "");
     std::fs::write(dir.join("probe.toml"), &base).unwrap();
-    let probe = Budget::new(&Config::load(Some(&dir.join("probe.toml")), []).unwrap()).unwrap();
+    let probe = Budget::new(&Config::load(Some(&dir.join("probe.toml")), []).unwrap(), None).unwrap();
     let (one, two) = (probe.epsilon_after(1).unwrap(), probe.epsilon_after(2).unwrap());
     let cfg = base.replace("epsilon_budget = 50.0", &format!("epsilon_budget = {}", (one + two) / 2.0));
 

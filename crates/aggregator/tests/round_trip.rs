@@ -11,6 +11,7 @@ use hearth_core::device::event::{AdRef, Event, EventKind};
 use hearth_core::device::profile::{Profile, ProfileConfig};
 use hearth_core::device::rank::RankOptions;
 use hearth_core::learning::round::participate;
+use hearth_core::privacy::ledger::DevicePolicy;
 use hearth_core::privacy::noise::Sampler;
 use hearth_core::privacy::wire::{Encoding, Update};
 
@@ -85,7 +86,7 @@ fn k_updates_close_the_round_and_publish_a_pack_that_scores() {
 
     // 2. K updates: one from a device that really trained, the rest random honest ones.
     let mut device = travel_reader(before.clone());
-    let real = participate(&mut device, &task, &mut Sampler::os()).unwrap();
+    let real = participate(&mut device, &task, None, &DevicePolicy::RELEASE, &mut Sampler::os()).unwrap();
     let d = before.params.values.len();
     let mut sent: Vec<Update> = vec![Update::decode(&real.upload).unwrap()];
     sent.extend((1..K).map(|i| honest_update(&task, d, i, Encoding::F32)));
@@ -113,7 +114,7 @@ fn k_updates_close_the_round_and_publish_a_pack_that_scores() {
     let ranked = device.rank(&Default::default(), &rank_options()).unwrap();
     assert_eq!(ranked.len(), 5);
     assert!(ranked.iter().all(|r| r.score.is_finite() && (0.0..=1.0).contains(&r.probability)));
-    let again = participate(&mut device, &next, &mut Sampler::os()).unwrap();
+    let again = participate(&mut device, &next, None, &DevicePolicy::RELEASE, &mut Sampler::os()).unwrap();
     assert_eq!(server.post(&again.upload).0, 202);
 
     // The old version stays available, immutable; the privacy status counts the release.
@@ -153,8 +154,11 @@ fn the_openapi_document_lists_every_route_and_each_route_answers() {
         .iter()
         .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| (m.clone(), path.clone())))
         .collect();
-    let mut served: Vec<(String, String)> =
-        hearth_aggregator::http::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let mut served: Vec<(String, String)> = hearth_aggregator::http::ROUTES
+        .iter()
+        .chain(hearth_aggregator::http::HELPER_ROUTES)
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     documented.sort();
     served.sort();
     assert_eq!(documented, served);
@@ -172,6 +176,13 @@ fn the_openapi_document_lists_every_route_and_each_route_answers() {
         let url = server.url(&path.replace("{version}", "1"));
         let status = if *method == "get" { get(&url).0 } else { post(&url, UPDATE_TYPE, b"").0 };
         assert!(status != 404 && status != 405, "{method} {path} answered {status}");
+    }
+    let helper_dir = dir.join("helper");
+    std::fs::create_dir_all(&helper_dir).unwrap();
+    let helper = Server::start(&helper_dir, &helper_config(K, 4.0));
+    for (method, path) in hearth_aggregator::http::HELPER_ROUTES {
+        let status = if *method == "get" { get(&helper.url(path)).0 } else { post(&helper.url(path), "application/json", b"").0 };
+        assert!(status != 404 && status != 405, "helper: {method} {path} answered {status}");
     }
     let metrics = String::from_utf8(get(&server.url("/metrics")).2).unwrap();
     assert!(metrics.contains("# TYPE hearth_upload_seconds histogram"));

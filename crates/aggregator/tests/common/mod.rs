@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const UPDATE_TYPE: &str = "application/vnd.hearth.update";
+pub const REPORT_TYPE: &str = "application/vnd.hearth.report";
 
 /// A scratch directory under the target dir, emptied first.
 pub fn scratch(name: &str) -> PathBuf {
@@ -48,6 +49,11 @@ impl Server {
     /// Starts the binary with `config` (TOML) written to `dir/aggregator.toml`; the database
     /// lives in `dir` too, so a second start on the same `dir` is a restart.
     pub fn start(dir: &Path, config: &str) -> Server {
+        Server::start_with_env(dir, config, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
         let file = dir.join("aggregator.toml");
         std::fs::write(&file, config).unwrap();
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stderr.log")).unwrap();
@@ -56,6 +62,7 @@ impl Server {
             .arg(&file)
             .env("HEARTH_AGG__LISTEN", "\"127.0.0.1:0\"")
             .env("HEARTH_AGG__DATABASE", format!("{:?}", dir.join("hearth.db")))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -113,6 +120,11 @@ impl Server {
 
     pub fn post(&self, body: &[u8]) -> (u16, serde_json::Value) {
         post(&self.url("/v1/updates"), UPDATE_TYPE, body)
+    }
+
+    /// Uploads a secure-aggregation report to a leader.
+    pub fn post_report(&self, body: &[u8]) -> (u16, serde_json::Value) {
+        post(&self.url("/v1/updates"), REPORT_TYPE, body)
     }
 
     /// Waits until the open round is no longer `round`.
@@ -233,7 +245,39 @@ pub fn assert_fedavg(before: &Params, after: &Params, lr: f64, mean: &[f64]) {
 pub fn config(initial_model: &Path, k: u64, extra: &str) -> String {
     format!(
         "initial_model = {:?}\nbody_timeout_ms = 1500\n{extra}\n[round]\nmin_clients = {k}\nclip_norm = 1.0\nnoise_multiplier = 1.0\nmin_events = 5\n\
-         [optimizer]\nkind = \"fed_avg\"\nlr = 0.01\n[privacy]\nepsilon_budget = 50.0\ndelta = 1e-6\npopulation = 100000\n",
+         [optimizer]\nkind = \"fed_avg\"\nlr = 0.01\n[privacy]\nepsilon_budget = 50.0\ndelta = 1e-6\n",
         initial_model
     )
+}
+
+/// The bearer token test leaders and helpers share.
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// A helper's config: K = `k`, its noise `z`.
+pub fn helper_config(k: u64, z: f32) -> String {
+    format!("role = \"helper\"\n[round]\nmin_clients = {k}\n[secagg]\ntoken = {TOKEN:?}\nnoise_multiplier = {z}\n")
+}
+
+/// A leader's config over [`config`]: its helper, its noise `z`, no local noise.
+pub fn leader_config(initial_model: &Path, k: u64, helper: &Server, z: f32) -> String {
+    config(initial_model, k, "role = \"leader\"").replace("noise_multiplier = 1.0", "noise_multiplier = 0.0")
+        + &format!("[secagg]\nhelper_url = {:?}\ntoken = {TOKEN:?}\nnoise_multiplier = {z}\n", helper.url("/"))
+}
+
+/// The helper's configuration, as a device fetches it from the helper.
+pub fn fetch_helper_config(helper: &Server) -> hearth_core::learning::round::HelperConfig {
+    let (status, _, body) = get(&helper.url("/v1/helper_config"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// POST with extra headers; (status, body bytes).
+pub fn post_with(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+    let mut req = agent().post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send(body).unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap_or_default())
 }

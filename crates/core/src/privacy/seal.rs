@@ -32,7 +32,7 @@ pub const KDF: &str = "HKDF-SHA256";
 /// See [`KEM`].
 pub const AEAD: &str = "ChaCha20Poly1305";
 
-/// The helper's public key configuration, as the helper serves it at `/v1/hpke_config`. The
+/// The helper's public key configuration, as the helper serves it within its `/v1/helper_config`. The
 /// device must fetch it from the helper itself: a key handed on by the leader could be the
 /// leader's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,114 @@
+//! The helper's SQLite store: its HPKE secret, every report id it ever counted, and the one
+//! aggregate share it released per round. It never holds a device's seed or share: a batch is
+//! opened, summed and noised in memory, and only ids and the released sum are written.
+
+use hearth_core::privacy::noise::{ByteSource, OsRandom};
+use hearth_core::privacy::seal::KeyPair;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+
+use crate::store::{DbResult, connect};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE helper_key (
+    key_id INTEGER PRIMARY KEY CHECK (key_id BETWEEN 0 AND 255),
+    secret BLOB NOT NULL CHECK (length(secret) = 32)
+);
+-- A report id is counted in at most one release, ever.
+CREATE TABLE reports (
+    id BLOB PRIMARY KEY CHECK (length(id) = 16),
+    round_id INTEGER NOT NULL
+);
+-- What was released for a round: a retry of the same batch gets the same bytes (a fresh noise
+-- draw per retry would let the leader average the helper's noise away).
+CREATE TABLE releases (
+    round_id INTEGER PRIMARY KEY,
+    batch_digest TEXT NOT NULL,
+    share BLOB NOT NULL,
+    released_ms INTEGER NOT NULL
+);
+";
+
+pub struct HelperStore {
+    conn: Connection,
+}
+
+/// A release as stored.
+pub struct Release {
+    pub batch_digest: String,
+    pub share: Vec<u8>,
+}
+
+impl HelperStore {
+    pub fn open(path: &Path) -> DbResult<HelperStore> {
+        let mut conn = connect(path)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        match version {
+            0 => {
+                let tx = conn.transaction()?;
+                tx.execute_batch(SCHEMA)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+                tx.commit()?;
+            }
+            SCHEMA_VERSION => {}
+            other => {
+                return Err(rusqlite::Error::InvalidParameterName(format!(
+                    "helper database schema version {other}; this build knows {SCHEMA_VERSION}"
+                )));
+            }
+        }
+        Ok(HelperStore { conn })
+    }
+
+    /// The helper's key pair, created on first start.
+    pub fn key(&mut self) -> Result<KeyPair, Box<dyn std::error::Error + Send + Sync>> {
+        let stored: Option<(u8, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT key_id, secret FROM helper_key ORDER BY key_id LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((key_id, secret)) = stored {
+            let secret: [u8; 32] = secret.try_into().map_err(|_| "stored helper key is not 32 bytes")?;
+            return Ok(KeyPair::from_secret(key_id, &secret));
+        }
+        let mut secret = [0u8; 32];
+        OsRandom.fill(&mut secret)?;
+        self.conn.execute("INSERT INTO helper_key (key_id, secret) VALUES (1, ?1)", [&secret[..]])?;
+        Ok(KeyPair::from_secret(1, &secret))
+    }
+
+    pub fn release(&self, round_id: u64) -> DbResult<Option<Release>> {
+        self.conn
+            .query_row("SELECT batch_digest, share FROM releases WHERE round_id = ?1", [round_id], |r| {
+                Ok(Release { batch_digest: r.get(0)?, share: r.get(1)? })
+            })
+            .optional()
+    }
+
+    /// How many of `ids` were counted before.
+    pub fn seen(&self, ids: &[[u8; 16]]) -> DbResult<usize> {
+        let mut stmt = self.conn.prepare_cached("SELECT 1 FROM reports WHERE id = ?1")?;
+        let mut n = 0;
+        for id in ids {
+            n += usize::from(stmt.exists([&id[..]])?);
+        }
+        Ok(n)
+    }
+
+    /// Records the batch's ids and the release, atomically: either both or neither.
+    pub fn record(&mut self, round_id: u64, ids: &[[u8; 16]], release: &Release, now_ms: i64) -> DbResult<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO reports (id, round_id) VALUES (?1, ?2)")?;
+            for id in ids {
+                insert.execute(params![&id[..], round_id])?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO releases (round_id, batch_digest, share, released_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![round_id, release.batch_digest, release.share, now_ms],
+        )?;
+        tx.commit()
+    }
+}
