@@ -1,18 +1,22 @@
 //! Hearth's browser module: hearth-core behind a JavaScript API. Values cross the boundary as
 //! plain JS objects (serde-wasm-bindgen); every error becomes a thrown `Error` with the typed
-//! message from the core.
+//! message from the core, and the device's own privacy refusals also carry their kind as the
+//! error's `name` (`core_err`), so the SDK can tell them apart without parsing messages.
 
+use hearth_core::HearthError;
 use hearth_core::device::catalog::{Ad, Context};
 use hearth_core::device::engine::Engine;
 use hearth_core::device::event::{Event, RawEvent};
 use hearth_core::device::profile::{Profile, ProfileConfig};
 use hearth_core::device::rank::RankOptions;
-use hearth_core::learning::round::{self, RoundTask};
+use hearth_core::learning::round::{self, HelperConfig, RoundTask};
 use hearth_core::model::pack::ModelPack;
 use hearth_core::privacy::accountant::{self, Deployment};
+use hearth_core::privacy::ledger::{DevicePolicy, Ledger};
 use hearth_core::privacy::noise::Sampler;
 use hearth_gpu::GpuScorer;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -59,22 +63,104 @@ export interface TrainConfig {
   reconstruction_steps?: number; reconstruction?: AdamConfig; local_l2?: number;
   epochs?: number; batch_size?: number; global?: AdamConfig;
 }
-/** A federated round as the aggregator announces it. */
+/** A federated round as the aggregator (the leader) announces it. */
 export interface RoundTask {
   round_id: number; model_version: number;
-  /** L2 clip norm C; the noise per coordinate has standard deviation noise_multiplier × C. */
-  clip_norm: number; noise_multiplier: number;
-  min_events?: number; encoding?: "f32" | "quantized"; train?: TrainConfig;
+  /** L2 clip norm C of the update. */
+  clip_norm: number;
+  /**
+   * The device's own noise: standard deviation noise_multiplier × C per coordinate (plaintext),
+   * or noise_multiplier × C̃ grid units of discrete Gaussian (secure aggregation).
+   */
+  noise_multiplier: number;
+  min_events?: number;
+  /** How a plaintext update's values are written; unused with `secagg`. */
+  encoding?: "f32" | "quantized";
+  train?: TrainConfig;
   /** Unix time (ms) after which the aggregator abandons the round. */
   deadline_ms?: number;
+  /** q: the device joins with this probability, by its own coin (default 1). */
+  sampling_rate?: number;
+  /** Present when the round runs through the leader and a helper: the upload is a report. */
+  secagg?: SecAggTask;
 }
+/** The secure-aggregation part of a round task. */
+export interface SecAggTask {
+  /** Reports summed per release. */
+  clients: number;
+  /** z of each server's discrete Gaussian, in units of C̃. */
+  leader_noise: number; helper_noise: number;
+}
+/** The helper's HPKE key (RFC 9180: X25519, HKDF-SHA256, ChaCha20Poly1305). */
+export interface HpkeConfig {
+  key_id: number; kem: string; kdf: string; aead: string;
+  /** 64 lower-case hex digits. */
+  public_key: string;
+}
+/** What the helper serves at its own /v1/helper_config; never taken from the leader. */
+export interface HelperConfig {
+  hpke: HpkeConfig;
+  /** z of the helper's discrete Gaussian per release. */
+  noise_multiplier: number;
+  /** The fewest reports the helper releases a sum for. */
+  min_clients: number;
+}
+/** One round the device joined, as its ledger records it. */
+export interface LedgerEntry {
+  round_id: number; sampling_rate: number; clip_norm: number;
+  /** Noise multiplier protecting the upload from one curious server. */
+  curious_server_noise: number;
+  /** Noise multiplier protecting it if both servers collude (the device's own). */
+  collusion_noise: number;
+  secure: boolean;
+}
+/**
+ * The device's privacy ledger (stored as its JSON text): the rounds it joined and the coin of
+ * the latest round it considered. It holds nothing about events or pages.
+ */
+export interface Ledger {
+  entries: LedgerEntry[];
+  coin?: { round_id: number; heads: boolean };
+}
+/** What the ledger adds up to. */
+export interface Spent {
+  /** Rounds joined. */
+  rounds: number;
+  /** ε against one curious server, or a fake-client (Sybil) attack; the budget applies to it. */
+  curious_server_epsilon: number;
+  /** ε if both servers colluded: Infinity without the device's own noise. */
+  collusion_epsilon: number;
+  /** The device's budget: 8 in this release, or less where the publisher lowered it. */
+  epsilon_budget: number;
+  delta: number;
+  max_rounds: number;
+  /** Whether one more round like the last still fits the budget. */
+  may_join: boolean;
+}
+/**
+ * `Hearth.takePart`: "joined" with the upload to send (the ledger already records it), or
+ * "not_sampled" when the device's coin says sit this round out. Store `ledger` before sending.
+ * Refusals throw an Error named "BelowDeviceFloor" (a task asking for less protection than this
+ * release allows), "DeviceBudgetSpent" (the ledger's budget) or "LedgerUnreadable" (a stored
+ * ledger that does not parse: treat it as spent).
+ */
+export type TakePart =
+  | { status: "joined"; upload: Uint8Array; contentType: "application/vnd.hearth.report" | "application/vnd.hearth.update"; ledger: string }
+  | { status: "not_sampled"; ledger: string };
 export interface Deployment {
   population: number;
   sampling: { clients_per_round: number } | { rate: number };
   rounds: number; noise_multiplier: number; delta: number;
 }
 export interface PrivacyReport {
-  central_epsilon: number; local_epsilon: number; delta: number; noise_multiplier: number;
+  /** ε of the released models over all rounds (add/remove one device, sampling amplifies). */
+  central_epsilon: number;
+  /**
+   * ε of one plaintext upload seen alone by whoever receives it: replace-one neighbours (two
+   * possible histories of the device, sensitivity 2C), no sampling amplification.
+   */
+  local_epsilon: number;
+  delta: number; noise_multiplier: number;
   sampling_rate: number; rounds: number; population: number; best_order: number;
 }
 /**
@@ -110,8 +196,38 @@ fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
+/// A core error as a thrown `Error`. The device's own privacy refusals are named after their
+/// kind, because the SDK answers them differently: a task below the floor or a helper key the
+/// device cannot seal to (`SecAgg`) is the servers' doing and warned about, a spent budget is
+/// the device's normal end of participation.
+fn core_err(e: HearthError) -> JsValue {
+    let name = match e {
+        HearthError::BelowDeviceFloor(_) => Some("BelowDeviceFloor"),
+        HearthError::DeviceBudgetSpent(_) => Some("DeviceBudgetSpent"),
+        HearthError::SecAgg(_) => Some("SecAgg"),
+        _ => None,
+    };
+    named_err(name, &e.to_string())
+}
+
+fn named_err(name: Option<&str>, message: &str) -> JsValue {
+    let error = js_sys::Error::new(message);
+    if let Some(name) = name {
+        error.set_name(name);
+    }
+    error.into()
+}
+
 fn from_js<T: serde::de::DeserializeOwned>(value: JsValue, what: &str) -> Result<T, JsError> {
     serde_wasm_bindgen::from_value(value).map_err(|e| JsError::new(&format!("invalid {what}: {e}")))
+}
+
+/// Through JSON, not serde-wasm-bindgen, which reads only the fields it knows: a task or helper
+/// configuration with fields this build does not understand is refused rather than half-followed.
+/// The error is the message, for the caller to name.
+fn from_json<T: DeserializeOwned>(value: &JsValue, what: &str) -> Result<T, String> {
+    let json = js_sys::JSON::stringify(value).map_err(|v| format!("invalid {what}: {v:?}"))?;
+    serde_json::from_str(&String::from(json)).map_err(|e| format!("invalid {what}: {e}"))
 }
 
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
@@ -260,19 +376,60 @@ impl Hearth {
         Ok(out.into())
     }
 
-    /// Trains on this device's events for `task` and returns the update to upload: clipped to
-    /// `clip_norm`, noised from `crypto.getRandomValues`, in the versioned wire format. The
-    /// reconstructed local embedding stays in this object; nothing else changes.
+    /// Trains on this device's events for a plaintext `task` and returns the update to upload:
+    /// clipped to `clip_norm`, noised from `crypto.getRandomValues`, in the versioned wire format.
+    /// The device's floor applies (`DevicePolicy::RELEASE`); no coin and no ledger, so this is
+    /// for measuring, not for taking part (`takePart`). The reconstructed local embedding stays
+    /// in this object; nothing else changes.
     #[wasm_bindgen(js_name = trainAndBuildUpdate)]
     pub fn train_and_build_update(
         &mut self,
         #[wasm_bindgen(unchecked_param_type = "RoundTask")] task: JsValue,
-    ) -> Result<Vec<u8>, JsError> {
-        // Through JSON, not serde-wasm-bindgen, which reads only the fields it knows: a task
-        // with fields this build does not understand is refused rather than half-followed.
-        let json: String = js_sys::JSON::stringify(&task).map_err(js_value_err)?.into();
-        let task: RoundTask = serde_json::from_str(&json).map_err(|e| JsError::new(&format!("invalid round task: {e}")))?;
-        Ok(round::participate(&mut self.engine, &task, &mut Sampler::os()).map_err(js_err)?.upload)
+    ) -> Result<Vec<u8>, JsValue> {
+        let task: RoundTask = from_json(&task, "round task").map_err(|m| JsError::new(&m))?;
+        let taken = round::participate(&mut self.engine, &task, None, &DevicePolicy::RELEASE, &mut Sampler::os());
+        Ok(taken.map_err(core_err)?.upload)
+    }
+
+    /// This device's part in a round: the floor, its coin (once per round, kept in the ledger),
+    /// the ledger's budget, then training and the upload, recorded in the returned ledger.
+    /// `helper` is the helper's own configuration (required when the task has `secagg`),
+    /// `ledger_json` the stored ledger (`null`: none yet), `budget` the publisher's ε budget,
+    /// which can only lower this release's.
+    #[wasm_bindgen(js_name = takePart, unchecked_return_type = "TakePart")]
+    pub fn take_part(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "RoundTask")] task: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "HelperConfig | null")] helper: JsValue,
+        ledger_json: Option<String>,
+        budget: Option<f64>,
+    ) -> Result<JsValue, JsValue> {
+        let task: RoundTask = from_json(&task, "round task").map_err(|m| JsError::new(&m))?;
+        // A helper configuration this build cannot read is the helper's (or an impostor's) fault,
+        // like a key of another suite: named as a secure-aggregation refusal.
+        let helper: Option<HelperConfig> = if helper.is_null() || helper.is_undefined() {
+            None
+        } else {
+            Some(from_json(&helper, "helper configuration").map_err(|m| named_err(Some("SecAgg"), &m))?)
+        };
+        let policy = device_policy(budget)?;
+        let mut ledger = stored_ledger(ledger_json)?;
+        let taken = round::take_part(&mut self.engine, &task, helper.as_ref(), &mut ledger, &policy, &mut Sampler::os())
+            .map_err(core_err)?;
+        let out = js_sys::Object::new();
+        let set = |k: &str, v: &JsValue| js_sys::Reflect::set(&out, &k.into(), v).map(|_| ());
+        set("ledger", &serde_json::to_string(&ledger).map_err(js_err)?.into())?;
+        match taken {
+            None => set("status", &"not_sampled".into())?,
+            Some(p) => {
+                set("status", &"joined".into())?;
+                set("upload", &js_sys::Uint8Array::from(&p.upload[..]).into())?;
+                let content_type =
+                    if task.secagg.is_some() { "application/vnd.hearth.report" } else { "application/vnd.hearth.update" };
+                set("contentType", &content_type.into())?;
+            }
+        }
+        Ok(out.into())
     }
 
     /// The whole profile as a JSON document: what Hearth keeps, for the visitor to see or save.
@@ -376,6 +533,39 @@ fn has_webgpu() -> bool {
 pub fn privacy_report(#[wasm_bindgen(unchecked_param_type = "Deployment")] deployment: JsValue) -> Result<JsValue, JsError> {
     let deployment: Deployment = from_js(deployment, "deployment")?;
     to_js(&accountant::report(&deployment).map_err(js_err)?)
+}
+
+/// What a stored ledger (`null`: none yet) adds up to under this release's policy, with the
+/// publisher's `budget` when given.
+#[wasm_bindgen(js_name = ledgerSummary, unchecked_return_type = "Spent")]
+pub fn ledger_summary(ledger_json: Option<String>, budget: Option<f64>) -> Result<JsValue, JsValue> {
+    let policy = device_policy(budget)?;
+    Ok(to_js(&stored_ledger(ledger_json)?.spent(&policy).map_err(core_err)?)?)
+}
+
+/// `DevicePolicy::RELEASE`, with the publisher's ε budget when it is lower: a publisher may
+/// protect its visitors more than this release does, never less.
+fn device_policy(budget: Option<f64>) -> Result<DevicePolicy, JsError> {
+    let mut policy = DevicePolicy::RELEASE;
+    if let Some(b) = budget {
+        if !(b.is_finite() && b > 0.0) {
+            return Err(JsError::new(&format!("invalid privacy budget {b}: ε must be finite and positive")));
+        }
+        policy.epsilon_budget = policy.epsilon_budget.min(b);
+    }
+    Ok(policy)
+}
+
+/// A stored ledger, or an empty one when there is none. One that does not parse, or whose
+/// entries the accountant refuses, is an error named `LedgerUnreadable`, never an empty ledger:
+/// that would give the device its budget again.
+fn stored_ledger(json: Option<String>) -> Result<Ledger, JsValue> {
+    let Some(json) = json else { return Ok(Ledger::default()) };
+    let unreadable =
+        |e: &dyn std::fmt::Display| named_err(Some("LedgerUnreadable"), &format!("the stored privacy ledger is unreadable: {e}"));
+    let ledger: Ledger = serde_json::from_str(&json).map_err(|e| unreadable(&e))?;
+    ledger.spent(&DevicePolicy::RELEASE).map_err(|e| unreadable(&e))?;
+    Ok(ledger)
 }
 
 /// A stored profile, or an empty one; one that cannot be read is replaced by an empty one, with

@@ -2,8 +2,8 @@
 // Every method is asynchronous: the work happens in Hearth's worker.
 
 // Events and explanations are the wasm module's own types (www/pkg, built by build-wasm.sh).
-import type { Cap, Contribution, HearthEvent } from './pkg/hearth';
-export type { Cap, Contribution, EventKind, HearthEvent } from './pkg/hearth';
+import type { Cap, Contribution, HearthEvent, Spent } from './pkg/hearth';
+export type { Cap, Contribution, EventKind, HearthEvent, Spent } from './pkg/hearth';
 
 export interface Creative {
   title: string;
@@ -69,9 +69,24 @@ export interface Profile {
 }
 
 export interface Participation {
+  /**
+   * `skipped`: nothing to do now (no open round, not enough events, already taken part, not
+   * sampled for this round, the privacy budget spent, ...); `refused`: the round asked for less
+   * protection than this SDK allows, or its helper key is unusable, or the aggregator refused
+   * the upload (each also warned about on the console).
+   */
   status: 'uploaded' | 'skipped' | 'refused';
   reason: string;
 }
+
+/**
+ * What this browser's privacy ledger adds up to: the rounds it helped train and the privacy they
+ * spent. The ledger outlives erase() and optOut(): it records privacy already spent in released
+ * models, which erasing cannot take back, and forgetting it would let the browser spend its
+ * budget again. It holds no events or pages. A ledger that cannot be read counts as spent
+ * (`unreadable`), never as empty.
+ */
+export type Privacy = (Spent & { unreadable: false }) | { unreadable: true; may_join: false };
 
 export interface Scores {
   backend: 'cpu' | 'webgpu';
@@ -99,8 +114,9 @@ export interface HearthApi {
   profile(): Promise<Profile>;
   /** The whole stored profile as a JSON document. */
   exportProfile(): Promise<string>;
+  /** Erases the profile; the privacy ledger stays (see Privacy). */
   erase(): Promise<void>;
-  /** Erases the profile and stops learning and uploads until optIn(). */
+  /** Erases the profile and stops learning and uploads until optIn(); the privacy ledger stays. */
   optOut(): Promise<void>;
   optIn(): Promise<void>;
   status(): Promise<Status>;
@@ -109,6 +125,8 @@ export interface HearthApi {
    * taking part, waits for it to finish and then answers for this device.
    */
   participate(): Promise<Participation>;
+  /** The privacy this browser has spent helping train the model. */
+  privacy(): Promise<Privacy>;
   /** Raw catalog logits on one backend (diagnostics and benchmarks). */
   scores(options?: { slot?: string; backend?: Backend }): Promise<Scores>;
 }

@@ -2,7 +2,8 @@
 // Hearth publisher snippet: on-device ad personalization in one script tag.
 //
 //   <script async src="https://cdn.example/hearth/hearth.js"
-//           data-aggregator="https://agg.example/" data-catalog="https://agg.example/v1/catalog.json"></script>
+//           data-aggregator="https://agg.example/" data-helper="https://helper.example/"
+//           data-catalog="https://agg.example/v1/catalog.json"></script>
 //   <meta name="hearth:topics" content="sports">      (optional: what this page is about)
 //   <meta name="hearth:keywords" content="marathon,trail">
 //   <div data-hearth-slot="sidebar"></div>
@@ -21,9 +22,17 @@
   /** @param {string} name */
   const attr = (name) => script?.getAttribute(`data-${name}`);
   const catalog = attr('catalog');
+  const helper = attr('helper');
+  const budget = attr('privacy-budget');
   const config = {
     aggregator: new URL(attr('aggregator') ?? '/', location.href).href,
     catalog: catalog && new URL(catalog, location.href).href,
+    // The helper of secure aggregation: the device takes its key from there, never from the
+    // aggregator (the leader). Without it the device refuses secure rounds.
+    helper: helper ? new URL(helper, location.href).href : null,
+    // An ε budget lower than the SDK's own; anything that is not a positive number is refused
+    // by the worker (it never falls back to the higher default).
+    privacyBudget: budget == null ? undefined : Number(budget),
     // "auto" uses WebGPU when an adapter exists and the catalog is large enough to pay for it.
     gpu: attr('gpu') ?? 'auto',
   };
@@ -246,6 +255,7 @@ $('.close').addEventListener('click', () => { $('.w').hidden = true; });
     optIn: () => call('optIn'),
     status: () => call('status'),
     participate: () => call('participate', { background: false }),
+    privacy: () => call('privacy'),
     scores: (options = {}) => call('scores', context(options.slot), options),
   };
   window.hearth = api;

@@ -1,6 +1,7 @@
 // End to end: the demo news site (www/demo) with the publisher snippet (www/hearth.js), served
-// by the real aggregator with `make demo`'s configuration, in headless Chromium with WebGPU on
-// SwiftShader (and, for one test, without WebGPU: no adapter). Screenshots go to target/e2e/.
+// by the real aggregator pair with `make demo`'s configuration (the leader serves the site, the
+// helper holds the key devices seal to), in headless Chromium with WebGPU on SwiftShader (and,
+// for one test, without WebGPU: no adapter). Screenshots go to target/e2e/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -10,7 +11,12 @@ import { launchChromium, openPage } from '../support/browser.mjs';
 
 const env = useBrowser(startAggregator);
 const SHOTS = 'target/e2e';
-const UPDATE_BYTES = 1_120_567; // the default pack's f32 update (280,129 parameters)
+// A report of the demo pack (280,129 parameters): 123 header bytes and 3 bytes per share value.
+const REPORT_BYTES = 123 + 3 * 280_129;
+const REPORT_TYPE = 'application/vnd.hearth.report';
+// The demo pages' data-helper: `make demo`'s helper. The tests' helper listens on a free port
+// instead, so this address is answered by it (demoContext).
+const DEMO_HELPER = 'http://127.0.0.1:8001';
 
 const catalog = JSON.parse(fs.readFileSync('www/demo/catalog.json', 'utf8'));
 const articles = (topic) =>
@@ -18,12 +24,22 @@ const articles = (topic) =>
 const category = new Map(catalog.ads.map((a) => [a.id, a.category]));
 
 // Opens `path` and waits until the snippet has filled the slots.
-async function visit(page, path) {
-  await page.goto(`${env.server.url}${path}`);
+async function visit(page, path, server = env.server.url) {
+  await page.goto(`${server}${path}`);
   return page.evaluate(async () => {
     while (!window.hearth) await new Promise((r) => setTimeout(r, 10));
     return window.hearth.ready;
   });
+}
+
+// A browser context whose requests to the demo pages' data-helper reach the tests' helper.
+async function demoContext(options) {
+  const context = await env.browser.newContext(options);
+  await context.route(`${DEMO_HELPER}/**`, async (route) => {
+    const { pathname, search } = new URL(route.request().url());
+    await route.fulfill({ response: await route.fetch({ url: `${env.server.helper}${pathname}${search}` }) });
+  });
+  return context;
 }
 
 // Every request the page and its worker make, as Playwright sees them on the wire.
@@ -40,7 +56,7 @@ const sportsShare = async (page) => {
 
 test('browsing sports moves the ranking; clicks, reloads and erase behave', async () => {
   fs.mkdirSync(SHOTS, { recursive: true });
-  const context = await env.browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const context = await demoContext({ viewport: { width: 1280, height: 900 } });
   const requests = recordRequests(context);
   const page = await openPage(context);
   const status = await visit(page, '/demo/');
@@ -108,7 +124,7 @@ test('browsing sports moves the ranking; clicks, reloads and erase behave', asyn
 });
 
 test('WebGPU and CPU scoring agree on the demo catalog', async () => {
-  const context = await env.browser.newContext();
+  const context = await demoContext();
   const page = await openPage(context);
   const status = await visit(page, '/demo/articles/' + fs.readdirSync('www/demo/articles')[0]);
   // 240 ads are too few to pay for a GPU dispatch: the page loaded without opening an adapter.
@@ -197,17 +213,70 @@ async function acceptedUpdates() {
 const tookPart = (r) => r.status === 'uploaded' || /already took part/.test(r.reason);
 
 // Browses sports articles until the device has the labelled events a round asks for.
-async function browseUntilEligible(page) {
+async function browseUntilEligible(page, server = env.server.url) {
   for (const path of [...articles('sports'), ...articles('travel'), ...articles('food')]) {
-    const status = await visit(page, path);
+    const status = await visit(page, path, server);
     if (status.labelledEvents >= 10) return status;
   }
-  return visit(page, '/demo/');
+  return visit(page, '/demo/', server);
 }
 
-test('one participation sends exactly one update, with no cookie, identifier or profile data', async () => {
-  const context = await env.browser.newContext();
-  await context.addCookies([{ name: 'session', value: 'publisher-secret', url: env.server.url }]);
+// Serves every demo page with `attributes` added to its snippet tag, as a publisher sets them.
+async function withSnippetAttributes(context, attributes) {
+  const page = (url) => url.origin === env.server.url && url.pathname.startsWith('/demo/') && /(\/|\.html)$/.test(url.pathname);
+  await context.route(page, async (route) => {
+    const response = await route.fetch();
+    const body = (await response.text()).replace('<script async src="/hearth.js"', `<script async src="/hearth.js" ${attributes}`);
+    await route.fulfill({ response, body });
+  });
+}
+
+// The snippet's stored records, read and written from a page of the same origin without the
+// snippet (as any script of the site could). `change(stored, arg)` returns the new value; it runs
+// in the page, so it gets `arg` rather than closing over anything.
+async function changeRecord(page, key, change, arg) {
+  await page.goto(`${env.server.url}/demo/landing.html`);
+  await page.evaluate(([key, change, arg]) => new Promise((resolve, reject) => {
+    const req = indexedDB.open('hearth', 1);
+    req.onsuccess = () => {
+      const tx = req.result.transaction('kv', 'readwrite');
+      const store = tx.objectStore('kv');
+      store.get(key).onsuccess = (e) => store.put((0, eval)(change)(e.target.result, arg), key);
+      tx.oncomplete = () => { req.result.close(); resolve(); };
+    };
+    req.onerror = () => reject(req.error);
+  }), [key, change.toString(), arg]);
+}
+
+async function readRecord(page, key) {
+  await page.goto(`${env.server.url}/demo/landing.html`);
+  return page.evaluate((key) => new Promise((resolve, reject) => {
+    const req = indexedDB.open('hearth', 1);
+    req.onsuccess = () => {
+      const get = req.result.transaction('kv').objectStore('kv').get(key);
+      get.onsuccess = () => { req.result.close(); resolve(get.result); };
+    };
+    req.onerror = () => reject(req.error);
+  }), key);
+}
+
+// Ten minutes on: the device asks the leader about rounds again rather than trusting what it saw.
+const ageRoundCheck = (page) => changeRecord(page, 'rounds', (rounds) => ({ ...rounds, checkedAt: 0 }));
+
+// The leader's next round: its real task, one round on.
+async function nextRound(context, server = env.server.url) {
+  await context.route(`${server}/v1/round`, async (route) => {
+    const task = await (await route.fetch()).json();
+    await route.fulfill({ contentType: 'application/json', body: JSON.stringify({ ...task, round_id: task.round_id + 1 }) });
+  });
+}
+
+test('one participation sends exactly one report through leader and helper, with no cookie, identifier or profile data', async () => {
+  const context = await demoContext();
+  await context.addCookies([
+    { name: 'session', value: 'publisher-secret', url: env.server.url },
+    { name: 'session', value: 'helper-secret', url: DEMO_HELPER },
+  ]);
   const requests = recordRequests(context);
   const page = await openPage(context);
   const before = await acceptedUpdates();
@@ -220,9 +289,9 @@ test('one participation sends exactly one update, with no cookie, identifier or 
   const again = await page.evaluate(() => hearth.participate());
   assert.equal(again.status, 'skipped');
   assert.match(again.reason, /already took part/);
-  assert.equal(await acceptedUpdates(), before + 1, 'the aggregator counted one update from this device');
+  assert.equal(await acceptedUpdates(), before + 1, 'the leader counted one report from this device');
 
-  // On the wire: one update. A send cut off by a navigation is resent on the next page with the
+  // On the wire: one report. A send cut off by a navigation is resent on the next page with the
   // same bytes (answered 409 duplicate_nonce), so every request carries the same body.
   const uploads = requests.filter((r) => r.url().endsWith('/v1/updates'));
   assert.ok(uploads.length >= 1);
@@ -237,27 +306,42 @@ test('one participation sends exactly one update, with no cookie, identifier or 
   assert.ok(statuses.every((s) => ['202', '409 duplicate_nonce', 'cut off'].includes(s)), statuses.join());
   assert.ok(statuses.some((s) => s !== 'cut off'), statuses.join());
 
-  // The request: no cookie, no referrer, no identifying header, a body of exactly one update.
+  // The request: no cookie, no referrer, no identifying header, a body of exactly one report:
+  // the leader's share and the seed sealed to the helper, none of the plaintext update format.
+  const allowed = /^(content-type|content-length|cache-control|pragma|accept|accept-encoding|accept-language|user-agent|origin|host|connection|sec-ch-ua.*|sec-fetch-.*)$/;
   const headers = await upload.allHeaders();
   assert.equal(headers.cookie, undefined);
   assert.equal(headers.referer, undefined);
-  const allowed = /^(content-type|content-length|cache-control|pragma|accept|accept-encoding|accept-language|user-agent|origin|host|connection|sec-ch-ua.*|sec-fetch-.*)$/;
   assert.deepEqual(Object.keys(headers).filter((h) => !allowed.test(h)), []);
-  assert.equal(headers['content-type'], 'application/vnd.hearth.update');
+  assert.equal(headers['content-type'], REPORT_TYPE);
   const body = upload.postDataBuffer();
-  assert.equal(body.length, UPDATE_BYTES);
-  const profile = JSON.parse(await page.evaluate(() => hearth.exportProfile()));
+  assert.equal(body.length, REPORT_BYTES);
   const text = body.toString('latin1');
+  assert.equal(text.slice(0, 4), 'HRTS');
+  assert.ok(!text.includes('HRTU'), 'the plaintext update format');
+  const profile = JSON.parse(await page.evaluate(() => hearth.exportProfile()));
   const secrets = new Set(profile.events.flatMap((e) => [e.ad_id, ...(e.topics ?? []), ...(e.keywords ?? [])]).filter(Boolean));
-  for (const s of secrets) assert.ok(!text.includes(s), `the update carries ${s}`);
-  // Nothing else went to the aggregator but downloads everyone makes.
+  for (const s of secrets) assert.ok(!text.includes(s), `the report carries ${s}`);
+
+  // The helper's key came from the helper (data-helper), as privately as every request (once per
+  // page that got as far as building a report).
+  const configs = requests.filter((r) => r.url().includes('/v1/helper_config'));
+  assert.ok(configs.length >= 1);
+  for (const r of configs) assert.equal(r.url(), `${DEMO_HELPER}/v1/helper_config`);
+  const helperHeaders = await configs[0].allHeaders();
+  assert.equal(helperHeaders.cookie, undefined);
+  assert.equal(helperHeaders.referer, undefined);
+  assert.deepEqual(Object.keys(helperHeaders).filter((h) => !allowed.test(h)), []);
+  // Nothing else went to either server but downloads everyone makes.
   const posts = requests.filter((r) => r.method() !== 'GET');
-  assert.deepEqual(posts.map((r) => new URL(r.url()).pathname), ['/v1/updates']);
+  assert.deepEqual(posts.map((r) => r.url()), uploads.map(() => `${env.server.url}/v1/updates`));
+  const spent = await page.evaluate(() => hearth.privacy());
+  assert.equal(spent.rounds, 1, JSON.stringify(spent));
   await context.close();
 });
 
 test('two tabs taking part at once send one update between them', async () => {
-  const context = await env.browser.newContext();
+  const context = await demoContext();
   const requests = recordRequests(context);
   const [a, b] = [await openPage(context), await openPage(context)];
   const before = await acceptedUpdates();
@@ -274,7 +358,7 @@ test('two tabs taking part at once send one update between them', async () => {
 });
 
 test('what local training learned survives a reload and goes with an erase', async () => {
-  const context = await env.browser.newContext();
+  const context = await demoContext();
   const page = await openPage(context);
   // A reader who clicks the sidebar ad on every other article: both labels, so training fits
   // the device's own embedding.
@@ -304,8 +388,175 @@ test('what local training learned survives a reload and goes with an erase', asy
   await context.close();
 });
 
-test('with Global Privacy Control set, nothing is learned and nothing is uploaded', async () => {
+test('the privacy ledger stops participation at the publisher\'s budget; the profile page shows it, erase keeps it', async () => {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  const context = await demoContext({ viewport: { width: 1280, height: 900 } });
+  await withSnippetAttributes(context, 'data-privacy-budget="3"');
+  const requests = recordRequests(context);
+  const page = await openPage(context);
+  const warnings = [];
+  page.on('console', (m) => m.type() === 'warning' && warnings.push(m.text()));
+  await browseUntilEligible(page);
+  const first = await page.evaluate(() => hearth.participate());
+  assert.ok(tookPart(first), JSON.stringify(first));
+  // One round against one curious server, protected by the other server's noise 4: ε ≈ 2.42,
+  // within 3; a second would make it about 3.54.
+  const spent = await page.evaluate(() => hearth.privacy());
+  assert.equal(spent.unreadable, false);
+  assert.equal(spent.rounds, 1);
+  assert.equal(spent.epsilon_budget, 3);
+  assert.ok(Math.abs(spent.curious_server_epsilon - 2.42) < 0.01, JSON.stringify(spent));
+  assert.ok(spent.collusion_epsilon > spent.curious_server_epsilon, 'the device\'s own noise is smaller than a server\'s');
+  assert.equal(spent.may_join, false);
+
+  // The leader's next round: the ledger refuses it before anything is trained or sent.
+  const posts = () => requests.filter((r) => r.method() === 'POST').length;
+  const sent = posts();
+  await ageRoundCheck(page);
+  await nextRound(context);
+  await visit(page, '/demo/');
+  const second = await page.evaluate(() => hearth.participate());
+  assert.equal(second.status, 'skipped', JSON.stringify(second));
+  assert.match(second.reason, /privacy budget is spent.*over the budget of 3/);
+  assert.equal(posts(), sent, 'nothing uploaded past the budget');
+  assert.deepEqual(warnings.filter((w) => /privacy|refused/.test(w)), [], 'a spent budget is no fault');
+
+  // The profile page says it in words, and erasing the profile keeps the ledger.
+  await visit(page, '/demo/profile.html');
+  await page.waitForSelector('body[data-ready="true"]');
+  const text = await page.textContent('#privacy');
+  assert.match(text, /^Your browser has helped train 1 model update\. Privacy spent: ε 2\.42 of 3 against one curious server \(or a fake-client attack\)\. If both servers colluded: ε \d+\.\d\d\. The budget is spent/);
+  await page.screenshot({ path: `${SHOTS}/profile-ledger.png`, fullPage: true });
+  await page.click('#erase');
+  await page.waitForFunction(() => document.getElementById('count').textContent === '0');
+  assert.equal(await page.textContent('#privacy'), text);
+  await page.click('#opt');
+  await page.waitForFunction(() => document.getElementById('opt').textContent === 'Opt back in');
+  assert.equal(await page.textContent('#privacy'), text);
+  assert.deepEqual((await page.evaluate(() => hearth.privacy())).rounds, 1);
+  await context.close();
+});
+
+test('the device takes the helper\'s key only from data-helper, and refuses one it cannot use', async () => {
+  const context = await demoContext();
+  const requests = recordRequests(context);
+  const real = await (await fetch(`${env.server.helper}/v1/helper_config`)).json();
+  // A leader that serves a key of its own in the helper's place: the device never asks it.
+  const leaderKey = { ...real, hpke: { ...real.hpke, key_id: (real.hpke.key_id + 1) % 256, public_key: '5a'.repeat(32) } };
+  await context.route(`${env.server.url}/v1/helper_config`, (r) => r.fulfill({ contentType: 'application/json', body: JSON.stringify(leaderKey) }));
+  // What the data-helper address answers, changed below.
+  let served;
+  await context.route(`${DEMO_HELPER}/v1/helper_config`, (r) => r.fulfill({ contentType: 'application/json', body: JSON.stringify(served) }));
+  const page = await openPage(context);
+  const warnings = [];
+  page.on('console', (m) => m.type() === 'warning' && warnings.push(m.text()));
+
+  const refusals = [
+    ['another suite', { ...real, hpke: { ...real.hpke, aead: 'AES-128-GCM' } }, /secure aggregation: helper key: unsupported suite/],
+    ['a garbage key', { ...real, hpke: { ...real.hpke, public_key: 'not a key' } }, /secure aggregation: helper key: public_key is not 64 hex digits/],
+    ['fields this build does not know', { ...real, relayed_by: 'leader' }, /invalid helper configuration: unknown field `relayed_by`/],
+    ['less noise than the task declares', { ...real, noise_multiplier: real.noise_multiplier / 2 }, /privacy floor: the task declares helper noise/],
+  ];
+  served = refusals[0][1];
+  await browseUntilEligible(page);
+  for (const [what, config, why] of refusals) {
+    served = config;
+    await visit(page, '/demo/'); // a new page view: the helper's configuration is fetched again
+    const result = await page.evaluate(() => hearth.participate());
+    assert.equal(result.status, 'refused', `${what}: ${JSON.stringify(result)}`);
+    assert.match(result.reason, why, what);
+    assert.ok(warnings.some((w) => why.test(w)), `${what}: ${warnings.join('\n')}`);
+  }
+  // A leader that hands the device a key inside the round task: refused as a task this build
+  // does not understand.
+  await context.route(`${env.server.url}/v1/round`, async (route) => {
+    const task = await (await route.fetch()).json();
+    await route.fulfill({ contentType: 'application/json', body: JSON.stringify({ ...task, hpke: leaderKey.hpke }) });
+  });
+  await visit(page, '/demo/');
+  const relayed = await page.evaluate(() => hearth.participate().then((r) => r, (e) => ({ error: e.message })));
+  assert.match(relayed.error ?? '', /invalid round task: unknown field `hpke`/);
+  await context.unroute(`${env.server.url}/v1/round`);
+  assert.deepEqual(requests.filter((r) => r.method() === 'POST').map((r) => r.url()), [], 'nothing was uploaded');
+  assert.equal((await page.evaluate(() => hearth.privacy())).rounds, 0, 'a refused round costs nothing');
+
+  // The helper's real configuration: now the device takes part.
+  served = real;
+  await visit(page, '/demo/');
+  assert.ok(tookPart(await page.evaluate(() => hearth.participate())));
+  const origins = requests.filter((r) => r.url().endsWith('/v1/helper_config')).map((r) => new URL(r.url()).origin);
+  assert.ok(origins.length >= refusals.length + 1);
+  assert.deepEqual([...new Set(origins)], [DEMO_HELPER], 'the helper\'s configuration only ever came from data-helper');
+  await context.close();
+});
+
+test('an unreadable privacy ledger counts as spent, with a warning, never as empty', async () => {
+  const context = await demoContext();
+  const requests = recordRequests(context);
+  const page = await openPage(context);
+  const warnings = [];
+  page.on('console', (m) => m.type() === 'warning' && warnings.push(m.text()));
+  await visit(page, '/demo/');
+  // Not even text, then text that is no ledger: the store's shape check and hearth-core's parser.
+  await changeRecord(page, 'ledger', () => ({ not: 'a ledger' }));
+  await browseUntilEligible(page);
+  for (const bad of [null, '{"entries": "none"}']) {
+    if (bad) await changeRecord(page, 'ledger', (_, text) => text, bad);
+    await visit(page, '/demo/');
+    const result = await page.evaluate(() => hearth.participate());
+    assert.deepEqual(result, { status: 'skipped', reason: 'privacy ledger unreadable: treated as spent' });
+    assert.ok(warnings.some((w) => /privacy ledger is unreadable|stored ledger is unreadable/.test(w) && /taking part in no more rounds/.test(w)), warnings.join('\n'));
+    assert.deepEqual(await page.evaluate(() => hearth.privacy()), { unreadable: true, may_join: false });
+    warnings.length = 0;
+  }
+  assert.equal(await readRecord(page, 'ledger'), '{"entries": "none"}', 'kept as it was, not dropped');
+  assert.deepEqual(requests.filter((r) => r.method() === 'POST').map((r) => r.url()), [], 'nothing was uploaded');
+
+  // A store reset (here an unreadable schema record) starts afresh but carries the ledger over.
+  await changeRecord(page, 'meta', () => ({ schema: 'broken' }));
+  await visit(page, '/demo/profile.html');
+  assert.ok(warnings.some((w) => /starting afresh/.test(w)), warnings.join('\n'));
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.match(await page.textContent('#privacy'), /could not read this browser’s record of privacy spent/);
+  assert.equal(await readRecord(page, 'ledger'), '{"entries": "none"}');
+  assert.deepEqual(page.problems, []);
+  await context.close();
+});
+
+test('a single plaintext aggregator gets nothing: one upload would spend more than the device\'s budget', async (t) => {
+  // The plaintext path, kept as the benchmark baseline: the server reads each update whole, so
+  // only the device's own noise (z = 1) protects it, and one upload costs ε ≈ 11.7 against it.
+  const single = await startAggregator({ role: 'single' });
+  t.after(() => single.close());
   const context = await env.browser.newContext();
+  const requests = recordRequests(context);
+  const page = await openPage(context);
+  const warnings = [];
+  page.on('console', (m) => m.type() === 'warning' && warnings.push(m.text()));
+  await browseUntilEligible(page, single.url);
+  const result = await page.evaluate(() => hearth.participate());
+  assert.equal(result.status, 'skipped', JSON.stringify(result));
+  const eps = Number(/privacy budget is spent: .*ε against one curious server ([\d.]+), over the budget of 8/.exec(result.reason)?.[1]);
+  assert.ok(eps > 8 && eps < 14, result.reason);
+  // Below the device's floor (less noise than z = 1 on a plaintext upload): refused, with a warning.
+  await context.route(`${single.url}/v1/round`, async (route) => {
+    const task = await (await route.fetch()).json();
+    await route.fulfill({ contentType: 'application/json', body: JSON.stringify({ ...task, noise_multiplier: 0.5 }) });
+  });
+  await visit(page, '/demo/', single.url);
+  const floor = await page.evaluate(() => hearth.participate());
+  assert.equal(floor.status, 'refused', JSON.stringify(floor));
+  assert.match(floor.reason, /privacy floor: a plaintext upload with noise multiplier 0.5/);
+  assert.ok(warnings.some((w) => /refused: .*privacy floor/.test(w)), warnings.join('\n'));
+  assert.deepEqual(requests.filter((r) => r.method() === 'POST').map((r) => r.url()), [], 'nothing was uploaded');
+  assert.ok(requests.every((r) => !r.url().includes('/v1/helper_config')), 'a plaintext round needs no helper');
+  const metrics = await (await fetch(`${single.url}/metrics`)).text();
+  assert.match(metrics, /^hearth_updates_accepted_total 0$/m);
+  await context.close();
+});
+
+test('with Global Privacy Control set, nothing is learned and nothing is uploaded', async () => {
+  const context = await demoContext();
   await context.addInitScript(() => Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', { get: () => true }));
   const requests = recordRequests(context);
   const page = await openPage(context);
@@ -323,7 +574,7 @@ test('with Global Privacy Control set, nothing is learned and nothing is uploade
 });
 
 test('no long task on the main thread comes from Hearth', async () => {
-  const context = await env.browser.newContext();
+  const context = await demoContext();
   await context.addInitScript(() => {
     window.__long = [];
     new PerformanceObserver((list) => {
@@ -354,7 +605,7 @@ test('no long task on the main thread comes from Hearth', async () => {
 });
 
 test('no open round: participation is skipped, with nothing to warn about', async () => {
-  const context = await env.browser.newContext();
+  const context = await demoContext();
   const warnings = [];
   for (const [status, error] of [[503, 'no_open_round'], [410, 'privacy_budget_spent']]) {
     // Routed before the page loads, so the page's own idle attempt sees it too.
@@ -377,14 +628,14 @@ test('a publisher page on another origin runs the snippet served by the aggregat
   const agg = env.server.url;
   const html = `<!doctype html><title>Publisher</title><link rel="icon" href="data:,">
 <meta name="hearth:topics" content="cycling">
-<script async src="${agg}/hearth.js" data-aggregator="${agg}/" data-catalog="${agg}/v1/catalog.json"></script>
+<script async src="${agg}/hearth.js" data-aggregator="${agg}/" data-helper="${env.server.helper}/" data-catalog="${agg}/v1/catalog.json"></script>
 <div data-hearth-slot="sidebar" style="width:300px;height:250px"></div>`;
   const publisher = http.createServer((req, res) => res.writeHead(200, { 'Content-Type': 'text/html' }).end(html));
   await new Promise((resolve) => publisher.listen(0, '127.0.0.1', resolve));
   t.after(() => publisher.close() && publisher.closeAllConnections());
   const url = `http://127.0.0.1:${publisher.address().port}/article.html`;
   assert.notEqual(new URL(url).origin, new URL(agg).origin);
-  const context = await env.browser.newContext();
+  const context = await demoContext();
   const page = await openPage(context, url);
   // How a call ends: its result or its error, or that it did not end within 30 s.
   const settle = (fn) => page.evaluate(async (fn) => {
@@ -410,7 +661,7 @@ test('a publisher page on another origin runs the snippet served by the aggregat
 });
 
 test('a foreign or corrupted store is reset with a warning, never a crash', async () => {
-  const context = await env.browser.newContext();
+  const context = await demoContext();
   const page = await openPage(context);
   const warnings = [];
   page.on('console', (m) => m.type() === 'warning' && warnings.push(m.text()));
@@ -427,19 +678,7 @@ test('a foreign or corrupted store is reset with a warning, never a crash', asyn
 
   // A profile record that is not a profile (written from a page without the snippet): dropped,
   // the page still fills its slots.
-  const overwrite = async (key, value) => {
-    await page.goto(`${env.server.url}/demo/landing.html`);
-    await page.evaluate(([key, value]) => new Promise((resolve, reject) => {
-      const req = indexedDB.open('hearth', 1);
-      req.onsuccess = () => {
-        const tx = req.result.transaction('kv', 'readwrite');
-        tx.objectStore('kv').put(key === 'localU' ? new Float32Array(value) : value, key);
-        tx.oncomplete = () => { req.result.close(); resolve(); };
-      };
-      req.onerror = () => reject(req.error);
-    }), [key, value]);
-  };
-  await overwrite('profile', { not: 'a profile' });
+  await changeRecord(page, 'profile', () => ({ not: 'a profile' }));
   await visit(page, articles('finance')[1]);
   assert.ok(warnings.some((w) => /stored profile was unreadable/.test(w)), warnings.join('\n'));
   assert.equal((await page.$$eval('[data-hearth-slot]', (s) => s.filter((x) => x.dataset.hearthAd).length)), 2);
@@ -450,7 +689,7 @@ test('a foreign or corrupted store is reset with a warning, never a crash', asyn
   for (const [bad, why] of [[[1, 2, 3], /local_u.*shape \[3\], expected \[/], [[...Array(width - 1).fill(0.5), NaN], /local_u.*non-finite/]]) {
     const kept = (await page.evaluate(() => hearth.profile())).events;
     assert.ok(kept.length > 0);
-    await overwrite('localU', bad);
+    await changeRecord(page, 'localU', (_, values) => new Float32Array(values), bad);
     const status = await visit(page, articles('finance')[2]);
     assert.equal(status.ads, catalog.ads.length);
     assert.ok(warnings.some((w) => /stored local embedding dropped/.test(w) && why.test(w)), warnings.join('\n'));
@@ -464,7 +703,7 @@ test('a foreign or corrupted store is reset with a warning, never a crash', asyn
 });
 
 test('a malformed catalog is refused whole and the stored one kept', async () => {
-  const context = await env.browser.newContext();
+  const context = await demoContext();
   const page = await openPage(context);
   const warnings = [];
   page.on('console', (m) => m.type() === 'warning' && warnings.push(m.text()));
@@ -481,7 +720,7 @@ test('a malformed catalog is refused whole and the stored one kept', async () =>
 });
 
 test('two tabs share one profile without losing each other\'s events', async () => {
-  const context = await env.browser.newContext();
+  const context = await demoContext();
   const [a, b] = [await openPage(context), await openPage(context)];
   await visit(a, '/demo/');
   await visit(b, '/demo/');

@@ -27,7 +27,7 @@ export function useBrowser(start = startServer) {
 }
 
 // A fresh page (own context: no shared storage) on the server's origin with
-//   window.T = {Hearth, privacyReport, onnx, manifest, workload, demo}
+//   window.T = {Hearth, privacyReport, ledgerSummary, onnx, manifest, workload, demo}
 // ready for page.evaluate. The page itself is an empty document supplied by
 // Playwright, so nothing but the module runs in it.
 export async function hearthPage(env) {
@@ -47,6 +47,7 @@ export async function hearthPage(env) {
     window.T = {
       Hearth: mod.Hearth,
       privacyReport: mod.privacyReport,
+      ledgerSummary: mod.ledgerSummary,
       onnx: new Uint8Array(await (await get('/models/default/model.onnx')).arrayBuffer()),
       manifest: await (await get('/models/default/manifest.json')).text(),
       workload: await import('/bench/workload.mjs'),
@@ -57,24 +58,24 @@ export async function hearthPage(env) {
   return page;
 }
 
-// The real aggregator with `make demo`'s configuration (serving www/ and the demo
-// catalog) on a free port with a fresh database; `cargo test` or
-// `cargo build -p hearth-aggregator` builds the binary.
-export async function startAggregator() {
+// One hearth-aggregator process with `config` and environment `overrides` on a free port with a
+// fresh database; `cargo test` or `cargo build -p hearth-aggregator` builds the binary.
+async function spawnAggregator(config, overrides = {}) {
   const bin = process.env.HEARTH_AGGREGATOR ?? 'target/debug/hearth-aggregator';
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-agg-'));
-  const child = spawn(bin, ['--config', 'crates/aggregator/demo.toml'], {
+  const child = spawn(bin, ['--config', config], {
     env: {
       ...process.env,
       HEARTH_AGG__LISTEN: '"127.0.0.1:0"',
       HEARTH_AGG__DATABASE: JSON.stringify(path.join(dir, 'hearth.db')),
       HEARTH_LOG: 'warn',
+      ...overrides,
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const line = await new Promise((resolve, reject) => {
     child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`${bin} exited with ${code}`)));
+    child.once('exit', (code) => reject(new Error(`${bin} --config ${config} exited with ${code}`)));
     createInterface({ input: child.stdout }).once('line', resolve);
   });
   const url = line.trim().split(' ').at(-1);
@@ -86,4 +87,27 @@ export async function startAggregator() {
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+// The real aggregator with `make demo`'s configuration: the helper (demo-helper.toml) and the
+// leader (demo.toml, serving www/ and the demo catalog) that names it, each on a free port. The
+// result's `url` is the leader's and `helper` the helper's. `role: 'single'` starts demo.toml as
+// one plaintext aggregator instead, with no helper.
+export async function startAggregator({ role = 'leader' } = {}) {
+  if (role === 'single') return spawnAggregator('crates/aggregator/demo.toml', { HEARTH_AGG__ROLE: '"single"' });
+  const helper = await spawnAggregator('crates/aggregator/demo-helper.toml');
+  try {
+    const leader = await spawnAggregator('crates/aggregator/demo.toml', { HEARTH_AGG__SECAGG__HELPER_URL: JSON.stringify(`${helper.url}/`) });
+    return {
+      url: leader.url,
+      helper: helper.url,
+      async close() {
+        await leader.close();
+        await helper.close();
+      },
+    };
+  } catch (e) {
+    await helper.close();
+    throw e;
+  }
 }

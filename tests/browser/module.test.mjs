@@ -172,7 +172,7 @@ test('bad input throws an Error with a message and leaves the instance usable', 
     assert.equal(r.stillRanks, 3, 'the instance still ranks after the errors');
   }));
 
-test('trainAndBuildUpdate returns the wire-format update and privacyReport the ε of a deployment', () =>
+test('trainAndBuildUpdate returns the wire-format update, below no floor, and privacyReport the ε of a deployment', () =>
   withPage(async (page) => {
     const r = await page.evaluate(() => {
       const { Hearth, privacyReport, onnx, manifest, workload } = window.T;
@@ -187,12 +187,13 @@ test('trainAndBuildUpdate returns the wire-format update and privacyReport the �
         { ...workload.benchTask('f32'), clip_norm: 0 },
         { ...workload.benchTask('f32'), min_events: 1e6 },
         { ...workload.benchTask('f32'), device_id: 'abc' },
+        { ...workload.benchTask('f32'), noise_multiplier: 0.5 },
       ].map((task) => {
         try {
           h.trainAndBuildUpdate(task);
           return null;
         } catch (e) {
-          return String(e.message);
+          return `${e.name}: ${e.message}`;
         }
       });
       const deployment = { population: 100000, sampling: { clients_per_round: 1000 }, rounds: 100, noise_multiplier: 1.0, delta: 1e-6 };
@@ -212,11 +213,96 @@ test('trainAndBuildUpdate returns the wire-format update and privacyReport the �
     assert.ok(r.params > 100000, `${r.params} parameters`);
     assert.ok(r.f32.len > 4 * r.params && r.f32.len < 4 * r.params + 100, `f32 upload ${r.f32.len} bytes`);
     assert.ok(r.quantized.len > 2 * r.params && r.quantized.len < 2 * r.params + 100, `quantized upload ${r.quantized.len} bytes`);
-    for (const [i, want] of ['model version', 'clip norm', 'needs', 'device_id'].entries()) {
+    for (const [i, want] of ['model version', 'clip norm', 'needs', 'device_id', 'BelowDeviceFloor: '].entries()) {
       assert.ok(r.refusals[i]?.includes(want), `refusal ${i}: ${r.refusals[i]}`);
     }
     assert.ok(r.report.central_epsilon > 0 && r.report.central_epsilon < 20, JSON.stringify(r.report));
     assert.ok(r.report.local_epsilon > r.report.central_epsilon, 'one upload alone is far less private than the aggregate');
     assert.equal(r.report.sampling_rate, 0.01);
     assert.ok(r.badReport?.includes('δ'), r.badReport);
+  }));
+
+// An X25519 public key (RFC 7748, section 6.1): devices seal to it; nothing here opens it.
+const HELPER = {
+  hpke: {
+    key_id: 1, kem: 'DHKEM(X25519, HKDF-SHA256)', kdf: 'HKDF-SHA256', aead: 'ChaCha20Poly1305',
+    public_key: '8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a',
+  },
+  noise_multiplier: 4,
+  min_clients: 10,
+};
+
+test('takePart: the floor, the coin, the ledger and its budget; ledgerSummary adds the ledger up', () =>
+  withPage(async (page) => {
+    const r = await page.evaluate((helper) => {
+      const { Hearth, ledgerSummary, onnx, manifest, workload } = window.T;
+      const h = new Hearth(onnx, manifest);
+      h.setCatalog(workload.syntheticCatalog(200));
+      for (const e of workload.syntheticLocalEvents(200)) h.record(e);
+      const params = JSON.parse(manifest).parameters.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+      // A secure round whose servers add noise 4 each, the device none of its own.
+      const secure = (round_id, extra = {}) =>
+        ({ ...workload.benchTask('f32'), round_id, noise_multiplier: 0, secagg: { clients: 10, leader_noise: 4, helper_noise: 4 }, ...extra });
+      const outcome = (fn) => {
+        try {
+          return fn();
+        } catch (e) {
+          return { name: e.name, message: e.message };
+        }
+      };
+      const first = h.takePart(secure(1), helper, null);
+      const second = h.takePart(secure(2), helper, first.ledger);
+      // The coin of a round is flipped once: a round it sat out stays sat out.
+      const rare = secure(3, { sampling_rate: 1e-12 });
+      const sitOut = h.takePart(rare, helper, null);
+      const asked = h.takePart({ ...rare, sampling_rate: 1 }, helper, sitOut.ledger);
+      return {
+        params,
+        first: { ...first, upload: undefined, len: first.upload.length, magic: String.fromCharCode(...first.upload.slice(0, 4)) },
+        ledger: JSON.parse(second.ledger),
+        one: ledgerSummary(first.ledger),
+        two: ledgerSummary(second.ledger),
+        none: ledgerSummary(null),
+        lowered: ledgerSummary(first.ledger, 3),
+        raised: ledgerSummary(first.ledger, 100),
+        badBudgets: [0, -1, NaN, Infinity].map((b) => outcome(() => ledgerSummary(null, b)).message),
+        overBudget: outcome(() => h.takePart(secure(2), helper, first.ledger, 3)),
+        plaintext: outcome(() => h.takePart(workload.benchTask('f32'), null, null)),
+        belowFloor: outcome(() => h.takePart({ ...workload.benchTask('f32'), noise_multiplier: 0.5 }, null, null)),
+        noHelper: outcome(() => h.takePart(secure(4), null, null)),
+        weakServer: outcome(() => h.takePart(secure(4, { secagg: { clients: 10, leader_noise: 2, helper_noise: 4 } }), helper, null)),
+        otherSuite: outcome(() => h.takePart(secure(4), { ...helper, hpke: { ...helper.hpke, kem: 'DHKEM(P-256, HKDF-SHA256)' } }, null)),
+        unknownField: outcome(() => h.takePart(secure(4), { ...helper, relay: true }, null)),
+        unreadable: outcome(() => h.takePart(secure(4), helper, 'not json')),
+        unreadableSummary: outcome(() => ledgerSummary('{"entries":[{"round_id":1}]}')),
+        sitOut: sitOut.status,
+        asked: asked.status,
+        coin: JSON.parse(asked.ledger).coin,
+      };
+    }, HELPER);
+    assert.equal(r.first.status, 'joined');
+    assert.equal(r.first.contentType, 'application/vnd.hearth.report');
+    assert.equal(r.first.magic, 'HRTS');
+    assert.equal(r.first.len, 123 + 3 * r.params, 'a report: header and 3-byte shares');
+    assert.deepEqual(r.ledger.entries.map((e) => [e.round_id, e.secure, e.curious_server_noise, e.collusion_noise]), [[1, true, 4, 0], [2, true, 4, 0]]);
+    assert.deepEqual(r.none, { rounds: 0, curious_server_epsilon: 0, collusion_epsilon: 0, epsilon_budget: 8, delta: 1e-6, max_rounds: 100, may_join: true });
+    assert.equal(r.one.rounds, 1);
+    // Replace-one, ρ = 2/z² per round at z = 4, as zCDP: ε ≈ 2.42 for one round, 3.54 for two.
+    assert.ok(Math.abs(r.one.curious_server_epsilon - 2.42) < 0.01, String(r.one.curious_server_epsilon));
+    assert.ok(Math.abs(r.two.curious_server_epsilon - 3.54) < 0.01, String(r.two.curious_server_epsilon));
+    assert.equal(r.one.collusion_epsilon, Infinity, 'no noise of its own: nothing protects the device from colluding servers');
+    assert.equal(r.lowered.epsilon_budget, 3);
+    assert.equal(r.lowered.may_join, false);
+    assert.equal(r.raised.epsilon_budget, 8, 'a publisher cannot raise the budget');
+    for (const m of r.badBudgets) assert.match(m, /invalid privacy budget/);
+    assert.equal(r.overBudget.name, 'DeviceBudgetSpent', JSON.stringify(r.overBudget));
+    assert.match(r.overBudget.message, /over the budget of 3/);
+    // A plaintext upload at z = 1 costs ε ≈ 11.7 against the server that reads it: over 8.
+    assert.equal(r.plaintext.name, 'DeviceBudgetSpent', JSON.stringify(r.plaintext));
+    for (const k of ['belowFloor', 'noHelper', 'weakServer']) assert.equal(r[k].name, 'BelowDeviceFloor', `${k}: ${JSON.stringify(r[k])}`);
+    for (const k of ['otherSuite', 'unknownField']) assert.equal(r[k].name, 'SecAgg', `${k}: ${JSON.stringify(r[k])}`);
+    assert.equal(r.unreadable.name, 'LedgerUnreadable');
+    assert.equal(r.unreadableSummary.name, 'LedgerUnreadable');
+    assert.deepEqual([r.sitOut, r.asked], ['not_sampled', 'not_sampled']);
+    assert.deepEqual(r.coin, { round_id: 3, heads: false });
   }));

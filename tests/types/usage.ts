@@ -14,8 +14,10 @@ export async function publisher(): Promise<void> {
   const p: Participation = await window.hearth.participate();
   const done: boolean = p.status === 'uploaded';
   const weights = (await window.hearth.profile()).weights.map((w) => w.weight * 2);
+  const privacy = await window.hearth.privacy();
+  const spent: string = privacy.unreadable ? 'unknown' : `ε ${privacy.curious_server_epsilon} of ${privacy.epsilon_budget}`;
   await window.hearth.optOut();
-  console.log(gpu, first, done, weights);
+  console.log(gpu, first, done, weights, spent);
 
   // @ts-expect-error: not an event kind
   await window.hearth.record({ kind: 'purchase', ts: 1 });
@@ -25,4 +27,6 @@ export async function publisher(): Promise<void> {
   await window.hearth.record({ kind: 'click' });
   // @ts-expect-error: profile() is a promise
   window.hearth.profile().weights;
+  // @ts-expect-error: an unreadable ledger has no ε to show
+  (await window.hearth.privacy()).curious_server_epsilon;
 }

@@ -7,8 +7,25 @@ const row = (...cells) => {
   return tr;
 };
 
+// The privacy ledger in words. "ε" is the differential-privacy measure: the smaller, the less
+// any one browser's data can change what a server sees.
+const epsilon = (e) => (Number.isFinite(e) ? `ε ${e.toFixed(2)}` : 'not protected by this browser’s own noise (∞)');
+function privacyText(p) {
+  if (p.unreadable) {
+    return 'Hearth could not read this browser’s record of privacy spent, so it treats the budget as spent: ' +
+      'this browser helps train no more model updates.';
+  }
+  if (p.rounds === 0) return `Your browser has not helped train the model yet. Its privacy budget is ε ${p.epsilon_budget}.`;
+  const updates = p.rounds === 1 ? '1 model update' : `${p.rounds} model updates`;
+  return `Your browser has helped train ${updates}. ` +
+    `Privacy spent: ${epsilon(p.curious_server_epsilon)} of ${p.epsilon_budget} against one curious server (or a fake-client attack). ` +
+    `If both servers colluded: ${epsilon(p.collusion_epsilon)}.` +
+    (p.may_join ? '' : ' The budget is spent: this browser helps train no more updates.');
+}
+
 async function show() {
-  const [profile, status] = await Promise.all([hearth.profile(), hearth.status()]);
+  const [profile, status, privacy] = await Promise.all([hearth.profile(), hearth.status(), hearth.privacy()]);
+  $('privacy').textContent = privacyText(privacy);
   const learning = status.gpc ? 'off (Global Privacy Control is set)' : status.optedOut ? 'off (you opted out)' : 'on';
   $('status').textContent =
     `Learning ${learning} · model version ${status.modelVersion} · ${status.ads} ads · ranking on ${status.webgpu ? `WebGPU (${status.webgpu})` : 'the CPU'}`;

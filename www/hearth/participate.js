@@ -1,23 +1,36 @@
 // @ts-check
-// Federated participation: fetch the round task, train on this device's events, upload one
-// clipped and noised update, retrying with backoff. At most one upload per round per device,
-// across tabs and reloads: the update is stored, marked as this round's, before it is sent, and
-// a retry resends the same bytes (same nonce, so the aggregator counts it once).
+// Federated participation: fetch the round task, let hearth-core decide (the device's privacy
+// floor, its coin, its privacy ledger), train on this device's events and build the upload (a
+// secure-aggregation report: a share for the leader and a seed sealed to the helper; or a
+// plaintext update from a single aggregator), then send it, retrying with backoff. At most one
+// upload per round per device, across tabs and reloads: the upload is stored, marked as this
+// round's, in the same write as the ledger that records it, before it is sent, and a retry
+// resends the same bytes (same nonce, so the aggregator counts it once).
+import { ledgerSummary } from '../pkg/hearth.js';
 import { PRIVATE } from './net.js';
-/** @import { Hearth, RoundTask } from '../pkg/hearth.js' */
-/** @import { Config } from './state.js' */
-/** @import { Store } from './store.js' */
+/** @import { Hearth, HelperConfig, RoundTask, TakePart } from '../pkg/hearth.js' */
+/** @import { Privacy } from '../hearth.js' */
+/** @import { Config, State } from './state.js' */
+/** @import { Records, Store } from './store.js' */
 
 /**
  * What this device knows of rounds, as stored: the last task seen and when it was checked, the
- * last round it took part in, and the update not yet delivered.
+ * last round it took part in or its coin told it to sit out, and the upload not yet delivered.
  * @typedef {object} Rounds
  * @property {{ round_id: number, min_events: number }} [task]
  * @property {number} [checkedAt]
  * @property {number} [done]
+ * @property {number} [notSampled]
  * @property {Pending} [pending]
  */
-/** @typedef {{ round_id: number, deadline_ms: number | null, update: Uint8Array, notBefore: number }} Pending */
+/**
+ * @typedef {object} Pending
+ * @property {number} round_id
+ * @property {number | null} deadline_ms
+ * @property {Uint8Array} update  the report or update, as built
+ * @property {string} contentType  application/vnd.hearth.report or application/vnd.hearth.update
+ * @property {number} notBefore
+ */
 
 /**
  * @typedef {object} Env
@@ -26,11 +39,14 @@ import { PRIVATE } from './net.js';
  * @property {Config} config
  * @property {(message: string) => void} warn
  * @property {() => boolean} blocked
- * @property {(task: RoundTask) => Promise<Uint8Array>} train  trains and builds the update
+ * @property {() => Promise<HelperConfig>} helper  the helper's configuration, from the helper
+ * @property {(task: RoundTask, helper: HelperConfig | null, ledger: string | null,
+ *   records: (taken: TakePart) => Partial<Records>) => Promise<TakePart>} takePart
+ *   hearth-core's decision and upload (`Hearth.takePart`), stored with `records(taken)` in the
+ *   write of the profile it trained
  * @property {() => Promise<void>} refreshModel  installs the aggregator's current model
  */
 
-const UPDATE_TYPE = 'application/vnd.hearth.update';
 // Ask the aggregator about rounds at most this often per device.
 const CHECK_EVERY_MS = 10 * 60_000;
 // Retries within one attempt: 1 s, 2 s, 4 s, 8 s (plus jitter); then wait for a later page view.
@@ -39,6 +55,8 @@ const LATER_MS = 5 * 60_000;
 
 /** @param {string} reason */
 const skipped = (reason) => ({ status: 'skipped', reason });
+/** @param {number} round */
+const notSampled = (round) => skipped(`not sampled for round ${round}`);
 /** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -55,13 +73,17 @@ export function participate(env, { background = false } = {}) {
 }
 
 /** @param {Env} env */
-async function attempt({ h, store, config, warn, blocked, train, refreshModel }) {
+async function attempt(env) {
+  const { h, store, config, warn, blocked, refreshModel } = env;
   /** @type {Rounds} */
   const rounds = (await store.get('rounds')) ?? {};
   const now = Date.now();
-  if (rounds.pending) return send(rounds, rounds.pending, { store, config, warn });
+  const { pending } = rounds;
+  if (pending) return send(rounds, pending, env);
   const fresh = rounds.checkedAt !== undefined && now - rounds.checkedAt < CHECK_EVERY_MS;
-  if (fresh && rounds.done === rounds.task?.round_id) return skipped(`already took part in round ${rounds.done}`);
+  const latest = rounds.task?.round_id;
+  if (fresh && rounds.done === latest) return skipped(`already took part in round ${rounds.done}`);
+  if (fresh && latest !== undefined && rounds.notSampled === latest) return notSampled(latest);
   if (fresh && rounds.task && h.labelledEvents() < rounds.task.min_events) return skipped('not enough local events yet');
 
   const res = await fetch(new URL('v1/round', config.aggregator), PRIVATE);
@@ -74,16 +96,94 @@ async function attempt({ h, store, config, warn, blocked, train, refreshModel })
   rounds.checkedAt = now;
   await store.put({ rounds });
   if (rounds.done !== undefined && rounds.done >= task.round_id) return skipped(`already took part in round ${rounds.done}`);
+  if (rounds.notSampled === task.round_id) return notSampled(task.round_id);
   if (h.labelledEvents() < (task.min_events ?? 0)) return skipped('not enough local events yet');
   if (task.model_version !== h.modelVersion) await refreshModel();
   if (task.model_version !== h.modelVersion) return skipped(`round ${task.round_id} is for model ${task.model_version}`);
   if (blocked()) return skipped('opted out or Global Privacy Control');
 
-  const update = await train(task);
-  rounds.done = task.round_id;
-  rounds.pending = { round_id: task.round_id, deadline_ms: task.deadline_ms ?? null, update, notBefore: 0 };
-  await store.put({ rounds });
-  return send(rounds, rounds.pending, { store, config, warn });
+  /** @type {TakePart} */
+  let taken;
+  try {
+    const ledger = await readLedger(store);
+    // Without data-helper a secure round gets no helper, and hearth-core refuses it.
+    const helper = task.secagg && config.helper ? await env.helper() : null;
+    taken = await env.takePart(task, helper, ledger, (t) => {
+      if (t.status === 'joined') {
+        rounds.done = task.round_id;
+        rounds.pending = {
+          round_id: task.round_id, deadline_ms: task.deadline_ms ?? null, update: t.upload, contentType: t.contentType, notBefore: 0,
+        };
+      } else {
+        rounds.notSampled = task.round_id;
+      }
+      return { rounds, ledger: t.ledger };
+    });
+  } catch (e) {
+    switch (e?.name) {
+      case 'DeviceBudgetSpent':
+        return skipped(e.message);
+      case 'LedgerUnreadable':
+        // Never read as empty: that would hand the device its spent budget again.
+        warn(`${e.message}; taking part in no more rounds, as if the privacy budget were spent`);
+        return skipped('privacy ledger unreadable: treated as spent');
+      case 'BelowDeviceFloor':
+      case 'SecAgg':
+        warn(`round ${task.round_id} refused: ${e.message}`);
+        return { status: 'refused', reason: e.message };
+      default:
+        throw e;
+    }
+  }
+  if (taken.status === 'not_sampled') return notSampled(task.round_id);
+  return send(rounds, /** @type {Pending} */ (rounds.pending), env);
+}
+
+/**
+ * The helper's configuration, from the helper itself (data-helper), never from the leader: a key
+ * the leader handed on could be the leader's own. Fetched once per page view (the worker lives
+ * as long as its page); a failed fetch is tried again by the next attempt.
+ * @param {Pick<State, 'config' | 'helper'>} state
+ * @returns {Promise<HelperConfig>}
+ */
+export function helperConfig(state) {
+  state.helper ??= (async () => {
+    const url = new URL('v1/helper_config', /** @type {string} */ (state.config.helper));
+    const res = await fetch(url, PRIVATE);
+    if (!res.ok) throw new Error(`GET ${url}: HTTP ${res.status}`);
+    return res.json();
+  })().catch((e) => {
+    state.helper = undefined;
+    throw e;
+  });
+  return state.helper;
+}
+
+/**
+ * The stored ledger (null: none yet). One the store cannot read throws an Error named
+ * LedgerUnreadable, as hearth-core does for one that does not parse.
+ * @param {Store} store
+ */
+async function readLedger(store) {
+  try {
+    return (await store.get('ledger')) ?? null;
+  } catch (e) {
+    throw Object.assign(new Error(e.message ?? String(e)), { name: 'LedgerUnreadable' });
+  }
+}
+
+/**
+ * What this device's ledger adds up to, for the visitor. An unreadable ledger counts as spent.
+ * @param {Pick<State, 'store' | 'config'>} state
+ * @returns {Promise<Privacy>}
+ */
+export async function privacy({ store, config }) {
+  try {
+    return { unreadable: false, ...ledgerSummary(await readLedger(store), config.privacyBudget) };
+  } catch (e) {
+    if (e?.name !== 'LedgerUnreadable') throw e;
+    return { unreadable: true, may_join: false };
+  }
 }
 
 /**
@@ -100,7 +200,7 @@ async function send(rounds, p, { store, config, warn }) {
       res = await fetch(new URL('v1/updates', config.aggregator), {
         ...PRIVATE,
         method: 'POST',
-        headers: { 'Content-Type': UPDATE_TYPE },
+        headers: { 'Content-Type': p.contentType },
         body: /** @type {Uint8Array<ArrayBuffer>} */ (p.update), // a copy out of wasm memory, never a SharedArrayBuffer
       });
     } catch {

@@ -4,11 +4,12 @@
 import { adFields } from './catalog.js';
 import { scoreCatalog, scorerFor } from './gpu.js';
 import { installModel } from './model.js';
-import { participate } from './participate.js';
+import { helperConfig, participate, privacy } from './participate.js';
 import { blocked, changeProfile, sync } from './tabs.js';
-/** @import { EventKind, HearthEvent, PageContext, RankedAd, RoundTask } from '../pkg/hearth.js' */
+/** @import { EventKind, HearthEvent, HelperConfig, PageContext, RankedAd, RoundTask, TakePart } from '../pkg/hearth.js' */
 /** @import { Backend, RankOptions } from '../hearth.js' */
 /** @import { Config, State } from './state.js' */
+/** @import { Records } from './store.js' */
 
 /** @param {string} message */
 export const warn = (message) => postMessage({ warn: message });
@@ -103,6 +104,9 @@ const methods = {
     await sync(state);
     return state.h.exportProfile();
   },
+  // Erase and opt-out keep the privacy ledger: it records privacy already spent in released
+  // models, which erasing cannot take back, and forgetting it would let the device spend its
+  // budget again. It holds no events or pages, only the rounds joined and their noise.
   /** @param {State} state */
   async erase(state) {
     await changeProfile(state, () => state.h.eraseProfile());
@@ -113,6 +117,10 @@ const methods = {
     state.settings = { optedOut: true };
     await changeProfile(state, () => state.h.eraseProfile(), { settings: state.settings });
     await state.store.delete('rounds');
+  },
+  /** @param {State} state */
+  async privacy(state) {
+    return privacy(state);
   },
   /** @param {State} state */
   async optIn(state) {
@@ -140,10 +148,19 @@ const methods = {
     await sync(state);
     const { h, store, config } = state;
     // Training refits the local embedding: under the profile lock, on the latest profile, and
-    // stored with it.
-    /** @param {RoundTask} task */
-    const train = (task) => changeProfile(state, () => h.trainAndBuildUpdate(task));
-    const env = { h, store, config, warn: state.warn, blocked: () => blocked(state), train, refreshModel: () => installModel(state) };
+    // stored with it, the ledger and the upload in one write.
+    /**
+     * @param {RoundTask} task
+     * @param {HelperConfig | null} helper
+     * @param {string | null} ledger
+     * @param {(taken: TakePart) => Partial<Records>} records
+     */
+    const takePart = (task, helper, ledger, records) =>
+      changeProfile(state, () => h.takePart(task, helper, ledger, config.privacyBudget), records);
+    const env = {
+      h, store, config, warn: state.warn, blocked: () => blocked(state), helper: () => helperConfig(state), takePart,
+      refreshModel: () => installModel(state),
+    };
     return participate(env, options);
   },
 };

@@ -2,13 +2,19 @@
 // The worker's state, in one object that its modules are handed rather than module-level
 // variables they share. It is made only once the model and catalog are in, and every message
 // waits for it, so no method can run on a half-started worker.
-/** @import { Hearth, WebGpuScorer } from '../pkg/hearth.js' */
+/** @import { Hearth, HelperConfig, WebGpuScorer } from '../pkg/hearth.js' */
 /** @import { Catalog } from './catalog.js' */
 /** @import { Settings, Store } from './store.js' */
 
 /**
  * What the snippet's script tag asks for, and whether Global Privacy Control is set.
- * @typedef {{ aggregator: string, catalog: string, gpu: string, gpc: boolean }} Config
+ * @typedef {object} Config
+ * @property {string} aggregator  the leader (or single aggregator)
+ * @property {string} catalog
+ * @property {string | null} helper  the helper's base URL (data-helper), where its key comes from
+ * @property {number | undefined} privacyBudget  data-privacy-budget: may only lower the release's ε budget
+ * @property {string} gpu
+ * @property {boolean} gpc
  */
 
 /**
@@ -22,10 +28,13 @@
  * @property {number} profileRev  the revision of the stored profile that `h` holds
  * @property {WebGpuScorer | undefined} gpu  once started and loaded
  * @property {Promise<WebGpuScorer | undefined> | undefined} gpuStart  once asked for
+ * @property {Promise<HelperConfig> | undefined} helper  the helper's configuration, fetched once
+ *   per page view when a secure round first needs it
  */
 
 /**
  * @param {Pick<State, 'config' | 'store' | 'warn' | 'h' | 'catalog' | 'profileRev'>} loaded
  * @returns {State}
  */
-export const createState = (loaded) => ({ ...loaded, settings: { optedOut: false }, gpu: undefined, gpuStart: undefined });
+export const createState = (loaded) =>
+  ({ ...loaded, settings: { optedOut: false }, gpu: undefined, gpuStart: undefined, helper: undefined });

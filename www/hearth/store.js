@@ -2,7 +2,9 @@
 // Hearth's on-device store: one IndexedDB database, one key-value object store, a schema
 // version, and a bound on every record. A store this code did not write (another schema, a
 // foreign database of the same name, unreadable records) is deleted and started afresh with a
-// warning: the device loses its profile, never its ability to run.
+// warning: the device loses its profile, never its ability to run. The privacy ledger is the
+// exception: forgetting it would give the device back the privacy budget it has spent, so it is
+// carried across a reset, and an unreadable one is kept and reported, never dropped.
 /** @import { Rounds } from './participate.js' */
 
 /** @typedef {{ optedOut: boolean }} Settings */
@@ -20,6 +22,7 @@
  * @property {Model} model
  * @property {CatalogRecord} catalog
  * @property {Rounds} rounds
+ * @property {string} ledger  hearth-core's privacy ledger (JSON): the rounds this device joined
  */
 
 export const DB_NAME = 'hearth';
@@ -39,7 +42,16 @@ export const LIMITS = {
   model: 32 << 20,
   catalog: 8 << 20,
   rounds: 4 << 20,
+  // At most DevicePolicy::RELEASE.max_rounds (100) entries of about 160 characters.
+  ledger: 64 << 10,
 };
+
+/**
+ * Records kept when unreadable: `get` throws instead of dropping them, and a store reset carries
+ * them over as they are.
+ * @type {ReadonlySet<keyof Records>}
+ */
+const KEPT = new Set(['ledger']);
 
 /**
  * What each record must look like to be trusted.
@@ -53,7 +65,11 @@ const SHAPES = {
   localU: (v) => v instanceof Float32Array,
   model: (v) => typeof v?.manifest === 'string' && v.onnx instanceof Uint8Array && typeof v.version === 'number',
   catalog: (v) => typeof v?.text === 'string' && typeof v.url === 'string',
-  rounds: (v) => typeof v === 'object' && v !== null && !Array.isArray(v),
+  // A pending upload says how to send it; one stored by a release before the ledger does not,
+  // and is dropped rather than sent unaccounted.
+  rounds: (v) => typeof v === 'object' && v !== null && !Array.isArray(v) &&
+    (v.pending === undefined || (v.pending.update instanceof Uint8Array && typeof v.pending.contentType === 'string')),
+  ledger: (v) => typeof v === 'string',
 };
 
 /**
@@ -92,6 +108,22 @@ function openDb() {
   return promised(req);
 }
 
+/**
+ * The KEPT records of a store about to be reset, where it has this code's object store.
+ * @param {IDBDatabase} db
+ * @returns {Promise<Map<keyof Records, unknown>>}
+ */
+async function keptRecords(db) {
+  const kept = new Map();
+  if (!db.objectStoreNames.contains(STORE)) return kept;
+  const store = db.transaction(STORE).objectStore(STORE);
+  for (const key of KEPT) {
+    const value = await promised(store.get(key));
+    if (value !== undefined) kept.set(key, value);
+  }
+  return kept;
+}
+
 export class Store {
   /** @param {(message: string) => void} warn */
   static async open(warn) {
@@ -104,10 +136,18 @@ export class Store {
       const meta = await promised(db.transaction(STORE).objectStore(STORE).get('meta'));
       if (!SHAPES.meta(meta)) throw new Error(`schema ${JSON.stringify(meta?.schema)}, expected ${SCHEMA}`);
     } catch (e) {
+      // Unreadable even as raw records: nothing can be carried over.
+      const kept = db && await keptRecords(db).catch(() => undefined);
       db?.close();
       warn(`the stored state could not be used (${e.message ?? e}); starting afresh`);
       await promised(indexedDB.deleteDatabase(DB_NAME));
       db = await openDb();
+      if (kept?.size) {
+        // As they were, unchecked: an unreadable ledger stays unreadable, and so still counts as spent.
+        const tx = db.transaction(STORE, 'readwrite', { durability: 'strict' });
+        for (const [key, value] of kept) tx.objectStore(STORE).put(value, key);
+        await committed(tx);
+      }
     }
     return new Store(db, warn);
   }
@@ -132,6 +172,7 @@ export class Store {
   async get(key) {
     const value = await promised(this.db.transaction(STORE).objectStore(STORE).get(key));
     if (value === undefined || SHAPES[key](value)) return value;
+    if (KEPT.has(key)) throw new Error(`the stored ${key} is unreadable`);
     this.warn(`stored ${key} was unreadable and has been dropped`);
     await this.delete(key);
     return undefined;

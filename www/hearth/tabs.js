@@ -40,18 +40,20 @@ export async function restoreLocalEmbedding({ store, warn, h }) {
 }
 
 /**
- * Runs `change` on the latest profile and stores the result, with `extra` records, in one write.
+ * Runs `change` on the latest profile and stores the result, with `extra` records (or the records
+ * `extra` makes of the change's result), in one write.
  * @template T
  * @param {State} state
  * @param {() => T} change
- * @param {Partial<Records>} [extra]
+ * @param {Partial<Records> | ((result: T) => Partial<Records>)} [extra]
  */
 export async function changeProfile(state, change, extra = {}) {
   return navigator.locks.request('hearth-profile', async () => {
     await sync(state);
     const { h, store } = state;
     const result = change();
-    await store.put({ profile: h.exportProfile(), localU: h.localEmbedding(), profileRev: state.profileRev + 1, ...extra });
+    const records = typeof extra === 'function' ? extra(result) : extra;
+    await store.put({ profile: h.exportProfile(), localU: h.localEmbedding(), profileRev: state.profileRev + 1, ...records });
     state.profileRev += 1;
     return result;
   });
