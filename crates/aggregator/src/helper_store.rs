@@ -7,7 +7,7 @@ use hearth_core::privacy::seal::KeyPair;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 
-use crate::store::{DbResult, connect};
+use crate::store::{DbResult, open_versioned};
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -42,24 +42,9 @@ pub struct Release {
 }
 
 impl HelperStore {
+    /// Opens (creating if new) the helper's database; refuses one of another schema version.
     pub fn open(path: &Path) -> DbResult<HelperStore> {
-        let mut conn = connect(path)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        match version {
-            0 => {
-                let tx = conn.transaction()?;
-                tx.execute_batch(SCHEMA)?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-                tx.commit()?;
-            }
-            SCHEMA_VERSION => {}
-            other => {
-                return Err(rusqlite::Error::InvalidParameterName(format!(
-                    "helper database schema version {other}; this build knows {SCHEMA_VERSION}"
-                )));
-            }
-        }
-        Ok(HelperStore { conn })
+        Ok(HelperStore { conn: open_versioned(path, SCHEMA, SCHEMA_VERSION, "helper database")? })
     }
 
     /// The helper's key pair, created on first start.

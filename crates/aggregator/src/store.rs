@@ -89,26 +89,32 @@ pub fn connect(path: &Path) -> DbResult<Connection> {
     Ok(conn)
 }
 
+/// A connection to `path` holding `schema` at `version` (`PRAGMA user_version`): created on an
+/// empty database, refused (naming `what`) when written by another version.
+pub fn open_versioned(path: &Path, schema: &str, version: i64, what: &str) -> DbResult<Connection> {
+    let mut conn = connect(path)?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    match found {
+        0 => {
+            let tx = conn.transaction()?;
+            tx.execute_batch(schema)?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+        }
+        v if v == version => {}
+        other => {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "{what} schema version {other}; this build knows {version}"
+            )));
+        }
+    }
+    Ok(conn)
+}
+
 impl Store {
     /// Opens (creating if new) the database; refuses one written by a newer schema.
     pub fn open(path: &Path) -> DbResult<Store> {
-        let mut conn = connect(path)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        match version {
-            0 => {
-                let tx = conn.transaction()?;
-                tx.execute_batch(SCHEMA)?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-                tx.commit()?;
-            }
-            SCHEMA_VERSION => {}
-            other => {
-                return Err(rusqlite::Error::InvalidParameterName(format!(
-                    "database schema version {other}; this build knows {SCHEMA_VERSION}"
-                )));
-            }
-        }
-        Ok(Store { conn })
+        Ok(Store { conn: open_versioned(path, SCHEMA, SCHEMA_VERSION, "database")? })
     }
 
     pub fn latest_model(&self) -> DbResult<Option<StoredModel>> {

@@ -604,8 +604,9 @@ fn subsampled_rdp_is_between_the_exact_gaussian_and_no_sampling() {
                 assert!(bound >= exact * (1.0 - 1e-12), "q {q} z {z} α {a}: {bound} below exact {exact}");
                 assert!(bound <= f64::from(a) * rho, "q {q} z {z} α {a}: {bound} above αρ");
             }
-            // At order 2 the bound is the exact value: no term is tripled.
-            assert!(relative(subsampled_rdp(q, rho, 2).unwrap(), rdp(q, z, 2.0).unwrap()) < 1e-12);
+            // At order 2 the bound is the exact value: no term is tripled. (1e-9, not 1e-12: the
+            // two sum different terms, and wasm32's libm rounds exp and ln differently.)
+            assert!(relative(subsampled_rdp(q, rho, 2).unwrap(), rdp(q, z, 2.0).unwrap()) < 1e-9);
         }
     }
     assert_eq!(subsampled_rdp(1.0, 0.3, 7).unwrap(), 7.0 * 0.3);
