@@ -66,7 +66,6 @@ pub struct App {
 #[derive(Clone)]
 pub struct HelperApp {
     pub helper: Arc<crate::helper::Helper>,
-    pub metrics: Arc<Metrics>,
     pub body_timeout: Duration,
     /// One batch is opened at a time: each costs n × d PRG words of CPU.
     pub batches: Arc<Semaphore>,

@@ -31,10 +31,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error>> {
     noise::check_environment()?;
-    let metrics = Arc::new(Metrics::default());
     if config.role == Role::Helper {
-        return serve_helper(config, listener, metrics, shutdown).await;
+        return serve_helper(config, listener, shutdown).await;
     }
+    let metrics = Arc::new(Metrics::default());
     let (keeper, snapshot) = Keeper::start(config.clone(), metrics.clone())?;
     let (queue, inbox) = std::sync::mpsc::sync_channel(config.queue);
     let keeper = std::thread::Builder::new().name("round-keeper".into()).spawn(move || keeper.run(inbox))?;
@@ -62,7 +62,6 @@ pub async fn serve(
 async fn serve_helper(
     config: Config,
     listener: TcpListener,
-    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(dir) = config.database.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -75,7 +74,6 @@ async fn serve_helper(
     tracing::info!(key_id = helper.config().hpke.key_id, min_clients = config.round.min_clients, "helper ready");
     let app = http::HelperApp {
         helper: Arc::new(helper),
-        metrics,
         body_timeout: Duration::from_millis(config.body_timeout_ms),
         batches: Arc::new(tokio::sync::Semaphore::new(1)),
     };
