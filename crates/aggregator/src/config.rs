@@ -226,6 +226,13 @@ impl Config {
         if s.helper_timeout_ms == 0 {
             return bad("secagg.helper_timeout_ms must be positive".into());
         }
+        if self.round.min_clients > crate::helper::MAX_BATCH_REPORTS as u64 {
+            return bad(format!(
+                "round.min_clients = {} is above the {} reports a helper batch may hold",
+                self.round.min_clients,
+                crate::helper::MAX_BATCH_REPORTS
+            ));
+        }
         match (self.role, &s.helper_url) {
             (Role::Leader, None) => bad("a leader needs secagg.helper_url".into()),
             (Role::Leader, Some(u)) if !(u.starts_with("http://") || u.starts_with("https://")) => {

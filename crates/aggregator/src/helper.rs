@@ -162,10 +162,13 @@ impl Helper {
     }
 }
 
-/// Identifies a batch: its binding and its ids in order.
+/// Identifies a batch: its binding and its set of ids (sorted, so a leader that restarted and
+/// relays the same reports in another order retries the same batch).
 fn batch_digest(b: &Binding, ids: &[[u8; 16]]) -> String {
     let mut bytes = serde_json::to_vec(b).expect("a binding serialises");
-    ids.iter().for_each(|id| bytes.extend(id));
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.iter().for_each(|id| bytes.extend(id));
     sha256_hex(&bytes)
 }
 

@@ -5,7 +5,8 @@
 //!   round by its own coin at rate q (`round.sampling_rate`), so the release of a round is a
 //!   Poisson-subsampled mechanism; composed over the released rounds. A single server's release
 //!   carries the K devices' Gaussian noise, z√K in units of C; a leader's carries both servers'
-//!   discrete Gaussians, of which only the larger is counted (the other only adds noise).
+//!   discrete Gaussians, of which only the smaller is counted (the other only adds noise, and
+//!   either server might add less than it declares).
 //! - **One curious server, or a Sybil filling a round** (replace one device's data): the server
 //!   sees each upload arrive, so sampling hides nothing; what protects a device is the other
 //!   server's noise (a single server: the device's own). Per round the device joins; it composes
@@ -75,9 +76,11 @@ impl Budget {
         let local = f64::from(r.noise_multiplier);
         let (published_noise, curious_noise) = match helper_noise {
             None => (local * (r.min_clients as f64).sqrt(), local),
+            // Counting one server's noise for the published models, the smaller: a server that
+            // adds less than it declares must not make the figure false.
             Some(h) => {
-                let (l, h) = (f64::from(config.secagg.noise_multiplier), f64::from(h));
-                (l.max(h), l.min(h))
+                let least = f64::from(config.secagg.noise_multiplier).min(f64::from(h));
+                (least, least)
             }
         };
         let mut budget = Budget {
@@ -182,7 +185,7 @@ mod tests {
         config.secagg.noise_multiplier = 8.0;
         config.round.noise_multiplier = 0.0;
         let s = Budget::new(&config, Some(5.0)).unwrap().status(3);
-        assert_eq!(s.threats[0].noise_multiplier, 8.0);
+        assert_eq!(s.threats[0].noise_multiplier, 5.0);
         assert_eq!(s.threats[1].noise_multiplier, 5.0);
         assert_eq!(s.threats[1].epsilon, seen_epsilon(&[5.0], config.privacy.delta).unwrap());
         assert_eq!(s.threats[2].epsilon, f64::INFINITY, "no local noise: nothing against collusion");

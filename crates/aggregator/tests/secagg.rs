@@ -179,10 +179,12 @@ fn the_helper_refuses_bad_batches_and_releases_nothing_for_them() {
     assert_eq!(status, 200);
     assert_eq!(read_values(&share).len(), 300);
     assert_eq!(ask(b, seeds.clone(), TOKEN).2, share, "a retry gets the stored release, not a fresh noise draw");
+    let reordered: Vec<SealedSeed> = seeds.iter().rev().cloned().collect();
+    assert_eq!(ask(b, reordered, TOKEN).2, share, "a restarted leader may relay the same reports in another order");
     refused(
         "another batch for a released round",
         b,
-        seeds.iter().rev().cloned().collect(),
+        seeds[..9].iter().cloned().chain([SealedSeed::of(&random_report(&b, &key, 50).0)]).collect(),
         TOKEN,
         409,
         "round_already_aggregated",
@@ -252,4 +254,29 @@ fn the_leader_refuses_reports_sealed_to_another_key_or_plaintext_updates() {
     assert_eq!(leader.post_report(&r.encode()).0, 202);
     let (status, reply) = leader.post_report(&r.encode());
     assert_eq!((status, reply["error"].as_str()), (409, Some("duplicate_nonce")), "a resent report is counted once");
+}
+
+#[test]
+fn a_poisoned_round_is_abandoned_and_releases_nothing() {
+    let (helper, leader) = pair("secagg-poison", small_pack, &[]);
+    let task = leader.task();
+    let (before, _) = fetch_pack(&leader);
+    let d = before.params.values.len();
+    let b = binding(&task, d);
+    let key = HelperKey::from_config(&fetch_helper_config(&helper).hpke).unwrap();
+    for seed in 0..K {
+        let (mut r, _) = random_report(&b, &key, seed);
+        if seed == 0 {
+            // Every coordinate pushed by 2^22 grid units: a share the modular encoding lets any
+            // client send, far past what K honest reports can sum to.
+            r.share.iter_mut().for_each(|v| *v = v.wrapping_add(1 << 22) & hearth_core::privacy::shares::MASK);
+        }
+        assert_eq!(leader.post_report(&r.encode()).0, 202, "the leader cannot see a masked share's values");
+    }
+    let next = leader.wait_round_after(task.round_id);
+    assert_eq!(next.model_version, task.model_version, "an abandoned round publishes no model");
+    assert_eq!(fetch_pack(&leader).0.params.values, before.params.values);
+    assert_eq!(leader.metric("hearth_rounds_abandoned_total"), 1.0);
+    let log = std::fs::read_to_string(leader.dir.join("stderr.log")).unwrap();
+    assert!(log.contains("implausible aggregate"), "{log}");
 }

@@ -172,7 +172,7 @@ fn take_part_flips_one_coin_per_round_and_stops_at_the_budget() {
     assert_eq!(ledger.entries.len(), 1);
     let spent = ledger.spent(&policy).unwrap();
     assert!(spent.curious_server_epsilon > 0.0 && spent.curious_server_epsilon <= 2.2, "{spent:?}");
-    // z = 6 against a curious server: one round fits in ε 2.2 (ε ≈ 1.8), two do not (≈ 2.6).
+    // z = 6 against a curious server: one round fits in ε 2.2 (ε ≈ 1.56), two do not (≈ 2.27).
     let mut refused = false;
     for round in rounds + 1..rounds + 60 {
         let t = RoundTask { round_id: round, ..secure_task() };

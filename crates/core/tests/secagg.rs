@@ -125,3 +125,41 @@ fn sums_with_both_servers_noise_decode_to_the_updates_plus_that_noise() {
     let sigma = (plan.sigma_leader.powi(2) + plan.sigma_helper.powi(2)).sqrt();
     assert!((rms / sigma - 1.0).abs() < 0.35, "noise rms {rms} grid units, σ {sigma}");
 }
+
+#[test]
+fn the_poisoning_check_passes_honest_sums_and_names_a_pushed_row() {
+    use hearth_core::model::params::{Arch, Params};
+    let layout = Params::init(Arch { buckets: 512, dim: 8, hidden: 12 }, 1).layout;
+    let d = layout.last().map_or(0, |p| p.offset + p.len());
+    let b = Binding { params: d as u64, ..binding() };
+    let plan = b.plan().unwrap();
+    let helper = KeyPair::from_secret(1, &[3; 32]);
+    let key = HelperKey::from_config(&helper.config()).unwrap();
+    let emb = layout.iter().find(|p| p.name == "emb").unwrap();
+    let width = emb.shape[1];
+    let mut rng = Sampler::os();
+    let release = |poison: Option<u32>, rng: &mut Sampler<_>| {
+        let (mut leader, mut helper_sum) = (ShareSum::new(d), ShareSum::new(d));
+        for i in 0..10 {
+            let delta: Vec<f32> = (0..d).map(|j| (((i * 31 + j * 7) % 11) as f32 - 5.0) / 40.0).collect();
+            let mut r = build_report(delta, &b, &key, rng).unwrap().report;
+            if let (Some(push), 0) = (poison, i) {
+                // Row 3 of the embedding, pushed by `push` grid units per coordinate.
+                for v in &mut r.share[emb.offset + 3 * width..emb.offset + 4 * width] {
+                    *v = v.wrapping_add(push) & MASK;
+                }
+            }
+            leader.add(r.share.iter().copied());
+            helper_sum.add_unmask(&helper.open(r.key_id, &r.enc, &r.sealed, &Report::aad(&r.report_id, r.key_id, &b)).unwrap());
+        }
+        leader.add_noise(plan.sigma_leader, rng).unwrap();
+        helper_sum.add_noise(plan.sigma_helper, rng).unwrap();
+        plan.implausible_block(&plan.decode(&leader.values(), &helper_sum.values()).unwrap(), &layout)
+    };
+    for _ in 0..5 {
+        assert_eq!(release(None, &mut rng), None, "an honest release was called implausible");
+    }
+    // Within 2^23: a value the modular encoding lets any client send.
+    let why = release(Some(1 << 22), &mut rng).expect("a row pushed by 2^22 grid units per coordinate passed");
+    assert!(why.contains("emb"), "{why}");
+}

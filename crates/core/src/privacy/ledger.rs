@@ -155,6 +155,11 @@ impl Ledger {
 
     /// Refuses `next` when recording it would pass the budget or the round ceiling.
     pub fn admit(&self, next: &Contribution, policy: &DevicePolicy) -> Result<()> {
+        // Once per round, whatever else the device forgot (an erase drops its round bookkeeping):
+        // the published models' ε assumes one report per device per round.
+        if self.entries.iter().any(|c| c.round_id == next.round_id) {
+            return Err(HearthError::DeviceBudgetSpent(format!("already took part in round {}", next.round_id)));
+        }
         if self.entries.len() >= policy.max_rounds as usize {
             return Err(HearthError::DeviceBudgetSpent(format!(
                 "joined {} rounds, the most this device joins",
@@ -191,7 +196,7 @@ impl Ledger {
     pub fn spent(&self, policy: &DevicePolicy) -> Result<Spent> {
         let (curious, collusion) = self.epsilons(policy, None)?;
         let may_join = match self.entries.last() {
-            Some(last) => self.admit(last, policy).is_ok(),
+            Some(last) => self.admit(&Contribution { round_id: last.round_id.wrapping_add(1), ..last.clone() }, policy).is_ok(),
             None => true,
         };
         Ok(Spent {
@@ -249,6 +254,11 @@ mod tests {
         }
         let spent = ledger.spent(&p).unwrap();
         assert!(spent.curious_server_epsilon <= p.epsilon_budget && !spent.may_join, "{spent:?}");
+        assert!(matches!(Ledger::default().admit(&secure(0, 8.0), &p), Ok(())));
+        assert!(
+            matches!(ledger.admit(&secure(0, 8.0), &p), Err(HearthError::DeviceBudgetSpent(m)) if m.contains("already took part")),
+            "a round already joined is refused"
+        );
         assert!(joined > 1, "z = 8 affords more than one round within ε 8");
         assert_eq!(spent.collusion_epsilon, f64::INFINITY, "no local noise: no protection from colluding servers");
         let mut more = ledger.clone();

@@ -184,19 +184,23 @@ impl Plan {
     }
 
     /// The poisoning check on a decoded sum (parameter units, from [`Plan::decode`]): shares
-    /// cannot be norm-checked one by one, but n honest reports of norm ≤ C̃ sum to at most n·C̃
-    /// in every tensor and every row of a matrix, and the noise on a block of k coordinates has
-    /// norm below σ·(√k + 10) but with probability e^(−50) (sub-Gaussian concentration). A block
-    /// past n·C̃ plus that is named, and the caller abandons the round. What a malicious client
-    /// can still do undetected is bounded in docs/secure-aggregation.md: at most n·C̃ per block,
-    /// as much as all n honest reports together.
+    /// cannot be checked one by one, but the sum S = s + e of n honest reports (‖s‖ ≤ n·C̃ in
+    /// every tensor and every row of a matrix) and the release's noise e (σ per coordinate) obeys,
+    /// on a block of k coordinates, ‖S‖² = ‖s‖² + 2⟨s, e⟩ + ‖e‖² with ⟨s, e⟩ ≤ 10·σ‖s‖ (a
+    /// Gaussian tail, e^(−50)) and ‖e‖² ≤ σ²(k + 2√(50k) + 100) (Laurent & Massart 2000, Lemma 1,
+    /// e^(−50); the discrete Gaussians here have σ of thousands of grid units, where their
+    /// moments are the Gaussian's). A block past that χ² bound is named, and the caller abandons
+    /// the round. What a malicious report can still do below it is in
+    /// docs/secure-aggregation.md: it can hide in the noise's fluctuation, so on large tensors it
+    /// moves the sum further than all n honest reports together.
     pub fn implausible_block(&self, sum: &[f64], layout: &[ParamSpec]) -> Option<String> {
         let sigma = self.release_sigma() * self.step;
         let signal = self.clients as f64 * self.bound * self.step;
         let too_large = |values: &[f64]| {
-            let norm = values.iter().map(|v| v * v).sum::<f64>().sqrt();
-            let limit = signal + sigma * ((values.len() as f64).sqrt() + 10.0);
-            (norm > limit).then_some((norm, limit))
+            let k = values.len() as f64;
+            let squared: f64 = values.iter().map(|v| v * v).sum();
+            let limit = signal * signal + 20.0 * sigma * signal + sigma * sigma * (k + 2.0 * (50.0 * k).sqrt() + 100.0);
+            (squared > limit).then(|| (squared.sqrt(), limit.sqrt()))
         };
         for p in layout {
             let Some(values) = sum.get(p.offset..p.offset + p.len()) else {
