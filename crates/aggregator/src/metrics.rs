@@ -86,7 +86,12 @@ impl Metrics {
             .collect();
         metric("hearth_updates_rejected_total", "counter", "Uploads refused, by reason.", &rejected);
         metric("hearth_rounds_closed_total", "counter", "Rounds released as a new model.", &one(&self.rounds_closed));
-        metric("hearth_rounds_abandoned_total", "counter", "Rounds ended with nothing released: at their deadline, or (leader) refused by the helper or failing the poisoning check.", &one(&self.rounds_abandoned));
+        metric(
+            "hearth_rounds_abandoned_total",
+            "counter",
+            "Rounds ended with nothing released: at their deadline, or (leader) refused by the helper or failing the poisoning check.",
+            &one(&self.rounds_abandoned),
+        );
         metric("hearth_round_updates", "gauge", "Updates held by the open round.", &one(&self.round_updates));
         metric("hearth_model_version", "gauge", "Version of the published model.", &one(&self.model_version));
         metric("hearth_rounds_released", "gauge", "Rounds whose aggregate was released.", &one(&self.rounds_released));
