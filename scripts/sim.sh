@@ -31,7 +31,7 @@ if [ ! -x target/sim/venv/bin/python ] || ! target/sim/venv/bin/python -c 'impor
 fi
 OPENBLAS_NUM_THREADS=1 target/sim/venv/bin/python scripts/als_baseline.py target/sim/split target/sim/external-als.json 1
 
-log "hearth-sim: popularity, centralized, federated, DP at epsilon 1, 3, 8"
+log "hearth-sim: popularity, centralized, federated, DP through secure aggregation at epsilon 1, 3, 8"
 # shellcheck disable=SC2086
 target/release/hearth-sim --data "$DATA" --out target/sim --external target/sim/external-als.json ${SIM_ARGS:-}
 

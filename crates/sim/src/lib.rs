@@ -8,15 +8,18 @@ pub mod plot;
 pub mod report;
 pub mod rng;
 pub mod runs;
+pub mod secagg;
 pub mod task;
 
 use hearth_core::learning::server::Optimizer;
 use hearth_core::learning::train::TrainConfig;
 use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::params::{Arch, DEFAULT_ARCH, Params};
-use hearth_core::privacy::accountant::{Sampling, noise_for};
-use report::{Report, Run};
-use runs::{Dp, FedConfig};
+use hearth_core::privacy::accountant::{published_epsilon, seen_epsilon};
+use hearth_core::privacy::ledger::DevicePolicy;
+use report::{DpRecord, Report, Run};
+use runs::{FedConfig, Participation};
+use secagg::{Dp, server_noise_for};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -31,14 +34,21 @@ pub struct Options {
     pub ad_slots: usize,
     pub test_fraction: f64,
     pub rounds: usize,
-    /// Devices per round; 0 means every device.
+    /// K: devices a round expects; 0 means every device.
     pub clients_per_round: usize,
+    /// q, each device's chance of joining a round by its own coin; `None`: K/N, so a round
+    /// expects `clients_per_round` devices.
+    pub sampling_rate: Option<f64>,
     /// The aggregator's server optimizer.
     pub server: Optimizer,
     pub centralized_epochs: usize,
     pub eval_every: usize,
     pub clip_norm: f32,
+    /// ε of the published models of each DP run.
     pub epsilons: Vec<f64>,
+    /// z of each device's own discrete Gaussian in the DP runs, in units of C̃: what protects
+    /// it if both servers collude.
+    pub local_noise: f32,
     pub train: TrainConfig,
 }
 
@@ -54,6 +64,7 @@ impl Options {
             test_fraction: 0.2,
             rounds: 20,
             clients_per_round: 0,
+            sampling_rate: None,
             // Tuned on movielens-small (docs/quality.md): FedAdam's per-coordinate steps keep
             // rarely shared rows (a movie few users saw) from being diluted by the mean.
             server: Optimizer::FedAdam { lr: 0.05, beta1: 0.9, beta2: 0.99, tau: 1e-3 },
@@ -62,6 +73,7 @@ impl Options {
             eval_every: 5,
             clip_norm: 0.5,
             epsilons: vec![1.0, 3.0, 8.0],
+            local_noise: 0.0,
             train: TrainConfig::default(),
         }
     }
@@ -71,8 +83,8 @@ impl Options {
     }
 }
 
-/// Runs popularity, centralized, federated and federated + DP at each ε; `external` runs (from
-/// scripts on the same split) are appended as they are.
+/// Runs popularity, centralized, federated and federated + DP (through secure aggregation) at
+/// each ε; `external` runs (from scripts on the same split) are appended as they are.
 pub fn run(opts: &Options, external: Vec<Run>) -> Result<Report, String> {
     let spec = opts.spec();
     let data = data::Dataset::load(&opts.data).map_err(|e| e.to_string())?;
@@ -99,10 +111,11 @@ pub fn run(opts: &Options, external: Vec<Run>) -> Result<Report, String> {
     runs.push(final_run("centralized", history, opts.centralized_epochs, t));
 
     let k = if opts.clients_per_round == 0 { n } else { opts.clients_per_round.min(n) };
+    let q = opts.sampling_rate.unwrap_or(k as f64 / n as f64);
     let fed = FedConfig {
         devices: 0,
         rounds: opts.rounds,
-        clients_per_round: k,
+        sampling_rate: q,
         server: opts.server,
         train: opts.train.clone(),
         dp: None,
@@ -110,28 +123,27 @@ pub fn run(opts: &Options, external: Vec<Run>) -> Result<Report, String> {
         seed: opts.seed,
     };
     let t = Instant::now();
-    let (_, history) = runs::federated(&init, &start, &spec, &task, &fed, "federated")?;
-    runs.push(final_run("federated", history, opts.rounds, t));
+    let out = runs::federated(&init, &start, &spec, &task, &fed, "federated")?;
+    let mut r = final_run("federated", out.history, opts.rounds, t);
+    r.participation = Some(out.participation);
+    r.timing = Some(out.timing);
+    runs.push(r);
 
-    // δ = 1/N^1.1 at the true population; the accountant picks the release noise for ε.
+    // δ = 1/N^1.1 at the true population. Each server's noise is the least that keeps the
+    // published models within ε over all the run's rounds (skipped ones release nothing, so
+    // counting them errs on the safe side).
     let delta = 1.0 / (n as f64).powf(1.1);
     for &epsilon in &opts.epsilons {
-        let release = noise_for(epsilon, n as u64, Sampling::ClientsPerRound(k as u64), opts.rounds as u64, delta)
-            .map_err(|e| e.to_string())?;
-        let dp = Dp {
-            epsilon,
-            delta,
-            clip_norm: opts.clip_norm,
-            device_noise: (release / (k as f64).sqrt()) as f32,
-            release_noise: release,
-        };
+        let z = server_noise_for(epsilon, q, opts.rounds as u64, delta)?;
+        let dp = Dp { clip_norm: opts.clip_norm, server_noise: z, local_noise: opts.local_noise };
         let name = format!("dp-eps-{epsilon}");
         let t = Instant::now();
-        let (_, history) = runs::federated(&init, &start, &spec, &task, &FedConfig { dp: Some(dp), ..fed.clone() }, &name)?;
-        let mut r = final_run(&name, history, opts.rounds, t);
+        let out = runs::federated(&init, &start, &spec, &task, &FedConfig { dp: Some(dp), ..fed.clone() }, &name)?;
+        let mut r = final_run(&name, out.history, opts.rounds, t);
         r.epsilon = Some(epsilon);
         r.delta = Some(delta);
-        r.noise = Some(serde_json::to_value(dp).map_err(|e| e.to_string())?);
+        dp_figures(&mut r, dp, opts.rounds as u64, delta, out.participation)?;
+        r.timing = Some(out.timing);
         runs.push(r);
     }
     runs.extend(external);
@@ -141,6 +153,34 @@ pub fn run(opts: &Options, external: Vec<Run>) -> Result<Report, String> {
         config: serde_json::to_value(opts).map_err(|e| e.to_string())?,
         runs,
     })
+}
+
+/// A DP run's three ε: the published models' (the run's `epsilon`, the threat it names), one
+/// curious server's and both servers' together, per device over the rounds an average device
+/// joined; the curious server's also for the device that joined the most.
+fn dp_figures(r: &mut Run, dp: Dp, rounds: u64, delta: f64, participation: Participation) -> Result<(), String> {
+    let joined = &participation.joined;
+    let mean = joined.iter().map(|&j| f64::from(j)).sum::<f64>() / joined.len().max(1) as f64;
+    let max = joined.iter().copied().max().unwrap_or(0);
+    let seen = |z: f32, joined: u32| seen_epsilon(&vec![f64::from(z); joined as usize], delta).map_err(|e| e.to_string());
+    let typical = mean.round() as u32;
+    r.threat = Some("published models");
+    r.curious_server_epsilon = Some(seen(dp.server_noise, typical)?);
+    r.collusion_epsilon = Some(seen(dp.local_noise, typical)?);
+    r.noise = Some(DpRecord {
+        mechanism: dp,
+        published_epsilon: published_epsilon(participation.sampling_rate, f64::from(dp.server_noise), rounds, delta)
+            .map_err(|e| e.to_string())?,
+        rounds_joined_mean: mean,
+        rounds_joined_max: max,
+        curious_server_epsilon_max: seen(dp.server_noise, max)?,
+        refused_by_device_floor: DevicePolicy::RELEASE
+            .check(dp.clip_norm, dp.local_noise, Some([dp.server_noise; 2]))
+            .err()
+            .map(|e| e.to_string()),
+    });
+    r.participation = Some(participation);
+    Ok(())
 }
 
 fn final_run(name: &str, history: Vec<runs::Point>, rounds: usize, started: Instant) -> Run {
@@ -186,7 +226,7 @@ pub fn scale(opts: &Options, devices: usize) -> Result<(f64, u64), String> {
     let cfg = FedConfig {
         devices,
         rounds: 1,
-        clients_per_round: devices,
+        sampling_rate: 1.0,
         server: opts.server,
         train: opts.train.clone(),
         dp: None,

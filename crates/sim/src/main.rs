@@ -1,5 +1,5 @@
-//! `hearth-sim [OPTIONS]`: every run (popularity, centralized, federated, federated + DP at each
-//! ε, external baselines), one report.
+//! `hearth-sim [OPTIONS]`: every run (popularity, centralized, federated, federated + DP through
+//! secure aggregation at each ε, external baselines), one report.
 //! `hearth-sim split [--data DIR] [--out DIR] [--seed N]`: writes the train/test split and the
 //! sampled candidates as CSV for external baselines.
 //! `hearth-sim scale [--devices N]`: times one federated round with N simulated devices.
@@ -68,9 +68,13 @@ struct RunArgs {
     /// Federated rounds.
     #[arg(long, value_name = "R", default_value_t = defaults().rounds)]
     rounds: usize,
-    /// Devices per round; 0 means every device.
+    /// Devices a round expects; 0 means every device.
     #[arg(long, value_name = "K", default_value_t = defaults().clients_per_round)]
     clients: usize,
+    /// Each device's chance of joining a round, by its own coin, in (0, 1] [default: K / N, so
+    /// a round expects K devices].
+    #[arg(long, value_name = "Q", value_parser = sampling_rate)]
+    sampling_rate: Option<f64>,
     /// Epochs of the centralized run.
     #[arg(long, value_name = "E", default_value_t = defaults().centralized_epochs)]
     epochs: usize,
@@ -80,9 +84,13 @@ struct RunArgs {
     /// L2 clipping norm C of the federated runs.
     #[arg(long, value_name = "C", default_value_t = defaults().clip_norm)]
     clip: f32,
-    /// Central ε of the DP runs, comma-separated; empty for none.
+    /// ε of the DP runs' published models, comma-separated; empty for none.
     #[arg(long, value_name = "LIST", default_value_t = Epsilons(defaults().epsilons))]
     epsilons: Epsilons,
+    /// Noise multiplier of each device's own discrete Gaussian in the DP runs, in units of the
+    /// rounded clip: all that protects a device if both servers collude.
+    #[arg(long, value_name = "Z", default_value_t = defaults().local_noise)]
+    local_noise: f32,
     /// A JSON file of runs from an external baseline (name, auc, logloss, hr10, ndcg10,
     /// wall_s), added to the report as they are; may be repeated.
     #[arg(long, value_name = "FILE")]
@@ -130,14 +138,22 @@ impl fmt::Display for Epsilons {
     }
 }
 
+/// `--sampling-rate`: a probability the device's coin accepts.
+fn sampling_rate(s: &str) -> Result<f64, String> {
+    let q: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if q > 0.0 && q <= 1.0 { Ok(q) } else { Err(format!("{q} is outside (0, 1]")) }
+}
+
 impl RunArgs {
     fn apply(&self, opts: &mut Options) {
         opts.rounds = self.rounds;
         opts.clients_per_round = self.clients;
+        opts.sampling_rate = self.sampling_rate;
         opts.centralized_epochs = self.epochs;
         opts.eval_every = self.eval_every.max(1);
         opts.clip_norm = self.clip;
         opts.epsilons = self.epsilons.0.clone();
+        opts.local_noise = self.local_noise;
         self.server.apply(opts);
     }
 }

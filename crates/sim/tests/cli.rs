@@ -27,6 +27,9 @@ fn help_documents_every_flag_with_its_default() {
         "[default: 20]",
         "--clients <K>",
         "[default: 0]",
+        "--sampling-rate <Q>",
+        "[default: K / N",
+        "--local-noise <Z>",
         "--epochs <E>",
         "--eval-every <N>",
         "[default: 5]",
@@ -60,6 +63,8 @@ fn a_usage_error_exits_2() {
         &["--bogus", "--out", out][..],
         &["--server", "sgd", "--out", out],
         &["--epsilons", "1,x", "--out", out],
+        &["--sampling-rate", "0", "--out", out],
+        &["--sampling-rate", "1.5", "--out", out],
         &["--rounds", "3", "split", "--out", out],
     ] {
         let result = Command::new(BIN).args(args).output().unwrap();

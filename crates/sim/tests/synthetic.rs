@@ -1,55 +1,16 @@
-//! The whole simulation on a small synthetic dataset in MovieLens layout with planted tastes:
-//! every user likes one genre. Checks the loader, that personalization is learned, that the
-//! report has every run, and that a seed reproduces it exactly.
+//! The whole simulation on the shared synthetic dataset (tests/common): checks the loader, that
+//! personalization is learned, that the report has every run, and that a seed reproduces it
+//! exactly.
 
-use hearth_core::model::params::Arch;
+mod common;
+
+use common::{options, scratch, synthetic};
 use hearth_sim::data::Dataset;
-use hearth_sim::{Options, run};
-use std::fmt::Write;
-use std::path::{Path, PathBuf};
-
-const GENRES: [&str; 4] = ["Comedy", "Drama", "Horror", "Sci-Fi"];
-
-/// 40 users, 120 movies (a quarter per genre), 30 ratings each over time: 5 stars for the
-/// user's genre, 2 otherwise. Tags optional, titles with commas quoted.
-fn synthetic(dir: &Path, tags: Option<&str>) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut movies = "movieId,title,genres\n".to_string();
-    for m in 1..=120 {
-        let g = GENRES[m % 4];
-        let _ = writeln!(movies, "{m},\"Film {m}, The Sequel ({})\",{g}|Extra{}", 1990 + m % 30, m % 3);
-    }
-    let mut ratings = "userId,movieId,rating,timestamp\n".to_string();
-    for u in 1..=40u64 {
-        let liked = (u % 4) as usize;
-        for i in 0..30u64 {
-            let m = 1 + (u * 7 + i * 13) % 120;
-            let rating = if m as usize % 4 == liked { 5.0 } else { 2.0 };
-            let _ = writeln!(ratings, "{u},{m},{rating},{}", 1_000_000_000 + u * 100_000 + i * 600);
-        }
-    }
-    std::fs::write(dir.join("movies.csv"), movies).unwrap();
-    std::fs::write(dir.join("ratings.csv"), ratings).unwrap();
-    if let Some(t) = tags {
-        std::fs::write(dir.join("tags.csv"), t).unwrap();
-    }
-    dir.into()
-}
-
-fn options(data: PathBuf) -> Options {
-    let mut o = Options::new(data);
-    o.arch = Arch { buckets: 1024, dim: 8, hidden: 8 };
-    o.user_slots = 16;
-    o.rounds = 4;
-    o.centralized_epochs = 4;
-    o.eval_every = 2;
-    o.epsilons = vec![8.0];
-    o
-}
+use hearth_sim::run;
 
 #[test]
 fn loader_reads_quoted_titles_and_optional_tags() {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sim-loader");
+    let base = scratch("sim-loader");
     let none = Dataset::load(&synthetic(&base.join("none"), None)).unwrap();
     let empty = Dataset::load(&synthetic(&base.join("empty"), Some(""))).unwrap();
     let tagged = Dataset::load(&synthetic(
@@ -67,7 +28,7 @@ fn loader_reads_quoted_titles_and_optional_tags() {
 
 #[test]
 fn the_simulation_learns_planted_tastes_and_is_reproducible() {
-    let data = synthetic(&PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sim-synthetic"), None);
+    let data = synthetic(&scratch("sim-synthetic"), None);
     let opts = options(data);
     let report = run(&opts, Vec::new()).unwrap();
     let names: Vec<&str> = report.runs.iter().map(|r| r.name.as_str()).collect();
@@ -85,10 +46,20 @@ fn the_simulation_learns_planted_tastes_and_is_reproducible() {
     let dp = by("dp-eps-8");
     assert_eq!(dp.epsilon, Some(8.0));
     assert!((dp.delta.unwrap() - 1.0 / 40f64.powf(1.1)).abs() < 1e-15);
+    // Its ε names its observer; one curious server sees every round a device joined (here all
+    // of them, q = 1), and without local noise colluding servers see everything.
+    assert_eq!(dp.threat, Some("published models"));
+    let noise = dp.noise.as_ref().unwrap();
+    assert!(noise.published_epsilon <= 8.0 && noise.published_epsilon > 7.99, "{noise:?}");
+    assert!(dp.curious_server_epsilon.unwrap() > 8.0, "{dp:?}");
+    assert_eq!(dp.collusion_epsilon, Some(f64::INFINITY));
+    assert_eq!((noise.rounds_joined_mean, noise.rounds_joined_max), (4.0, 4));
+    let participation = dp.participation.as_ref().unwrap();
+    assert_eq!((participation.sampling_rate, &participation.per_round[..]), (1.0, &[40; 4][..]));
     assert_eq!(by("federated").history.iter().map(|p| p.round).collect::<Vec<_>>(), [0, 2, 4]);
 
     // Both plots render as PNG files.
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sim-plots");
+    let out = scratch("sim-plots");
     std::fs::create_dir_all(&out).unwrap();
     hearth_sim::plot::metrics_vs_round(&report.runs, &out.join("rounds.png")).unwrap();
     hearth_sim::plot::utility_vs_epsilon(&report.runs, &out.join("epsilon.png")).unwrap();
