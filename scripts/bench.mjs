@@ -3,7 +3,10 @@
 // native records and writes target/bench/score.json and target/bench/train.json
 // (../shared/BENCH_FORMAT.md).
 //
-//   node scripts/bench.mjs [--cold-runs 5] [--out target/bench/score.json]
+//   node scripts/bench.mjs [--cold-runs 5] [--out target/bench/score.json] [--only train]
+//
+// --only train: only the training and upload-build pages (target/bench/train.json);
+// score.json is left as it is.
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -20,6 +23,8 @@ const NATIVE = path.resolve(ROOT, 'target/bench/score-native.json');
 const COLD_RUNS = Number(opt('--cold-runs', 5));
 const TRAIN_NATIVE = path.resolve(ROOT, 'target/bench/train-native.json');
 const TRAIN_OUT = path.join(path.dirname(OUT), 'train.json');
+const ONLY = opt('--only', 'all');
+if (!['all', 'train'].includes(ONLY)) throw new Error(`--only ${ONLY}: expected train`);
 
 function commitId() {
   try {
@@ -64,6 +69,42 @@ const server = await startServer();
 const browser = await launchChromium();
 try {
   console.error(`bench: ${server.url}/bench/ in ${browser.version()}`);
+  if (ONLY === 'all') await scoreBench();
+
+  // Training: the browser's trainAndBuildUpdate beside xtask bench-train's native figures.
+  const trainRecords = (await runPage(browser, `${server.url}/bench/?mode=train`)).rows.map(({ n, train_update }) => ({
+    metric: 'train_update', value: train_update, unit: 'ms', engine: 'wasm', n, commit,
+  }));
+  // The device's cost of one upload's build, training excluded (takePart against
+  // trainAndBuildUpdate, both with training cut to nothing; see www/bench/bench.mjs).
+  const share = await runPage(browser, `${server.url}/bench/?mode=secagg`);
+  const params = (share.reportBytes - 123) / 3; // Report::encoded_len(params) = 123 + 3·params
+  const note = 'no events and no training steps: the build on a zero delta plus the call (native: participate_untrained)';
+  trainRecords.push(
+    { metric: 'secagg_share', value: share.report.p50, unit: 'ms', engine: 'wasm', params, note, commit },
+    { metric: 'secagg_share_no_device_noise', value: share.quiet.p50, unit: 'ms', engine: 'wasm', params, note, commit },
+    { metric: 'privatize', value: share.update.p50, unit: 'ms', engine: 'wasm', format: 'f32', params, note, commit },
+    { metric: 'participate_untrained', value: share.report.p50, unit: 'ms', engine: 'wasm', format: 'secagg', params, commit },
+    { metric: 'participate_untrained', value: share.update.p50, unit: 'ms', engine: 'wasm', format: 'f32', params, commit },
+  );
+  const wasmTrain = trainRecords.find((r) => r.metric === 'train_update' && r.n === 1000)?.value;
+  if (wasmTrain !== undefined) {
+    trainRecords.push({ metric: 'secagg_overhead', value: share.report.p50 / wasmTrain, unit: 'ratio', engine: 'wasm', n: 1000, params, commit });
+  }
+  if (fs.existsSync(TRAIN_NATIVE)) {
+    trainRecords.unshift(...JSON.parse(fs.readFileSync(TRAIN_NATIVE, 'utf8')).map((r) => ({ ...r, commit })));
+  } else {
+    console.error(`bench: ${path.relative(ROOT, TRAIN_NATIVE)} missing; run \`make bench\` for native figures`);
+  }
+  fs.mkdirSync(path.dirname(TRAIN_OUT), { recursive: true });
+  fs.writeFileSync(TRAIN_OUT, JSON.stringify(trainRecords, null, 2) + '\n');
+  printTrain(trainRecords);
+} finally {
+  await browser.close();
+  await server.close();
+}
+
+async function scoreBench() {
   const full = await runPage(browser, `${server.url}/bench/?mode=full`);
   if (!full.crossOriginIsolated) console.error('bench: warning: page not cross-origin isolated, timer resolution is 100 us');
   for (const { n, tract, ort, maxAbsDiff } of full.rows) {
@@ -114,26 +155,10 @@ try {
     console.error(`bench: ${path.relative(ROOT, NATIVE)} missing; run \`make bench\` for native figures`);
   }
 
-  // Training: the browser's trainAndBuildUpdate beside xtask bench-train's native figures.
-  const trainRecords = (await runPage(browser, `${server.url}/bench/?mode=train`)).rows.map(({ n, train_update }) => ({
-    metric: 'train_update', value: train_update, unit: 'ms', engine: 'wasm', n, commit,
-  }));
-  if (fs.existsSync(TRAIN_NATIVE)) {
-    trainRecords.unshift(...JSON.parse(fs.readFileSync(TRAIN_NATIVE, 'utf8')).map((r) => ({ ...r, commit })));
-  } else {
-    console.error(`bench: ${path.relative(ROOT, TRAIN_NATIVE)} missing; run \`make bench\` for native figures`);
-  }
-  fs.mkdirSync(path.dirname(TRAIN_OUT), { recursive: true });
-  fs.writeFileSync(TRAIN_OUT, JSON.stringify(trainRecords, null, 2) + '\n');
-  printTrain(trainRecords);
-
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
   fs.writeFileSync(OUT, JSON.stringify(records, null, 2) + '\n');
   printTable(records, { engines: cold, coldRuns: COLD_RUNS, ortWasm: path.basename(ortWasm) });
   console.log(`wrote ${path.relative(ROOT, OUT)} (${records.length} records, commit ${commit})`);
-} finally {
-  await browser.close();
-  await server.close();
 }
 
 function printTable(records, cold) {
@@ -169,4 +194,12 @@ function printTrain(records) {
   console.log('\nlocal training + update build, ms');
   for (const r of records.filter((r) => r.metric === 'train_update')) console.log(`${r.engine.padEnd(8)} n=${String(r.n).padEnd(6)} ${r.value.toFixed(1)}`);
   for (const r of records.filter((r) => r.metric === 'upload_size')) console.log(`upload ${r.format.padEnd(10)} ${r.value} bytes (${r.params} parameters)`);
+  console.log('\none upload\'s build, training excluded, ms (p50)');
+  for (const engine of ['native', 'wasm']) {
+    const v = (metric, format) => records.find((r) => r.metric === metric && r.engine === engine && (!format || r.format === format))?.value;
+    const fmt = (x, d = 2) => (x === undefined ? '-' : x.toFixed(d));
+    const overhead = v('secagg_overhead');
+    console.log(`${engine.padEnd(8)} secagg report ${fmt(v('secagg_share'))} (no device noise ${fmt(v('secagg_share_no_device_noise'))}) | f32 update ${fmt(v('privatize', 'f32'))} | ` +
+      `report / train_update at 1,000 events ${overhead === undefined ? '-' : `${(overhead * 100).toFixed(1)}%`}`);
+  }
 }

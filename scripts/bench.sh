@@ -2,24 +2,52 @@
 # `make bench`: native ranking benchmark (xtask), then the browser benchmark
 # (www/bench/ in headless Chromium), then the aggregator under upload load;
 # writes target/bench/score.json, train.json and aggregator.json.
+#
+#   scripts/bench.sh [train | aggregator] [scripts/bench.mjs flags]
+#
+# `train`: only the device's side (native and browser training, upload builds and sizes:
+# train.json). `aggregator`: only the load generator (plaintext single server and secure-
+# aggregation leader + helper: aggregator.json), no browser. Without either, everything.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
+ONLY=all
+case "${1:-}" in
+  train | aggregator)
+    ONLY="$1"
+    shift
+    ;;
+esac
+
 scripts/setup.sh
-scripts/build-wasm.sh
+[ "$ONLY" = aggregator ] || scripts/build-wasm.sh
 
-log "native: xtask bench-native"
-rm -f target/bench/score-native.json # never merge figures from an older run
-cargo run -p xtask --release -- bench-native --out target/bench/score-native.json
+if [ "$ONLY" = all ]; then
+  log "native: xtask bench-native"
+  rm -f target/bench/score-native.json # never merge figures from an older run
+  cargo run -p xtask --release -- bench-native --out target/bench/score-native.json
+fi
 
-log "native: xtask bench-train"
-rm -f target/bench/train-native.json
-cargo run -p xtask --release -- bench-train --out target/bench/train-native.json
+if [ "$ONLY" != aggregator ]; then
+  log "native: xtask bench-train"
+  rm -f target/bench/train-native.json
+  cargo run -p xtask --release -- bench-train --out target/bench/train-native.json
+fi
 
-log "aggregator: xtask bench-aggregator (load generator in its own process)"
-cargo build --release -p hearth-aggregator
-rm -f target/bench/aggregator.json
-cargo run -p xtask --release -- bench-aggregator --out target/bench/aggregator.json
+if [ "$ONLY" != train ]; then
+  log "aggregator: xtask bench-aggregator (load generator in its own process)"
+  cargo build --release -p hearth-aggregator
+  rm -f target/bench/aggregator.json
+  cargo run -p xtask --release -- bench-aggregator --out target/bench/aggregator.json
+fi
 
-log "browser: www/bench/"
-node scripts/bench.mjs "$@"
+case "$ONLY" in
+  all)
+    log "browser: www/bench/"
+    node scripts/bench.mjs "$@"
+    ;;
+  train)
+    log "browser: www/bench/ (training and upload builds only)"
+    node scripts/bench.mjs --only train "$@"
+    ;;
+esac

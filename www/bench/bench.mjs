@@ -1,4 +1,5 @@
-// Browser benchmark page. Modes: ?mode=full (the default), ?mode=cold, ?mode=cold-ort, ?mode=gpu and ?mode=train;
+// Browser benchmark page. Modes: ?mode=full (the default), ?mode=cold, ?mode=cold-ort, ?mode=gpu, ?mode=train
+// and ?mode=secagg;
 // the outcome is published on window.__bench = {status: 'running'|'done'|'error', result|error}
 // for scripts/bench.mjs (Playwright) and printed on the page for humans.
 //
@@ -13,7 +14,10 @@
 //   catalog: JS + wasm fetch, compile/instantiate, model fetch + load,
 //   profile + setCatalog(1000), first rank.
 // cold-ort: the same for onnxruntime-web (see coldOrt).
-import { NOW, benchContext, benchTask, syntheticCatalog, syntheticLocalEvents, syntheticProfileEvents } from './workload.mjs';
+import {
+  BENCH_SECAGG, NOW, benchContext, benchTask, benchUntrainedSecAggTask, benchUntrainedTask, syntheticCatalog,
+  syntheticLocalEvents, syntheticProfileEvents,
+} from './workload.mjs';
 import { loadOrt, ortFeeds } from './ort.mjs';
 
 const SIZES = [100, 1000, 10000];
@@ -201,6 +205,57 @@ async function train() {
   return { rows };
 }
 
+// secagg: the device's cost of building one upload, training excluded, for a secure-aggregation
+// report (takePart: clip, quantize, the device's discrete Gaussian, the leader's share, the seed
+// sealed to the helper, encode) and for today's f32 update (trainAndBuildUpdate). The module
+// has no export that builds an upload from a given delta, so both run on a Hearth with no
+// events under a task with no training steps: what is timed is the build on a zero delta (its
+// cost does not depend on the values) plus the call's own bookkeeping, which `xtask
+// bench-train` measures natively both ways (participate_untrained against secagg_share). The
+// helper's configuration carries a fresh X25519 key from WebCrypto, as a helper would serve.
+async function secagg() {
+  const { default: init, Hearth } = await import('/pkg/hearth.js');
+  await init();
+  const pack = await fetchPack();
+  const helper = await benchHelperConfig();
+  const hearth = new Hearth(pack.onnx, pack.manifest);
+  hearth.setCatalog(syntheticCatalog(200));
+  const reportTask = benchUntrainedSecAggTask();
+  const updateTask = benchUntrainedTask();
+  // The same round without the device's own noise (a leader's devices may add none).
+  const quietTask = { ...reportTask, noise_multiplier: 0 };
+  const takePart = (task = reportTask) => {
+    // A fresh ledger every time: the budget check runs, and no round is ever spent.
+    const taken = hearth.takePart(task, helper, null, null);
+    if (taken.status !== 'joined' || !taken.upload) throw new Error(`takePart: ${taken.status}`);
+    return taken;
+  };
+  const first = takePart();
+  if (first.contentType !== 'application/vnd.hearth.report') throw new Error(`takePart uploads ${first.contentType}`);
+  const reportBytes = first.upload.length;
+  const updateBytes = hearth.trainAndBuildUpdate(updateTask).length;
+  const report = await time(() => takePart());
+  const quiet = await time(() => takePart(quietTask));
+  const update = await time(() => hearth.trainAndBuildUpdate(updateTask));
+  say(`secagg report (takePart, no training): p50 ${report.p50.toFixed(2)} ms, ${reportBytes} bytes; ` +
+    `without the device's noise ${quiet.p50.toFixed(2)} ms | ` +
+    `f32 update (trainAndBuildUpdate, no training): p50 ${update.p50.toFixed(2)} ms, ${updateBytes} bytes`);
+  return { report, quiet, update, reportBytes, updateBytes };
+}
+
+const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+
+// What a helper of BENCH_SECAGG serves (HelperConfig), for a fresh X25519 key.
+async function benchHelperConfig() {
+  const pair = /** @type {CryptoKeyPair} */ (await crypto.subtle.generateKey({ name: 'X25519' }, true, ['deriveBits']));
+  const publicKey = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey));
+  return {
+    hpke: { key_id: 1, kem: 'DHKEM(X25519, HKDF-SHA256)', kdf: 'HKDF-SHA256', aead: 'ChaCha20Poly1305', public_key: hex(publicKey) },
+    noise_multiplier: BENCH_SECAGG.helper_noise,
+    min_clients: BENCH_SECAGG.clients,
+  };
+}
+
 // gpu: whole-catalog logits, WebGPU (wgpu + WGSL, ad side resident on the GPU) against tract on
 // the CPU, in the same page, at 1,000 and 10,000 ads. Headless Chromium's adapter is SwiftShader,
 // a CPU emulation of a GPU: these figures check the path, they say nothing of a real GPU's speed.
@@ -233,7 +288,7 @@ window.__bench = { status: 'running' };
 const mode = new URLSearchParams(location.search).get('mode') ?? 'full';
 say(`mode=${mode} crossOriginIsolated=${crossOriginIsolated}`);
 try {
-  const result = await ({ cold, 'cold-ort': coldOrt, full, gpu, train }[mode] ?? full)();
+  const result = await ({ cold, 'cold-ort': coldOrt, full, gpu, secagg, train }[mode] ?? full)();
   window.__bench = { status: 'done', result };
   say('done');
 } catch (e) {

@@ -1,6 +1,6 @@
 // The benchmark workload: synthetic catalogs, profile and page context.
 // Mirrors xtask/src/bench.rs (synthetic_ad, synthetic_profile, synthetic_events,
-// bench_task, bench_context, NOW) exactly, so browser and native figures rank the same data. Change both
+// bench_task, BENCH_SECAGG, bench_secagg_task, bench_untrained_task, bench_context, NOW) exactly, so browser and native figures rank the same data. Change both
 // together.
 
 export const NOW = 1_750_000_000_000;
@@ -50,5 +50,18 @@ export function syntheticLocalEvents(n) {
 
 /** The round the training benchmark runs (xtask bench_task): default training, C = 1, z = 1. */
 export const benchTask = (encoding) => ({ round_id: 1, model_version: 1, clip_norm: 1, noise_multiplier: 1, encoding });
+
+/** The secure round of the share benchmark (xtask BENCH_SECAGG): K = 100, both servers at z = 4. */
+export const BENCH_SECAGG = { clients: 100, leader_noise: 4, helper_noise: 4 };
+
+/** benchTask as a leader announces it (xtask bench_secagg_task): the device's own noise z = 1. */
+export const benchSecAggTask = () => ({ ...benchTask('f32'), secagg: BENCH_SECAGG });
+
+/** benchTask with training cut to nothing (xtask bench_untrained_task): no reconstruction steps,
+ * no epochs, no minimum of events; what is left is the upload's build and its bookkeeping. */
+export const benchUntrainedTask = () => ({ ...benchTask('f32'), min_events: 0, train: { reconstruction_steps: 0, epochs: 0 } });
+
+/** benchUntrainedTask as a leader announces it (xtask bench_untrained_secagg_task). */
+export const benchUntrainedSecAggTask = () => ({ ...benchUntrainedTask(), secagg: BENCH_SECAGG });
 
 export const benchContext = () => ({ topics: ['sports'], keywords: [], slot: 'sidebar', hour: 14 });

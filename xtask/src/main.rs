@@ -41,9 +41,9 @@ enum Task {
     RankFixture(fixture::Args),
     /// Native ranking benchmark at 100, 1,000 and 10,000 ads.
     BenchNative(bench::NativeArgs),
-    /// Native local training + update build benchmark, and the upload sizes.
+    /// Native local training + update build benchmark, each upload format's build cost and size.
     BenchTrain(bench::TrainArgs),
-    /// Upload load generator against the release aggregator and against `xtask http-sink`.
+    /// Upload load generator: plaintext single server, secure-aggregation leader + helper, `xtask http-sink`.
     BenchAggregator(loadgen::Args),
     /// Minimal HTTP server that discards uploads: the bench-aggregator's transport ceiling.
     HttpSink(sink::Args),
@@ -156,6 +156,8 @@ mod tests {
                     "[default: target/release/hearth-aggregator]",
                     "--seconds <S>",
                     "[default: 6]",
+                    "--min-clients <K>",
+                    "[default: 100 10000]",
                 ],
             ),
             ("http-sink", &["[ENCODING]", "[default: f32]"]),
@@ -175,6 +177,8 @@ mod tests {
             &["xtask", "bench-native", "--out", "target/bench/score-native.json"][..],
             &["xtask", "bench-train", "--out", "target/bench/train-native.json"],
             &["xtask", "bench-aggregator", "--out", "target/bench/aggregator.json"],
+            &["xtask", "bench-aggregator", "--min-clients", "10000"],
+            &["xtask", "bench-aggregator", "--min-clients", "100,10000", "--seconds", "2"],
             &["xtask", "rank-fixture", "tests/fixtures/rank.json"],
             &["xtask", "gen-pack", "--out", "models/default", "--seed", "7"],
             &["xtask", "gen-demo"],
@@ -185,9 +189,13 @@ mod tests {
         ] {
             Cli::try_parse_from(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
         }
-        for bad in
-            [&["xtask", "http-sink", "f16"][..], &["xtask", "rank-fixture"], &["xtask", "bench-aggregator", "--seconds", "0"]]
-        {
+        for bad in [
+            &["xtask", "http-sink", "f16"][..],
+            &["xtask", "rank-fixture"],
+            &["xtask", "bench-aggregator", "--seconds", "0"],
+            &["xtask", "bench-aggregator", "--min-clients", "9"],
+            &["xtask", "bench-aggregator", "--min-clients", "10001"],
+        ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
     }
