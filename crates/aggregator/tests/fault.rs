@@ -8,11 +8,10 @@
 mod common;
 
 use common::*;
-use hearth_aggregator::noise::{Drawer, TEST_SEED_VARIABLE, release_seed};
+use hearth_aggregator::noise::{Drawer, TEST_SEED_VARIABLE};
 use hearth_core::model::params::Gaussian;
-use hearth_core::privacy::noise::{Sampler, SeededRandom};
 use hearth_core::privacy::seal::HelperKey;
-use hearth_core::privacy::shares::{Binding, ShareSum, build_report, centred};
+use hearth_core::privacy::shares::{Binding, centred};
 use hearth_core::privacy::wire::{Encoding, Update};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -245,11 +244,8 @@ fn sigkill_of_leader_or_helper_loses_no_acknowledged_report_and_releases_once() 
     let binding: Binding = task.binding(before.params.values.len()).unwrap();
     let key = HelperKey::from_config(&fetch_helper_config(&helper).hpke).unwrap();
     let make: Make = Arc::new(move |seed| {
-        let mut g = Gaussian::new(seed);
-        let scale = binding.clip_norm / (binding.params as f32).sqrt();
-        let delta = (0..binding.params).map(|_| g.normal() as f32 * scale).collect();
-        let built = build_report(delta, &binding, &key, &mut Sampler::os()).unwrap();
-        Sent { id: built.report.report_id, body: built.report.encode(), adds: Adds::Grid(built.grid) }
+        let (report, grid) = random_report(&binding, &key, seed);
+        Sent { id: report.report_id, body: report.encode(), adds: Adds::Grid(grid) }
     });
     let mut sent: HashMap<[u8; 16], Sent> = HashMap::new();
     let mut tally = [0u64; 4];
@@ -289,12 +285,8 @@ fn sigkill_of_leader_or_helper_loses_no_acknowledged_report_and_releases_once() 
     assert_eq!(after.manifest.model_version, 2);
 
     let plan = binding.plan().unwrap();
-    let noise = |drawer, sigma| {
-        let mut n = ShareSum::new(plan.params);
-        n.add_noise(sigma, &mut Sampler::from_source(SeededRandom::new(release_seed(SEED, drawer, task.round_id)))).unwrap();
-        n.values()
-    };
-    let (noise_l, noise_h) = (noise(Drawer::Leader, plan.sigma_leader), noise(Drawer::Helper, plan.sigma_helper));
+    let (noise_l, noise_h) =
+        (seeded_noise(&plan, Drawer::Leader, task.round_id, SEED), seeded_noise(&plan, Drawer::Helper, task.round_id, SEED));
     let mut sum = vec![0i64; plan.params];
     for id in &in_db {
         let Adds::Grid(g) = &sent[id].adds else { unreachable!("a leader takes reports") };

@@ -5,16 +5,15 @@ mod common;
 
 use common::*;
 use hearth_aggregator::helper::{AggregateRequest, SealedSeed};
-use hearth_aggregator::noise::{Drawer, TEST_SEED_VARIABLE, release_seed};
+use hearth_aggregator::noise::{Drawer, TEST_SEED_VARIABLE};
 use hearth_core::device::engine::Engine;
 use hearth_core::device::event::{AdRef, Event, EventKind};
 use hearth_core::device::profile::{Profile, ProfileConfig};
 use hearth_core::learning::round::{HelperConfig, RoundTask};
-use hearth_core::model::params::Gaussian;
 use hearth_core::privacy::accountant::seen_epsilon;
-use hearth_core::privacy::noise::{Sampler, SeededRandom};
+use hearth_core::privacy::noise::Sampler;
 use hearth_core::privacy::seal::{HelperKey, KeyPair};
-use hearth_core::privacy::shares::{Binding, Plan, Report, SecAggTask, ShareSum, build_report, centred, read_values};
+use hearth_core::privacy::shares::{Binding, Report, SecAggTask, build_report, centred, read_values};
 
 const K: u64 = 10;
 const LR: f64 = 0.01;
@@ -22,15 +21,6 @@ const SEED: u64 = 20_261_202;
 
 fn binding(task: &RoundTask, params: usize) -> Binding {
     task.binding(params).expect("a leader's task is a secure round")
-}
-
-/// A report of a random update of norm about C, and its grid values.
-fn random_report(b: &Binding, key: &HelperKey, seed: u64) -> (Report, Vec<i64>) {
-    let mut g = Gaussian::new(seed);
-    let scale = b.clip_norm / (b.params as f32).sqrt();
-    let delta = (0..b.params).map(|_| g.normal() as f32 * scale).collect();
-    let built = build_report(delta, b, key, &mut Sampler::os()).unwrap();
-    (built.report, built.grid)
 }
 
 /// A device that reads and clicks, trained on its own events against `pack`.
@@ -51,16 +41,6 @@ fn trained_delta(pack: hearth_core::model::pack::ModelPack, task: &RoundTask) ->
     }
     let examples = e.examples().unwrap();
     e.train(&examples, &task.train).unwrap().delta
-}
-
-fn seeded_noise(plan: &Plan, drawer: Drawer, round: u64) -> Vec<u32> {
-    let sigma = match drawer {
-        Drawer::Leader => plan.sigma_leader,
-        Drawer::Helper => plan.sigma_helper,
-    };
-    let mut n = ShareSum::new(plan.params);
-    n.add_noise(sigma, &mut Sampler::from_source(SeededRandom::new(release_seed(SEED, drawer, round)))).unwrap();
-    n.values()
 }
 
 fn pair(name: &str, pack: impl Fn(&std::path::Path) -> std::path::PathBuf, env: &[(&str, &str)]) -> (Server, Server) {
@@ -104,7 +84,7 @@ fn a_round_through_both_servers_moves_the_model_by_the_sum_plus_both_noises() {
 
     // What the release must be: Σ grid + leader noise + helper noise, mod 2^24, centred, × γ / n.
     let (noise_l, noise_h) =
-        (seeded_noise(&plan, Drawer::Leader, task.round_id), seeded_noise(&plan, Drawer::Helper, task.round_id));
+        (seeded_noise(&plan, Drawer::Leader, task.round_id, SEED), seeded_noise(&plan, Drawer::Helper, task.round_id, SEED));
     let mean: Vec<f64> = (0..d)
         .map(|j| {
             let sum: i64 = grids.iter().map(|g| g[j]).sum();

@@ -281,3 +281,35 @@ pub fn post_with(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<
     let status = resp.status().as_u16();
     (status, resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap_or_default())
 }
+
+/// A report of a random update of norm about C (from `seed`), and its grid values.
+pub fn random_report(
+    b: &hearth_core::privacy::shares::Binding,
+    key: &hearth_core::privacy::seal::HelperKey,
+    seed: u64,
+) -> (hearth_core::privacy::shares::Report, Vec<i64>) {
+    let mut g = Gaussian::new(seed);
+    let scale = b.clip_norm / (b.params as f32).sqrt();
+    let delta = (0..b.params).map(|_| g.normal() as f32 * scale).collect();
+    let built = hearth_core::privacy::shares::build_report(delta, b, key, &mut Sampler::os()).unwrap();
+    (built.report, built.grid)
+}
+
+/// The noise `drawer` added to round `round`'s release when the servers ran with
+/// `HEARTH_TEST_NOISE_SEED = seed`, recomputed.
+pub fn seeded_noise(
+    plan: &hearth_core::privacy::shares::Plan,
+    drawer: hearth_aggregator::noise::Drawer,
+    round: u64,
+    seed: u64,
+) -> Vec<u32> {
+    use hearth_aggregator::noise::{Drawer, release_seed};
+    let sigma = match drawer {
+        Drawer::Leader => plan.sigma_leader,
+        Drawer::Helper => plan.sigma_helper,
+    };
+    let mut n = hearth_core::privacy::shares::ShareSum::new(plan.params);
+    let source = hearth_core::privacy::noise::SeededRandom::new(release_seed(seed, drawer, round));
+    n.add_noise(sigma, &mut Sampler::from_source(source)).unwrap();
+    n.values()
+}
