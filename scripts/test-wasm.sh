@@ -18,5 +18,12 @@ export WASM_BINDGEN_TEST_WEBDRIVER_JSON="$ROOT/webdriver.json"
 export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}"
 export RUSTFLAGS="$WASM_RUSTFLAGS"
 
+# chromedriver makes a Chromium profile (~110 MB) under $TMPDIR for each test binary and, killed
+# by the runner, never removes it: give it a directory of its own and remove that afterwards.
+mkdir -p "$ROOT/target"
+TMPDIR="$(mktemp -d "$ROOT/target/wasm-test-tmp.XXXXXX")"
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
+
 log "hearth-core tests in headless Chromium"
 cargo test -p hearth-core --target wasm32-unknown-unknown "$@"

@@ -290,6 +290,7 @@ mod tests {
             ]),
         )
         .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(c.listen, "0.0.0.0:9");
         assert_eq!(c.round.min_clients, 50);
         assert_eq!(c.round.clip_norm, 0.5);
