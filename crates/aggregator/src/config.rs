@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 /// No aggregate is ever released from fewer devices than this, whatever the file says.
 pub const MIN_CLIENTS_FLOOR: u64 = 10;
+/// File descriptors kept back from `max_connections = 0` for the listener, the database, the
+/// helper client and logs.
+pub const FD_RESERVE: usize = 64;
 /// Environment variables with this prefix override the file; `__` separates nested keys.
 pub const ENV_PREFIX: &str = "HEARTH_AGG__";
 
@@ -44,11 +47,31 @@ pub struct Config {
     /// The ad catalog (JSON, `{"ads": [...], "creatives": {...}}`) served whole at
     /// `/v1/catalog.json`; read and checked once at start.
     pub catalog: Option<PathBuf>,
-    /// Whole-body read deadline for an upload; slower senders get 408.
+    /// Open connections at most; 0 (the default): the process's open-file limit less
+    /// [`FD_RESERVE`]. At the cap, the connection idle longest (no request in flight) is closed
+    /// to make room for the new one.
+    pub max_connections: usize,
+    /// A new connection must deliver a whole request head within this of being accepted, and a
+    /// kept-alive one within this of its next head's first byte; else it is closed.
+    pub header_timeout_ms: u64,
+    /// A kept-alive connection with no request in flight and no byte arriving is closed after
+    /// this.
+    pub idle_timeout_ms: u64,
+    /// Whole-upload deadline, from the request head to the verdict (slot wait and body read
+    /// included); slower senders get 408.
     pub body_timeout_ms: u64,
-    /// Uploads read, validated or waiting for the keeper at once; more wait their turn before
-    /// their body is read, which bounds memory under any load.
+    /// From `body_grace_ms` after the head on, an upload body must keep arriving at this many
+    /// bytes per second on average, or it is cut off with 408.
+    pub min_body_rate: u64,
+    /// See `min_body_rate`.
+    pub body_grace_ms: u64,
+    /// Uploads holding a slot (read past their first 64 KiB, validated or waiting for the keeper)
+    /// at once; this bounds upload memory under any load.
     pub upload_concurrency: usize,
+    /// Longest wait for an upload slot; then 503 with Retry-After.
+    pub upload_wait_ms: u64,
+    /// Published model versions kept in memory for `/v1/models/{v}/…` besides the current one.
+    pub model_cache_versions: usize,
     /// Validated uploads waiting for the keeper; beyond it the server answers 503 with
     /// Retry-After.
     pub queue: usize,
@@ -114,8 +137,15 @@ impl Default for Config {
             initial_model: "models/default".into(),
             www: None,
             catalog: None,
-            body_timeout_ms: 10_000,
-            upload_concurrency: 32,
+            max_connections: 0,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_timeout_ms: 30_000,
+            min_body_rate: 32 * 1024,
+            body_grace_ms: 2_000,
+            upload_concurrency: 64,
+            upload_wait_ms: 1_000,
+            model_cache_versions: 8,
             queue: 64,
             round: RoundConfig::default(),
             optimizer: Optimizer::default(),
