@@ -7,7 +7,8 @@
 # The helper stops when the leader does. The site is committed; `cargo run -p xtask --release --
 # gen-demo` regenerates it. PORT=8080 make demo picks the leader's port (default 8000); the
 # helper stays on 8001, the address the demo pages name in data-helper. The databases are
-# target/demo/hearth.db and target/demo/helper.db (delete both to start over).
+# target/demo/hearth.db and target/demo/helper.db, created by --init when missing (delete both to
+# start over).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -19,7 +20,7 @@ cargo build --release -p hearth-aggregator
 PORT="${PORT:-8000}"
 
 log "starting the helper on http://127.0.0.1:8001/"
-target/release/hearth-aggregator --config crates/aggregator/demo-helper.toml &
+target/release/hearth-aggregator --config crates/aggregator/demo-helper.toml --init &
 HELPER=$!
 trap 'kill "$HELPER" 2>/dev/null || true; wait "$HELPER" 2>/dev/null || true' EXIT
 # Devices fetch the helper's key as soon as a round asks for a report: wait until it listens.
@@ -30,4 +31,4 @@ for _ in $(seq 100); do
 done
 
 log "open http://127.0.0.1:$PORT/demo/  (Ctrl-C to stop)"
-HEARTH_AGG__LISTEN="\"127.0.0.1:$PORT\"" target/release/hearth-aggregator --config crates/aggregator/demo.toml
+HEARTH_AGG__LISTEN="\"127.0.0.1:$PORT\"" target/release/hearth-aggregator --config crates/aggregator/demo.toml --init

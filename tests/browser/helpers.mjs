@@ -59,11 +59,12 @@ export async function hearthPage(env) {
 }
 
 // One hearth-aggregator process with `config` and environment `overrides` on a free port with a
-// fresh database; `cargo test` or `cargo build -p hearth-aggregator` builds the binary.
+// fresh database (created by --init); `cargo test` or `cargo build -p hearth-aggregator` builds
+// the binary.
 async function spawnAggregator(config, overrides = {}) {
   const bin = process.env.HEARTH_AGGREGATOR ?? 'target/debug/hearth-aggregator';
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-agg-'));
-  const child = spawn(bin, ['--config', config], {
+  const child = spawn(bin, ['--config', config, '--init'], {
     env: {
       ...process.env,
       HEARTH_AGG__LISTEN: '"127.0.0.1:0"',

@@ -19,6 +19,8 @@ use crate::metrics::Metrics;
 use crate::privacy::{Budget, PrivacyStatus};
 use crate::reason::{Reason, Reject};
 use crate::store::{Closing, RoundRow, Store, StoredModel};
+use crate::store_file::{Identity, StoreError};
+use crate::store_health::StoreHealth;
 use crate::validate::{self, Expect, Upload};
 use axum::body::Bytes;
 use hearth_core::learning::round::{HelperConfig, RoundTask};
@@ -89,6 +91,10 @@ pub enum StartError {
     /// The database cannot be opened, migrated or read (operator's disk or permissions).
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    /// The database file is missing, not this role's store, or not writable; or `init` found
+    /// one there already (operator's path, files or permissions).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The initial or stored model pack is refused by hearth-core (operator's pack).
     #[error("model pack: {0}")]
     Model(#[from] hearth_core::HearthError),
@@ -164,6 +170,7 @@ const HELPER_RETRY_MS: i64 = 2_000;
 
 pub struct Keeper {
     store: Store,
+    health: Arc<StoreHealth>,
     config: Config,
     budget: Budget,
     features: FeatureSpec,
@@ -183,21 +190,19 @@ pub fn now_ms() -> i64 {
 }
 
 impl Keeper {
-    /// Opens the store (seeding it with the initial model), recovers the open round and its
+    /// `init`: creates the store, seeded with the initial model (checked against tract-onnx).
+    pub fn create_store(config: &Config) -> Result<Identity, StartError> {
+        let first = read_initial_model(config)?;
+        Ok(Store::create(&config.database, config.role, &first, now_ms())?)
+    }
+
+    /// Opens the store `init` made (never creating one), recovers the open round and its
     /// running sum, opens a round if none is open and the budget allows.
     pub fn start(config: Config, metrics: Arc<Metrics>) -> Result<(Keeper, watch::Receiver<Arc<Snapshot>>), StartError> {
-        if let Some(dir) = config.database.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StartError::Read { path: dir.into(), source })?;
-        }
-        let mut store = Store::open(&config.database)?;
-        let stored = match store.latest_model()? {
-            Some(m) => m,
-            None => {
-                let m = read_initial_model(&config)?;
-                store.insert_first_model(&m, now_ms())?;
-                m
-            }
-        };
+        let (store, health) = Store::open(&config.database, config.role)?;
+        let stored = store
+            .latest_model()?
+            .ok_or_else(|| StoreError::NotAStore { path: config.database.clone(), why: "it holds no model".into() })?;
         let pack = ModelPack::load(&stored.onnx, &stored.manifest)?;
         let leader = match config.role {
             Role::Leader => Some(Leader::connect(&config)?),
@@ -239,10 +244,11 @@ impl Keeper {
             }
         }
         let optimizer_state = store.optimizer_state()?;
-        let model = Arc::new(published(&stored));
+        let model = Arc::new(PublishedModel::from(stored));
         let (tx, rx) = watch::channel(Arc::new(Snapshot { model: model.clone(), round: None, privacy: budget.status(released) }));
         let mut keeper = Keeper {
             store,
+            health: Arc::new(health),
             config,
             budget,
             features: pack.manifest.features.clone(),
@@ -266,6 +272,11 @@ impl Keeper {
         Ok((keeper, rx))
     }
 
+    /// Whether the store is still the one opened, and writable; shared with `/healthz`.
+    pub fn health(&self) -> Arc<StoreHealth> {
+        self.health.clone()
+    }
+
     /// Serves the queue until every sender is gone.
     pub fn run(mut self, queue: Receiver<Submission>) {
         loop {
@@ -281,6 +292,12 @@ impl Keeper {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
+            // The watchdog, at every wake-up: at least every TICK.
+            self.health.watch(|| self.store.touch());
+            // Nothing is written to a store that is lost or failing (the probe retries).
+            if self.health.problem().is_some() {
+                continue;
+            }
             // A full round whose helper did not answer is retried here.
             if let Some(round) = self.round.filter(|_| self.sum.count() >= self.config.round.min_clients) {
                 self.close(round);
@@ -294,19 +311,34 @@ impl Keeper {
     }
 
     fn deadline_from(&self, now: i64) -> i64 {
-        now + (self.config.round.deadline_secs * 1000) as i64
+        now.saturating_add(self.config.round.deadline_secs.saturating_mul(1000).try_into().unwrap_or(i64::MAX))
     }
 
     fn store_batch(&mut self, batch: Vec<Submission>) {
+        if let Some(reject) = self.health.refusal() {
+            batch.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
+            return;
+        }
         let Some(round) = self.round else {
             let reject = validate::no_round(self.may_train());
             batch.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
             return;
         };
         let (mut current, stale): (Vec<_>, Vec<_>) = batch.into_iter().partition(|s| s.upload.round_id() == round.id);
+        // Queued while its round closed: a retry of an upload accepted before is a duplicate (the
+        // store keeps every accepted id), only one never accepted names the wrong round.
         for s in stale {
-            let detail = format!("round {} ended before this update was stored", s.upload.round_id());
-            let _ = s.reply.send(Err(Reject::new(Reason::WrongRound, detail)));
+            let verdict = match self.store.was_accepted(s.upload.id()) {
+                Ok(true) => validate::duplicate_nonce(),
+                Ok(false) => {
+                    Reject::new(Reason::WrongRound, format!("round {} ended before this update was stored", s.upload.round_id()))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "looking up an upload of an ended round failed");
+                    Reject::new(Reason::StorageUnavailable, "the update could not be checked; retry later")
+                }
+            };
+            let _ = s.reply.send(Err(verdict));
         }
         // A leader's release sums exactly K reports (the plan's n): the rest wait for the next round.
         if self.leader.is_some() {
@@ -323,18 +355,26 @@ impl Keeper {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(error = %e, "storing updates failed; none acknowledged");
+                self.health.write_failed(&e);
                 let reject = Reject::new(Reason::StorageUnavailable, "the update could not be stored; retry later");
                 current.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
                 return;
             }
         };
+        self.health.write_succeeded();
+        // Stored, but in a file that may have been removed since the last check: no 2xx then.
+        self.health.check_files();
+        if let Some(reject) = self.health.refusal() {
+            current.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
+            return;
+        }
         for (s, is_new) in current.into_iter().zip(fresh) {
             if is_new {
                 self.sum.add(&s.upload);
                 self.metrics.accepted(self.sum.count());
                 let _ = s.reply.send(Ok(Accepted { round_id: round.id, accepted: self.sum.count() }));
             } else {
-                let _ = s.reply.send(Err(Reject::new(Reason::DuplicateNonce, "an update with this nonce was already accepted")));
+                let _ = s.reply.send(Err(validate::duplicate_nonce()));
             }
         }
         if self.sum.count() >= self.config.round.min_clients {
@@ -419,7 +459,7 @@ impl Keeper {
                 );
                 self.params = params;
                 self.optimizer_state = state;
-                self.model = Arc::new(published(&model));
+                self.model = Arc::new(PublishedModel::from(model));
                 self.released += 1;
                 self.begin(next);
                 self.metrics.round_closed();
@@ -428,7 +468,10 @@ impl Keeper {
                 }
             }
             // The round stays open with its updates; the next batch or tick retries.
-            Err(e) => tracing::error!(error = %e, round = round.id, "closing the round failed"),
+            Err(e) => {
+                tracing::error!(error = %e, round = round.id, "closing the round failed");
+                self.health.write_failed(&e);
+            }
         }
     }
 
@@ -454,7 +497,10 @@ impl Keeper {
                 self.begin(Some(next));
                 self.metrics.round_abandoned();
             }
-            Err(e) => tracing::error!(error = %e, round = round.id, "abandoning the round failed"),
+            Err(e) => {
+                tracing::error!(error = %e, round = round.id, "abandoning the round failed");
+                self.health.write_failed(&e);
+            }
         }
     }
 
@@ -527,12 +573,11 @@ impl Leader {
     }
 }
 
-fn published(m: &StoredModel) -> PublishedModel {
-    PublishedModel {
-        version: m.version,
-        onnx: Bytes::copy_from_slice(&m.onnx),
-        manifest: Bytes::copy_from_slice(m.manifest.as_bytes()),
-        etag: etag(m),
+impl From<StoredModel> for PublishedModel {
+    /// Moves the stored bytes into shared `Bytes`: every response then shares this one copy.
+    fn from(m: StoredModel) -> PublishedModel {
+        let etag = etag(&m);
+        PublishedModel { version: m.version, onnx: Bytes::from(m.onnx), manifest: Bytes::from(m.manifest.into_bytes()), etag }
     }
 }
 

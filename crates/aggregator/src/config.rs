@@ -4,10 +4,12 @@
 
 use hearth_core::learning::server::Optimizer;
 use hearth_core::learning::train::TrainConfig;
-use hearth_core::privacy::ledger::DevicePolicy;
 use hearth_core::privacy::wire::Encoding;
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+mod ranges;
 
 /// No aggregate is ever released from fewer devices than this, whatever the file says.
 pub const MIN_CLIENTS_FLOOR: u64 = 10;
@@ -38,9 +40,10 @@ pub enum Role {
 pub struct Config {
     pub role: Role,
     pub listen: String,
-    /// SQLite database file; created with its directory on first start.
+    /// SQLite database file, made by `hearth-aggregator init` (never by a server), resolved to an
+    /// absolute path at load.
     pub database: PathBuf,
-    /// Model pack (model.onnx + manifest.json) that seeds an empty database.
+    /// Model pack (model.onnx + manifest.json) that `init` seeds the database with.
     pub initial_model: PathBuf,
     /// Demo mode: serve this directory statically at `/`.
     pub www: Option<PathBuf>,
@@ -57,6 +60,19 @@ pub struct Config {
     /// A kept-alive connection with no request in flight and no byte arriving is closed after
     /// this.
     pub idle_timeout_ms: u64,
+    /// Each connection's kernel send buffer (SO_SNDBUF), in bytes, which turns the kernel's
+    /// autotuning off for it. Autotuned, a buffer grows to megabytes, so a client that asks for a
+    /// model and never reads pinned the whole 1.1 MB answer in kernel memory, and 4,000 of them
+    /// exhausted the host's TCP memory (`net.ipv4.tcp_mem`): the kernel starved every socket,
+    /// honest ones too. Fixed, such a client pins at most about twice this (the kernel doubles it
+    /// for its bookkeeping). The cost is an honest download's speed: about this much per round
+    /// trip, 64 KiB at 100 ms is 640 KiB/s, the default pack in under 2 s, at 300 ms about 5 s;
+    /// ample for a model each device fetches once per version, in the background. Linux holds it
+    /// to `net.core.wmem_max`.
+    pub send_buffer_bytes: usize,
+    /// A connection whose answer makes no write progress (the client takes no byte) for this
+    /// long is closed, reset so that the kernel frees what it could not send.
+    pub send_timeout_ms: u64,
     /// Whole-upload deadline, from the request head to the verdict (slot wait and body read
     /// included); slower senders get 408.
     pub body_timeout_ms: u64,
@@ -88,7 +104,7 @@ pub struct SecAggConfig {
     /// Leader only: the helper's base URL (`http://host:port/`).
     pub helper_url: Option<String>,
     /// The bearer token the leader presents to the helper's `/v1/aggregate`; the same on both.
-    /// At least 16 characters.
+    /// 16 to 1,024 characters.
     pub token: String,
     /// z of this server's own discrete Gaussian per release, in units of C̃; at least the
     /// device floor (`DevicePolicy::RELEASE.min_server_noise`), or devices refuse the round.
@@ -140,6 +156,8 @@ impl Default for Config {
             max_connections: 0,
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            send_buffer_bytes: 64 * 1024,
+            send_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             min_body_rate: 32 * 1024,
             body_grace_ms: 2_000,
@@ -184,7 +202,8 @@ pub enum ConfigError {
     /// The file or an environment override is not TOML of the expected shape (unknown keys too).
     #[error("{0}")]
     Parse(String),
-    /// Well-formed settings that cannot run safely (K below the floor, C or z out of range, ...).
+    /// Well-formed settings that cannot run safely: a number outside its range (named with its
+    /// key), a path that is not there, a role's missing setting.
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -202,41 +221,27 @@ impl Config {
                 set_path(&mut table, &path.to_ascii_lowercase(), &value)?;
             }
         }
-        let config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let mut config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        // Resolved once, here: a relative path read from another directory would name another
+        // file (before `init`, a fresh store); the start-up log prints this one.
+        config.database = std::path::absolute(&config.database)
+            .map_err(|e| ConfigError::Invalid(format!("database = {:?}: {e}", config.database)))?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
-        let r = &self.round;
-        if r.min_clients < MIN_CLIENTS_FLOOR {
-            return bad(format!("round.min_clients = {} is below the floor of {MIN_CLIENTS_FLOOR}", r.min_clients));
+        ranges::check(self)?;
+        check_listen(&self.listen)?;
+        if let Some(www) = &self.www {
+            existing_dir("www", www)?;
         }
-        if !(r.clip_norm.is_finite() && r.clip_norm > 0.0) {
-            return bad(format!("round.clip_norm = {} must be finite and positive", r.clip_norm));
+        if let Some(catalog) = &self.catalog {
+            readable_file("catalog", catalog)?;
         }
-        // A single server's release has only the devices' noise: without it, no finite ε. A
-        // leader's devices may add none (the servers' noise protects the release).
-        let least = if self.role == Role::Single { DevicePolicy::RELEASE.min_plaintext_noise } else { 0.0 };
-        if !(r.noise_multiplier.is_finite() && r.noise_multiplier >= least) {
-            return bad(format!("round.noise_multiplier = {} must be finite and at least {least}", r.noise_multiplier));
-        }
-        if r.deadline_secs == 0 || self.body_timeout_ms == 0 || self.queue == 0 || self.upload_concurrency == 0 {
-            return bad("round.deadline_secs, body_timeout_ms, upload_concurrency and queue must be positive".into());
-        }
-        r.train.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        // hearth-core's own rules, which devices apply to the round task too.
+        self.round.train.validate().map_err(|e| ConfigError::Invalid(format!("round.train: {e}")))?;
         self.optimizer.validate().map_err(|e| ConfigError::Invalid(format!("optimizer: {e}")))?;
-        let p = &self.privacy;
-        if !(p.epsilon_budget.is_finite() && p.epsilon_budget > 0.0) {
-            return bad(format!("privacy.epsilon_budget = {} must be finite and positive", p.epsilon_budget));
-        }
-        if !(p.delta > 0.0 && p.delta < 1.0) {
-            return bad(format!("privacy.delta = {} must be in (0, 1)", p.delta));
-        }
-        if !(r.sampling_rate > 0.0 && r.sampling_rate <= 1.0) {
-            return bad(format!("round.sampling_rate = {} must be in (0, 1]", r.sampling_rate));
-        }
         if self.role != Role::Single {
             self.validate_secagg()?;
         }
@@ -246,16 +251,6 @@ impl Config {
     fn validate_secagg(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let s = &self.secagg;
-        let floor = DevicePolicy::RELEASE.min_server_noise;
-        if !(s.noise_multiplier.is_finite() && s.noise_multiplier >= floor) {
-            return bad(format!("secagg.noise_multiplier = {} is below the devices' floor of {floor}", s.noise_multiplier));
-        }
-        if s.token.len() < 16 {
-            return bad("secagg.token must be set, at least 16 characters, the same on leader and helper".into());
-        }
-        if s.helper_timeout_ms == 0 {
-            return bad("secagg.helper_timeout_ms must be positive".into());
-        }
         if self.round.min_clients > crate::helper::MAX_BATCH_REPORTS as u64 {
             return bad(format!(
                 "round.min_clients = {} is above the {} reports a helper batch may hold",
@@ -271,6 +266,40 @@ impl Config {
             (Role::Helper, Some(_)) => bad("secagg.helper_url is a leader setting".into()),
             _ => Ok(()),
         }
+    }
+}
+
+/// `listen` is an IP socket address (`0.0.0.0:8000`, `[::1]:8000`) or a DNS name and port
+/// (`localhost:8000`), which the listener resolves.
+fn check_listen(listen: &str) -> Result<(), ConfigError> {
+    let host_port = listen.rsplit_once(':').is_some_and(|(host, port)| {
+        port.parse::<u16>().is_ok() && !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    });
+    if host_port || listen.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid(format!("listen = {listen:?} is neither ADDRESS:PORT nor HOST:PORT")))
+}
+
+/// The setting `key` names an existing directory.
+fn existing_dir(key: &str, path: &Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(ConfigError::Invalid(format!("{key} = {path:?} is not a directory"))),
+        Err(e) => Err(ConfigError::Invalid(format!("{key} = {path:?}: {e}"))),
+    }
+}
+
+/// The setting `key` names a regular file this process can open. The kind is checked first: a
+/// FIFO would block the open.
+fn readable_file(key: &str, path: &Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {
+            std::fs::File::open(path).map_err(|e| ConfigError::Invalid(format!("{key} = {path:?} cannot be read: {e}")))?;
+            Ok(())
+        }
+        Ok(_) => Err(ConfigError::Invalid(format!("{key} = {path:?} is not a file"))),
+        Err(e) => Err(ConfigError::Invalid(format!("{key} = {path:?}: {e}"))),
     }
 }
 
@@ -327,22 +356,166 @@ mod tests {
         assert_eq!(c.optimizer, Optimizer::FedAdam { lr: 0.01, beta1: 0.9, beta2: 0.99, tau: 0.001 });
     }
 
+    /// The error that `settings` over the defaults get; panics where they are accepted.
+    fn refusal(settings: &[(&str, &str)]) -> String {
+        match Config::load(None, env(settings)) {
+            Ok(_) => panic!("{settings:?} accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The environment variable that sets `key`: `round.min_clients` → `HEARTH_AGG__ROUND__MIN_CLIENTS`.
+    fn variable(key: &str) -> String {
+        format!("{ENV_PREFIX}{}", key.replace('.', "__").to_ascii_uppercase())
+    }
+
+    /// Settings that make `section` (an Adam table) whole and valid, so that one key of it can be
+    /// set out of range.
+    fn adam(section: &str) -> Vec<(String, &'static str)> {
+        [("lr", "0.01"), ("beta1", "0.9"), ("beta2", "0.999"), ("eps", "1e-8")]
+            .into_iter()
+            .map(|(key, value)| (variable(&format!("{section}.{key}")), value))
+            .collect()
+    }
+
     #[test]
     fn unsafe_or_unknown_settings_are_refused() {
-        for (key, value) in [
-            ("HEARTH_AGG__ROUND__MIN_CLIENTS", "9"),
-            ("HEARTH_AGG__ROUND__NOISE_MULTIPLIER", "0"),
-            ("HEARTH_AGG__ROUND__CLIP_NORM", "-1"),
-            ("HEARTH_AGG__PRIVACY__DELTA", "1"),
-            ("HEARTH_AGG__ROUND__SAMPLING_RATE", "0"),
-            ("HEARTH_AGG__ROUND__SAMPLING_RATE", "1.5"),
+        assert_eq!(
+            refusal(&[("HEARTH_AGG__ROUND__DEADLINE_SECS", "9223372036854775807")]),
+            "invalid configuration: round.deadline_secs = 9223372036854775807 is outside 1..=2592000 (30 days)"
+        );
+        let owned = |pairs: &[(&str, &'static str)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect::<Vec<_>>();
+        let none = Vec::new();
+        let fed_avg = owned(&[("HEARTH_AGG__OPTIMIZER__KIND", "\"fed_avg\"")]);
+        let fed_adam = owned(&[
+            ("HEARTH_AGG__OPTIMIZER__KIND", "\"fed_adam\""),
+            ("HEARTH_AGG__OPTIMIZER__LR", "0.01"),
+            ("HEARTH_AGG__OPTIMIZER__BETA1", "0.9"),
+            ("HEARTH_AGG__OPTIMIZER__BETA2", "0.99"),
+            ("HEARTH_AGG__OPTIMIZER__TAU", "0.001"),
+        ]);
+        let leader = owned(&[
             ("HEARTH_AGG__ROLE", "\"leader\""),
-            ("HEARTH_AGG__ROLE", "\"boss\""),
-            ("HEARTH_AGG__OPTIMIZER__LR", "0"),
-            ("HEARTH_AGG__NO_SUCH_KEY", "1"),
+            ("HEARTH_AGG__SECAGG__HELPER_URL", "\"http://127.0.0.1:1/\""),
+            ("HEARTH_AGG__SECAGG__TOKEN", "\"0123456789abcdef\""),
+        ]);
+        let (reconstruction, global) = (adam("round.train.reconstruction"), adam("round.train.global"));
+        // The cases first, then at least one value out of range for every numeric key.
+        for (base, key, value) in [
+            (&none, "round.deadline_secs", "9223372036854775807"),
+            (&none, "upload_concurrency", "4611686018427387904"),
+            (&none, "queue", "4611686018427387904"),
+            (&none, "round.noise_multiplier", "1e30"),
+            (&none, "round.clip_norm", "1e-45"),
+            (&fed_avg, "optimizer.lr", "3e38"),
+            (&global, "round.train.global.lr", "3e38"),
+            (&none, "max_connections", "1000001"),
+            (&none, "header_timeout_ms", "99"),
+            (&none, "idle_timeout_ms", "600001"),
+            (&none, "send_buffer_bytes", "4095"),
+            (&none, "send_buffer_bytes", "4194305"),
+            (&none, "send_timeout_ms", "99"),
+            (&none, "body_timeout_ms", "0"),
+            (&none, "min_body_rate", "0"),
+            (&none, "body_grace_ms", "60001"),
+            (&none, "upload_concurrency", "0"),
+            (&none, "upload_wait_ms", "60001"),
+            (&none, "queue", "0"),
+            (&none, "model_cache_versions", "65"),
+            (&none, "round.min_clients", "9"),
+            (&none, "round.min_clients", "1000001"),
+            (&none, "round.deadline_secs", "0"),
+            (&none, "round.clip_norm", "-1"),
+            (&none, "round.clip_norm", "nan"),
+            (&none, "round.clip_norm", "10.5"),
+            (&none, "round.noise_multiplier", "0.5"),
+            (&none, "round.noise_multiplier", "inf"),
+            (&none, "round.min_events", "0"),
+            (&none, "round.sampling_rate", "0"),
+            (&none, "round.sampling_rate", "1.5"),
+            (&none, "round.train.reconstruction_steps", "1001"),
+            (&reconstruction, "round.train.reconstruction.lr", "0"),
+            (&reconstruction, "round.train.reconstruction.beta1", "1"),
+            (&reconstruction, "round.train.reconstruction.eps", "0"),
+            (&global, "round.train.global.beta2", "-0.1"),
+            (&none, "round.train.local_l2", "2"),
+            (&none, "round.train.epochs", "0"),
+            (&none, "round.train.batch_size", "4097"),
+            (&fed_avg, "optimizer.lr", "0"),
+            (&fed_adam, "optimizer.lr", "11"),
+            (&fed_adam, "optimizer.beta1", "1"),
+            (&fed_adam, "optimizer.beta2", "nan"),
+            (&fed_adam, "optimizer.tau", "0"),
+            (&none, "privacy.epsilon_budget", "1000"),
+            (&none, "privacy.epsilon_budget", "0"),
+            (&none, "privacy.delta", "1"),
+            (&none, "privacy.delta", "0"),
+            (&none, "secagg.noise_multiplier", "3.9"),
+            (&none, "secagg.noise_multiplier", "101"),
+            (&none, "secagg.helper_timeout_ms", "0"),
+            (&leader, "secagg.token", "\"fifteen-chars!!\""),
+            (&none, "listen", "\"8000\""),
+            (&none, "listen", "\"localhost\""),
+            (&none, "listen", "\":8000\""),
+            (&none, "listen", "\"my host:8000\""),
+            (&none, "listen", "\"127.0.0.1:65536\""),
         ] {
+            let var = variable(key);
+            let mut settings: Vec<(&str, &str)> = base.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            settings.push((&var, value));
+            let message = refusal(&settings);
+            assert!(message.starts_with(&format!("invalid configuration: {key} ")), "{key} = {value}: {message}");
+        }
+        // The token never appears in its error.
+        let mut settings: Vec<(&str, &str)> = leader.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        settings.push(("HEARTH_AGG__SECAGG__TOKEN", "\"s3cret\""));
+        assert!(!refusal(&settings).contains("s3cret"));
+        for (key, value) in
+            [("HEARTH_AGG__ROLE", "\"leader\""), ("HEARTH_AGG__ROLE", "\"boss\""), ("HEARTH_AGG__NO_SUCH_KEY", "1")]
+        {
             assert!(Config::load(None, env(&[(key, value)])).is_err(), "{key}={value} accepted");
         }
         assert_eq!(Config::load(None, env(&[])).unwrap().round.min_clients, 100);
+    }
+
+    #[test]
+    fn the_ends_of_each_range_are_accepted() {
+        for (key, value) in [
+            ("HEARTH_AGG__ROUND__DEADLINE_SECS", "2592000"),
+            ("HEARTH_AGG__UPLOAD_CONCURRENCY", "4096"),
+            ("HEARTH_AGG__QUEUE", "4096"),
+            ("HEARTH_AGG__MAX_CONNECTIONS", "1000000"),
+            ("HEARTH_AGG__HEADER_TIMEOUT_MS", "100"),
+            ("HEARTH_AGG__SEND_BUFFER_BYTES", "4096"),
+            ("HEARTH_AGG__SEND_BUFFER_BYTES", "4194304"),
+            ("HEARTH_AGG__SEND_TIMEOUT_MS", "600000"),
+            ("HEARTH_AGG__ROUND__CLIP_NORM", "1e-4"),
+            ("HEARTH_AGG__ROUND__CLIP_NORM", "10"),
+            ("HEARTH_AGG__ROUND__NOISE_MULTIPLIER", "100"),
+            ("HEARTH_AGG__PRIVACY__EPSILON_BUDGET", "100"),
+            ("HEARTH_AGG__PRIVACY__DELTA", "1e-3"),
+            ("HEARTH_AGG__LISTEN", "\"localhost:8000\""),
+            ("HEARTH_AGG__LISTEN", "\"[::1]:0\""),
+        ] {
+            if let Err(e) = Config::load(None, env(&[(key, value)])) {
+                panic!("{key}={value}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn www_must_be_a_directory_and_the_catalog_a_readable_file() {
+        let dir = std::env::temp_dir().join(format!("hearth-config-paths-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("catalog.json");
+        std::fs::write(&file, "{}").unwrap();
+        let (dir_value, file_value, missing) = (format!("{dir:?}"), format!("{file:?}"), format!("{:?}", dir.join("gone")));
+        for (key, value) in [("www", &missing), ("www", &file_value), ("catalog", &missing), ("catalog", &dir_value)] {
+            let message = refusal(&[(&variable(key), value)]);
+            assert!(message.starts_with(&format!("invalid configuration: {key} = {value}")), "{key} = {value}: {message}");
+        }
+        let both = Config::load(None, env(&[("HEARTH_AGG__WWW", &dir_value), ("HEARTH_AGG__CATALOG", &file_value)]));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(both.is_ok(), "{both:?}");
     }
 }

@@ -10,6 +10,7 @@
 
 use crate::helper_store::{HelperStore, Release};
 use crate::reason::{Reason, Reject};
+use crate::store_health::StoreHealth;
 use hearth_core::learning::round::HelperConfig;
 use hearth_core::model::pack::sha256_hex;
 use hearth_core::model::params::MAX_PARAMS;
@@ -17,7 +18,7 @@ use hearth_core::privacy::seal::{ENC_LEN, KeyPair, SEALED_LEN, hex, unhex};
 use hearth_core::privacy::shares::{Binding, Report, ShareSum, write_values};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The media type of an aggregate share (B/8 bytes per parameter, little-endian).
 pub const SHARE_MEDIA_TYPE: &str = "application/vnd.hearth.aggregate-share";
@@ -54,6 +55,7 @@ pub struct AggregateRequest {
 
 pub struct Helper {
     store: Mutex<HelperStore>,
+    health: Arc<StoreHealth>,
     key: KeyPair,
     token: String,
     noise_multiplier: f32,
@@ -62,13 +64,24 @@ pub struct Helper {
 
 impl Helper {
     pub fn new(
-        mut store: HelperStore,
+        store: HelperStore,
+        health: Arc<StoreHealth>,
         token: String,
         noise_multiplier: f32,
         min_clients: u64,
     ) -> Result<Helper, Box<dyn std::error::Error + Send + Sync>> {
         let key = store.key()?;
-        Ok(Helper { store: Mutex::new(store), key, token, noise_multiplier, min_clients })
+        Ok(Helper { store: Mutex::new(store), health, key, token, noise_multiplier, min_clients })
+    }
+
+    /// Whether the helper's store is still its database and writable (see `store_health`).
+    pub fn store_health(&self) -> &StoreHealth {
+        &self.health
+    }
+
+    /// The watchdog's round over the helper's store; blocking (a write that reaches the disk).
+    pub fn watch_store(&self) {
+        self.health.watch(|| self.store.lock().unwrap_or_else(|e| e.into_inner()).touch());
     }
 
     pub fn config(&self) -> HelperConfig {
@@ -84,6 +97,10 @@ impl Helper {
     /// Checks the batch, opens and sums it, adds the helper's noise, records and returns the
     /// aggregate share; every refusal is typed and releases nothing.
     pub fn aggregate(&self, req: &AggregateRequest) -> Result<Vec<u8>, Reject> {
+        // A release recorded in a lost store would be forgotten: its round could be released again.
+        if let Some(refusal) = self.health.refusal() {
+            return Err(refusal);
+        }
         let b = &req.binding;
         if b.secagg.helper_noise != self.noise_multiplier {
             return Err(Reject::new(
@@ -156,7 +173,16 @@ impl Helper {
         if store.release(b.round_id).map_err(storage)?.is_some() || store.seen(&ids).map_err(storage)? > 0 {
             return Err(Reject::new(Reason::RoundAlreadyAggregated, format!("round {} was released meanwhile", b.round_id)));
         }
-        store.record(b.round_id, &ids, &release, crate::aggregate::now_ms()).map_err(storage)?;
+        store.record(b.round_id, &ids, &release, crate::aggregate::now_ms()).map_err(|e| {
+            self.health.write_failed(&e);
+            storage(e)
+        })?;
+        // Nothing is released from a store that was lost meanwhile.
+        self.health.write_succeeded();
+        self.health.check_files();
+        if let Some(refusal) = self.health.refusal() {
+            return Err(refusal);
+        }
         tracing::info!(round = b.round_id, reports = n, "aggregate share released");
         Ok(release.share)
     }

@@ -7,9 +7,15 @@ use hearth_core::privacy::seal::KeyPair;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 
-use crate::store::{DbResult, open_versioned};
+use crate::config::Role;
+use crate::store::DbResult;
+use crate::store_file::{Identity, Schema, StoreError};
+use crate::store_health::StoreHealth;
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: the store identity (`store_file`), added on open to a version-1 store.
+const SCHEMA_VERSION: i64 = 2;
+
+const HELPER_SCHEMA: Schema = Schema { tables: SCHEMA, version: SCHEMA_VERSION, marker_table: "helper_key" };
 
 const SCHEMA: &str = "
 CREATE TABLE helper_key (
@@ -42,25 +48,36 @@ pub struct Release {
 }
 
 impl HelperStore {
-    /// Opens (creating if new) the helper's database; refuses one of another schema version.
-    pub fn open(path: &Path) -> DbResult<HelperStore> {
-        Ok(HelperStore { conn: open_versioned(path, SCHEMA, SCHEMA_VERSION, "helper database")? })
+    /// `init`: creates the helper's store with its HPKE key, drawn from the OS's CSPRNG.
+    pub fn create(path: &Path) -> Result<Identity, StoreError> {
+        let mut secret = [0u8; 32];
+        OsRandom.fill(&mut secret).map_err(StoreError::Random)?;
+        crate::store_file::create(path, Role::Helper, &HELPER_SCHEMA, |conn| {
+            conn.execute("INSERT INTO helper_key (key_id, secret) VALUES (1, ?1)", [&secret[..]]).map(drop)
+        })
     }
 
-    /// The helper's key pair, created on first start.
-    pub fn key(&mut self) -> Result<KeyPair, Box<dyn std::error::Error + Send + Sync>> {
+    /// Opens the store `init` made for the helper; never creates one (see `store_file::open`).
+    pub fn open(path: &Path) -> Result<(HelperStore, StoreHealth), StoreError> {
+        let (conn, health) = crate::store_file::open(path, Role::Helper, &HELPER_SCHEMA)?;
+        Ok((HelperStore { conn }, health))
+    }
+
+    /// The watchdog's test write.
+    pub fn touch(&self) -> DbResult<()> {
+        crate::store_file::touch(&self.conn)
+    }
+
+    /// The helper's key pair, made by `init`. A store without one is refused: a new key would
+    /// leave the open round's reports unopenable.
+    pub fn key(&self) -> Result<KeyPair, Box<dyn std::error::Error + Send + Sync>> {
         let stored: Option<(u8, Vec<u8>)> = self
             .conn
             .query_row("SELECT key_id, secret FROM helper_key ORDER BY key_id LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        if let Some((key_id, secret)) = stored {
-            let secret: [u8; 32] = secret.try_into().map_err(|_| "stored helper key is not 32 bytes")?;
-            return Ok(KeyPair::from_secret(key_id, &secret));
-        }
-        let mut secret = [0u8; 32];
-        OsRandom.fill(&mut secret)?;
-        self.conn.execute("INSERT INTO helper_key (key_id, secret) VALUES (1, ?1)", [&secret[..]])?;
-        Ok(KeyPair::from_secret(1, &secret))
+        let (key_id, secret) = stored.ok_or("the helper's database holds no key; `hearth-aggregator init` makes it")?;
+        let secret: [u8; 32] = secret.try_into().map_err(|_| "stored helper key is not 32 bytes")?;
+        Ok(KeyPair::from_secret(key_id, &secret))
     }
 
     pub fn release(&self, round_id: u64) -> DbResult<Option<Release>> {

@@ -2,8 +2,11 @@
 //! block on each other; uploads are validated here, in parallel, and only valid ones are queued.
 //! Nothing about the caller (address, headers) is logged or stored.
 
-use crate::aggregate::{self, Accepted, PublishedModel, Snapshot, Submission};
+use crate::aggregate::{Accepted, PublishedModel, Snapshot, Submission};
+use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::model_cache::{self, ModelCache};
+use crate::reader::Reader;
 use crate::reason::{Reason, Reject};
 use crate::store;
 use crate::validate::{self, Upload};
@@ -18,9 +21,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{Semaphore, SemaphorePermit, oneshot, watch};
 use tower_http::cors::{Any, CorsLayer};
-use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 /// The media type of a single server's upload body (hearth-core's update wire format).
@@ -28,6 +30,12 @@ pub const UPDATE_MEDIA_TYPE: &str = "application/vnd.hearth.update";
 /// The media type of a leader's upload body (hearth-core's report format: share + sealed seed).
 pub const REPORT_MEDIA_TYPE: &str = "application/vnd.hearth.report";
 pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Bytes of an upload body read before it may take a slot (`upload_concurrency`). A sender that
+/// trickles is cut off by the rate rule long before it has this much, so it never holds a slot;
+/// and every open connection may hold this much at once: before their slots, uploads hold at
+/// most connections × this (beside the read buffer hyper keeps per connection anyway).
+pub const PRE_SLOT_BYTES: usize = 64 * 1024;
 
 /// Every API route of a single server or leader, as written in `openapi.json` (a test holds the
 /// two together).
@@ -53,10 +61,15 @@ pub struct App {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub queue: SyncSender<Submission>,
     pub metrics: Arc<Metrics>,
-    pub database: PathBuf,
-    pub body_timeout: Duration,
+    /// Whether the store is still the file opened, and writable (`/healthz`).
+    pub store: Arc<crate::store_health::StoreHealth>,
+    pub body: BodyLimits,
     /// Permits to read and hold an upload (see `Config::upload_concurrency`).
     pub uploads: Arc<Semaphore>,
+    /// Published versions for `/v1/models/{version}/…`.
+    pub models: Arc<ModelCache>,
+    /// Whether an upload naming an ended round was accepted (the model cache's connection).
+    pub reader: Arc<Reader>,
     pub catalog: Option<Arc<crate::catalog::PublishedCatalog>>,
     /// The media type uploads must have: the plaintext update or, for a leader, the report.
     pub upload_media_type: &'static str,
@@ -66,7 +79,7 @@ pub struct App {
 #[derive(Clone)]
 pub struct HelperApp {
     pub helper: Arc<crate::helper::Helper>,
-    pub body_timeout: Duration,
+    pub body: BodyLimits,
     /// One batch is opened at a time: each costs n × d PRG words of CPU.
     pub batches: Arc<Semaphore>,
 }
@@ -80,10 +93,22 @@ pub fn helper_router(app: HelperApp) -> Router {
         .route("/v1/helper_config", get(helper_config))
         .route("/v1/aggregate", post(aggregate_batch))
         .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok", "role": "helper"})) }))
+        .route(
+            "/healthz",
+            get(|State(app): State<HelperApp>| async move {
+                match app.helper.store_health().problem() {
+                    Some(p) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({"status": p.status(), "detail": p.detail, "role": "helper"})),
+                    ),
+                    None => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok", "role": "helper"}))),
+                }
+            }),
+        )
         .fallback(|| async { reject(Reject::new(Reason::NotFound, "no such resource")) })
         .with_state(app)
         .layer(cors)
+        .layer(nosniff())
 }
 
 async fn helper_config(State(app): State<HelperApp>) -> Response {
@@ -91,16 +116,20 @@ async fn helper_config(State(app): State<HelperApp>) -> Response {
 }
 
 async fn aggregate_batch(State(app): State<HelperApp>, headers: HeaderMap, body: Body) -> Response {
+    let head = Instant::now();
     let verdict = async {
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if !app.helper.authorized(authorization) {
             return Err(Reject::new(Reason::Unauthorized, "only the leader may ask for an aggregate share"));
         }
-        let _permit =
-            app.batches.acquire().await.map_err(|_| Reject::new(Reason::StorageUnavailable, "the helper is shutting down"))?;
         // Each sealed seed is about 220 bytes of JSON.
         let limit = 4096 + crate::helper::MAX_BATCH_REPORTS * 256;
-        let bytes = read_body(body, limit, app.body_timeout).await?;
+        // The deadline covers the slot and the body, not the aggregation: the leader's own
+        // helper timeout bounds that.
+        let mut body = TimedBody::new(body, app.body, head, limit);
+        body.read_until(PRE_SLOT_BYTES).await?;
+        let _permit = body.slot(&app.batches).await?;
+        let bytes = body.read_to_end().await?;
         let request: crate::helper::AggregateRequest =
             serde_json::from_slice(&bytes).map_err(|e| Reject::new(Reason::MalformedBatch, e.to_string()))?;
         let helper = app.helper.clone();
@@ -147,7 +176,7 @@ pub fn router(app: App, www: Option<PathBuf>) -> Router {
         // own pages gives the bench page precise timers.
         Some(dir) => api
             .route("/", get(|| async { Redirect::to("/demo/") }))
-            .fallback_service(ServeDir::new(dir))
+            .fallback_service(crate::static_files::routes(dir))
             .layer(SetResponseHeaderLayer::if_not_present(
                 header::HeaderName::from_static("cross-origin-resource-policy"),
                 HeaderValue::from_static("cross-origin"),
@@ -162,12 +191,20 @@ pub fn router(app: App, www: Option<PathBuf>) -> Router {
             )),
         None => api.fallback(|| async { reject(Reject::new(Reason::NotFound, "no such resource")) }),
     };
-    router.layer(cors)
+    router.layer(cors).layer(nosniff())
 }
 
-fn reject(r: Reject) -> Response {
+/// `X-Content-Type-Options: nosniff` on every response, of both roles: a browser takes each body
+/// as the type it is sent as, and never guesses a script or a page out of JSON, a model or a file.
+fn nosniff() -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"))
+}
+
+pub(crate) fn reject(r: Reject) -> Response {
     let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut resp = (status, axum::Json(&r)).into_response();
+    // Also on the refusals the connection layer answers before any router (and its layers) runs.
+    resp.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if r.reason == Reason::Busy {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
@@ -223,39 +260,33 @@ async fn current_onnx(State(app): State<App>, headers: HeaderMap) -> Response {
     current_pack(&headers, &m, m.onnx.clone(), "application/octet-stream")
 }
 
-/// A published version never changes, so it may be cached for good.
-async fn versioned(app: App, version: String, pick: fn(store::StoredModel) -> (Vec<u8>, &'static str)) -> Response {
+/// A published version never changes, so it may be cached for good; every response shares the
+/// model cache's one copy.
+async fn versioned(app: App, version: String, pick: fn(&Arc<PublishedModel>) -> (Bytes, &'static str)) -> Response {
     let Ok(version) = version.parse::<u64>() else {
         return reject(Reject::new(Reason::BadVersion, "model version must be an integer"));
     };
-    let path = app.database.clone();
-    let found = tokio::task::spawn_blocking(move || store::connect(&path).and_then(|c| store::model(&c, version))).await;
-    match found {
-        Ok(Ok(Some(m))) => {
-            let etag = aggregate::etag(&m);
-            let (body, content_type) = pick(m);
+    match app.models.get(version).await {
+        Ok(Some(m)) => {
+            let (body, content_type) = pick(&m);
             let headers = [
                 (header::CONTENT_TYPE, content_type.to_string()),
-                (header::ETAG, etag),
+                (header::ETAG, m.etag.clone()),
                 (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_string()),
             ];
             (headers, body).into_response()
         }
-        Ok(Ok(None)) => reject(Reject::new(Reason::UnknownModelVersion, format!("no model version {version} was published"))),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "reading a model failed");
-            reject(Reject::new(Reason::StorageUnavailable, "the model could not be read"))
-        }
-        Err(_) => reject(Reject::new(Reason::StorageUnavailable, "the model could not be read")),
+        Ok(None) => reject(Reject::new(Reason::UnknownModelVersion, format!("no model version {version} was published"))),
+        Err(r) => reject(r),
     }
 }
 
 async fn versioned_manifest(State(app): State<App>, Path(version): Path<String>) -> Response {
-    versioned(app, version, |m| (m.manifest.into_bytes(), "application/json")).await
+    versioned(app, version, |m| (m.manifest.clone(), "application/json")).await
 }
 
 async fn versioned_onnx(State(app): State<App>, Path(version): Path<String>) -> Response {
-    versioned(app, version, |m| (m.onnx, "application/octet-stream")).await
+    versioned(app, version, |m| (model_cache::onnx_body(m), "application/octet-stream")).await
 }
 
 async fn round_task(State(app): State<App>) -> Response {
@@ -275,12 +306,18 @@ async fn health(State(app): State<App>) -> Response {
     let snap = snapshot(&app);
     // A keeper that stopped drops its queue end; then nothing can be accepted.
     let keeper_alive = app.snapshot.has_changed().is_ok();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if keeper_alive { "ok" } else { "keeper_stopped" },
         "model_version": snap.model.version,
         "round_id": snap.round.as_ref().map(|r| r.expect.round_id),
     });
-    let status = if keeper_alive { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    // The store's verdict comes from the round keeper's watchdog: reading it costs a lock.
+    let problem = app.store.problem();
+    if let Some(p) = &problem {
+        body["status"] = p.status().into();
+        body["detail"] = p.detail.clone().into();
+    }
+    let status = if keeper_alive && problem.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }
 
@@ -290,9 +327,9 @@ async fn metrics(State(app): State<App>) -> Response {
 }
 
 async fn upload(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    let started = Instant::now();
-    let verdict = accept_upload(&app, &headers, body).await;
-    app.metrics.upload_took(started.elapsed());
+    let head = Instant::now();
+    let verdict = accept_upload(&app, head, &headers, body).await;
+    app.metrics.upload_took(head.elapsed());
     match verdict {
         Ok(a) => (StatusCode::ACCEPTED, axum::Json(a)).into_response(),
         Err(r) => {
@@ -303,8 +340,9 @@ async fn upload(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
     }
 }
 
-/// Header checks, bounded and timed body read, decode, validation, then the keeper's verdict.
-async fn accept_upload(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, Reject> {
+/// Header checks, the body's first bytes, a slot, the rest of the body, decode, validation, then
+/// the keeper's verdict: all by one deadline from the request `head` on.
+async fn accept_upload(app: &App, head: Instant, headers: &HeaderMap, body: Body) -> Result<Accepted, Reject> {
     let media_type =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap_or("").trim());
     let wanted = app.upload_media_type;
@@ -321,46 +359,157 @@ async fn accept_upload(app: &App, headers: &HeaderMap, body: Body) -> Result<Acc
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
-    let _permit =
-        app.uploads.acquire().await.map_err(|_| Reject::new(Reason::StorageUnavailable, "the aggregator is shutting down"))?;
-    let bytes = read_body(body, limit, app.body_timeout).await?;
+    let mut body = TimedBody::new(body, app.body, head, limit);
+    body.read_until(PRE_SLOT_BYTES).await?;
+    let _slot = body.slot(&app.uploads).await?;
+    let bytes = body.read_to_end().await?;
+    let deadline = body.deadline();
     let upload = if round.expect.helper_key_id.is_some() {
-        let report = validate::decode_report(&bytes)?;
-        validate::check_report(&report, &round.expect)?;
-        Upload::Report(report)
+        Upload::Report(validate::decode_report(&bytes)?)
     } else {
-        let update = validate::decode(&bytes)?;
-        validate::check(&update, &round.expect)?;
-        Upload::Plain(update)
+        Upload::Plain(validate::decode(&bytes)?)
     };
+    // A retry that arrives after its round ended: if the first copy was accepted, it is a
+    // duplicate; only an upload never accepted gets the round checks' stale_model or wrong_round.
+    if upload.round_id() != round.expect.round_id {
+        let id = *upload.id();
+        if by_deadline(deadline, app.reader.run(move |conn| store::was_accepted(conn, &id))).await? {
+            return Err(validate::duplicate_nonce());
+        }
+    }
+    match &upload {
+        Upload::Report(r) => validate::check_report(r, &round.expect)?,
+        Upload::Plain(u) => validate::check(u, &round.expect)?,
+    }
     let (reply, verdict) = oneshot::channel();
     app.queue.try_send(Submission { upload, body: bytes, reply }).map_err(|e| match e {
         TrySendError::Full(_) => Reject::new(Reason::Busy, "too many uploads in flight; retry shortly"),
         TrySendError::Disconnected(_) => Reject::new(Reason::StorageUnavailable, "the aggregator is shutting down"),
     })?;
+    // Not cut by the deadline: the keeper answers every queued upload (its queue and batches are
+    // bounded), and a 503 for an upload it then stores would make the device's retry a
+    // `duplicate_nonce` for an upload that was in fact accepted.
     verdict.await.unwrap_or_else(|_| Err(Reject::new(Reason::StorageUnavailable, "the aggregator is shutting down")))
+}
+
+/// `work`'s answer, or 503 `busy` once the upload's deadline has passed.
+async fn by_deadline<T>(deadline: Instant, work: impl Future<Output = Result<T, Reject>>) -> Result<T, Reject> {
+    tokio::time::timeout_at(deadline.into(), work)
+        .await
+        .unwrap_or_else(|_| Err(Reject::new(Reason::Busy, "the store did not answer within body_timeout_ms; retry shortly")))
 }
 
 fn too_large(limit: usize) -> Reject {
     Reject::new(Reason::PayloadTooLarge, format!("an update for this round is {limit} bytes"))
 }
 
-/// Reads at most `limit` bytes, all within `timeout`: a sender that trickles is cut off.
-async fn read_body(mut body: Body, limit: usize, timeout: Duration) -> Result<Vec<u8>, Reject> {
-    let read = async {
-        let mut buf = Vec::with_capacity(limit);
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| Reject::new(Reason::BodyReadFailed, e.to_string()))?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > limit {
-                    return Err(too_large(limit));
+/// When an upload body must have arrived and how long it may wait for its slot; see the
+/// settings of the same names.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// `body_timeout_ms`: from the request head to the verdict, slot wait included.
+    pub timeout: Duration,
+    /// `min_body_rate`, bytes/s, on average from `grace` after the head on.
+    pub min_rate: u64,
+    /// `body_grace_ms`.
+    pub grace: Duration,
+    /// `upload_wait_ms`: the longest wait for a slot, then 503 `busy`.
+    pub slot_wait: Duration,
+}
+
+impl BodyLimits {
+    pub fn of(config: &Config) -> BodyLimits {
+        BodyLimits {
+            timeout: Duration::from_millis(config.body_timeout_ms),
+            min_rate: config.min_body_rate,
+            grace: Duration::from_millis(config.body_grace_ms),
+            slot_wait: Duration::from_millis(config.upload_wait_ms),
+        }
+    }
+}
+
+/// A request body read under its [`BodyLimits`], from the moment its head arrived. Each wait for
+/// a frame ends when the next byte is due by the rules, not on a polling tick.
+struct TimedBody {
+    body: Body,
+    limits: BodyLimits,
+    head: Instant,
+    /// Time spent waiting for a slot: the body is not read then, so it does not count against
+    /// the sender's rate.
+    waited: Duration,
+    /// Bytes accepted at most (413 beyond).
+    limit: usize,
+    bytes: Vec<u8>,
+    ended: bool,
+}
+
+impl TimedBody {
+    fn new(body: Body, limits: BodyLimits, head: Instant, limit: usize) -> TimedBody {
+        TimedBody { body, limits, head, waited: Duration::ZERO, limit, bytes: Vec::new(), ended: false }
+    }
+
+    /// The whole request's deadline: `body_timeout_ms` after its head.
+    fn deadline(&self) -> Instant {
+        self.head + self.limits.timeout
+    }
+
+    /// When the bytes held fall behind `min_body_rate`, unless more arrive first.
+    fn falls_behind(&self) -> Instant {
+        let earned = Duration::from_secs_f64(self.bytes.len() as f64 / self.limits.min_rate as f64);
+        self.head + self.limits.grace + self.waited + earned
+    }
+
+    /// Reads until `want` bytes are held or the body ends: 413 past the limit, 408 when the
+    /// sender falls behind the minimum rate or the deadline passes.
+    async fn read_until(&mut self, want: usize) -> Result<(), Reject> {
+        self.bytes.reserve_exact(want.min(self.limit).saturating_sub(self.bytes.len()));
+        while !self.ended && self.bytes.len() < want {
+            let deadline = self.deadline();
+            let due = self.falls_behind().min(deadline);
+            let frame = match tokio::time::timeout_at(due.into(), self.body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) if due < deadline => {
+                    let rate = self.limits.min_rate;
+                    return Err(Reject::new(Reason::BodyTimeout, format!("the body arrived slower than {rate} bytes/s")));
                 }
-                buf.extend_from_slice(&data);
+                Err(_) => {
+                    let ms = self.limits.timeout.as_millis();
+                    return Err(Reject::new(Reason::BodyTimeout, format!("the request did not complete within {ms} ms")));
+                }
+            };
+            match frame {
+                None => self.ended = true,
+                Some(Err(e)) => return Err(Reject::new(Reason::BodyReadFailed, e.to_string())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if self.bytes.len() + data.len() > self.limit {
+                            return Err(too_large(self.limit));
+                        }
+                        self.bytes.extend_from_slice(&data);
+                    }
+                }
             }
         }
-        Ok(buf)
-    };
-    tokio::time::timeout(timeout, read).await.unwrap_or_else(|_| {
-        Err(Reject::new(Reason::BodyTimeout, format!("the body did not arrive within {} ms", timeout.as_millis())))
-    })
+        Ok(())
+    }
+
+    /// The whole body, once it has ended.
+    async fn read_to_end(&mut self) -> Result<Vec<u8>, Reject> {
+        self.read_until(usize::MAX).await?;
+        Ok(std::mem::take(&mut self.bytes))
+    }
+
+    /// One of `slots`, waited for at most `upload_wait_ms` and never past the deadline; then 503
+    /// `busy` with Retry-After.
+    async fn slot<'a>(&mut self, slots: &'a Semaphore) -> Result<SemaphorePermit<'a>, Reject> {
+        let started = Instant::now();
+        let until = (started + self.limits.slot_wait).min(self.deadline());
+        let permit = tokio::time::timeout_at(until.into(), slots.acquire()).await;
+        self.waited += started.elapsed();
+        match permit {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(Reject::new(Reason::StorageUnavailable, "the server is shutting down")),
+            Err(_) => Err(Reject::new(Reason::Busy, "every slot is taken; retry shortly")),
+        }
+    }
 }

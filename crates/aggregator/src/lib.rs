@@ -5,78 +5,153 @@
 pub mod aggregate;
 pub mod catalog;
 pub mod config;
+pub mod conn;
 pub mod helper;
 pub mod helper_client;
 pub mod helper_store;
 pub mod http;
+pub mod log;
 pub mod metrics;
+pub mod model_cache;
 pub mod noise;
 pub mod privacy;
+pub mod reader;
 pub mod reason;
+pub mod static_files;
 pub mod store;
+pub mod store_file;
+pub mod store_health;
 pub mod validate;
 
-use aggregate::Keeper;
+use aggregate::{Keeper, Snapshot, StartError};
 use config::{Config, Role};
 use metrics::Metrics;
 use std::sync::Arc;
-use std::time::Duration;
+use store_file::Identity;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-/// Runs the aggregator on `listener` until `shutdown` resolves; the keeper stores what is in
-/// flight before this returns.
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Box<dyn std::error::Error>> {
-    noise::check_environment()?;
-    if config.role == Role::Helper {
-        return serve_helper(config, listener, shutdown).await;
-    }
-    let metrics = Arc::new(Metrics::default());
-    let (keeper, snapshot) = Keeper::start(config.clone(), metrics.clone())?;
-    let (queue, inbox) = std::sync::mpsc::sync_channel(config.queue);
-    let keeper = std::thread::Builder::new().name("round-keeper".into()).spawn(move || keeper.run(inbox))?;
-    let catalog = config.catalog.as_deref().map(catalog::PublishedCatalog::read).transpose()?.map(Arc::new);
-    let app = http::App {
-        snapshot,
-        queue,
-        metrics,
-        database: config.database.clone(),
-        body_timeout: Duration::from_millis(config.body_timeout_ms),
-        uploads: Arc::new(tokio::sync::Semaphore::new(config.upload_concurrency)),
-        catalog,
-        upload_media_type: match config.role {
-            Role::Leader => http::REPORT_MEDIA_TYPE,
-            _ => http::UPDATE_MEDIA_TYPE,
-        },
+/// `hearth-aggregator init`: creates the configured role's database (and its directory): the
+/// schema, the store identity and the seed content (the initial model, or the helper's key).
+/// Refuses a path that exists; serving never creates one.
+pub fn init(config: &Config) -> Result<Identity, StartError> {
+    let identity = match config.role {
+        Role::Helper => helper_store::HelperStore::create(&config.database)?,
+        Role::Single | Role::Leader => Keeper::create_store(config)?,
     };
-    axum::serve(listener, http::router(app, config.www.clone())).with_graceful_shutdown(shutdown).await?;
-    // The router (and with it the queue's sending end) is gone: the keeper drains and exits.
-    keeper.join().map_err(|_| "the round keeper panicked")?;
-    Ok(())
+    tracing::info!(store = %identity, "database created");
+    Ok(identity)
+}
+
+/// A server with its store open (and a leader with its helper's configuration): everything that
+/// can refuse to start has run, before it listens.
+pub struct Prepared {
+    config: Config,
+    limits: conn::Limits,
+    service: Service,
+}
+
+enum Service {
+    Rounds {
+        keeper: Box<Keeper>,
+        snapshot: watch::Receiver<Arc<Snapshot>>,
+        metrics: Arc<Metrics>,
+        reader: Arc<reader::Reader>,
+        catalog: Option<Arc<catalog::PublishedCatalog>>,
+    },
+    Helper(Arc<helper::Helper>),
+}
+
+/// Opens the store (refusing a missing, empty, foreign, other role's or read-only one), recovers
+/// the open round, and for a leader fetches the helper's configuration.
+pub fn prepare(config: Config) -> Result<Prepared, Box<dyn std::error::Error>> {
+    noise::check_environment()?;
+    let limits = conn::Limits::from_config(&config)?;
+    let service = if config.role == Role::Helper {
+        let (store, health) = helper_store::HelperStore::open(&config.database)?;
+        let helper = helper::Helper::new(
+            store,
+            Arc::new(health),
+            config.secagg.token.clone(),
+            config.secagg.noise_multiplier,
+            config.round.min_clients,
+        )
+        .map_err(|e| e.to_string())?;
+        tracing::info!(key_id = helper.config().hpke.key_id, min_clients = config.round.min_clients, "helper ready");
+        Service::Helper(Arc::new(helper))
+    } else {
+        let metrics = Arc::new(Metrics::default());
+        let (keeper, snapshot) = Keeper::start(config.clone(), metrics.clone())?;
+        let reader = Arc::new(reader::Reader::open(&keeper.health())?);
+        let catalog = config.catalog.as_deref().map(catalog::PublishedCatalog::read).transpose()?.map(Arc::new);
+        Service::Rounds { keeper: Box::new(keeper), snapshot, metrics, reader, catalog }
+    };
+    Ok(Prepared { config, limits, service })
+}
+
+impl Prepared {
+    /// Serves on `listener` until `shutdown` resolves; the keeper stores what is in flight
+    /// before this returns.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (config, limits) = (self.config, self.limits);
+        let (keeper, snapshot, metrics, reader, catalog) = match self.service {
+            Service::Helper(helper) => return serve_helper(config, &limits, helper, listener, shutdown).await,
+            Service::Rounds { keeper, snapshot, metrics, reader, catalog } => (keeper, snapshot, metrics, reader, catalog),
+        };
+        let store = keeper.health();
+        let (queue, inbox) = std::sync::mpsc::sync_channel(config.queue);
+        let keeper = std::thread::Builder::new().name("round-keeper".into()).spawn(move || (*keeper).run(inbox))?;
+        let models = Arc::new(model_cache::ModelCache::new(snapshot.clone(), reader.clone(), config.model_cache_versions));
+        let app = http::App {
+            snapshot,
+            queue,
+            metrics,
+            store,
+            body: http::BodyLimits::of(&config),
+            uploads: Arc::new(tokio::sync::Semaphore::new(config.upload_concurrency)),
+            models,
+            reader,
+            catalog,
+            upload_media_type: match config.role {
+                Role::Leader => http::REPORT_MEDIA_TYPE,
+                _ => http::UPDATE_MEDIA_TYPE,
+            },
+        };
+        conn::serve(listener, http::router(app, config.www.clone()), &limits, shutdown).await;
+        // The router (and with it the queue's sending end) is gone: the keeper drains and exits.
+        keeper.join().map_err(|_| "the round keeper panicked")?;
+        Ok(())
+    }
 }
 
 /// The helper role: no model, no rounds; its key, its store of counted report ids and releases.
 async fn serve_helper(
     config: Config,
+    limits: &conn::Limits,
+    helper: Arc<helper::Helper>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(dir) = config.database.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let store = helper_store::HelperStore::open(&config.database)?;
-    let helper =
-        helper::Helper::new(store, config.secagg.token.clone(), config.secagg.noise_multiplier, config.round.min_clients)
-            .map_err(|e| e.to_string())?;
-    tracing::info!(key_id = helper.config().hpke.key_id, min_clients = config.round.min_clients, "helper ready");
-    let app = http::HelperApp {
-        helper: Arc::new(helper),
-        body_timeout: Duration::from_millis(config.body_timeout_ms),
-        batches: Arc::new(tokio::sync::Semaphore::new(1)),
-    };
-    axum::serve(listener, http::helper_router(app)).with_graceful_shutdown(shutdown).await?;
+    let watchdog = tokio::spawn(watch_helper_store(helper.clone()));
+    let app = http::HelperApp { helper, body: http::BodyLimits::of(&config), batches: Arc::new(tokio::sync::Semaphore::new(1)) };
+    conn::serve(listener, http::helper_router(app), limits, shutdown).await;
+    watchdog.abort();
     Ok(())
+}
+
+/// The helper's store watchdog (a leader's and a single server's is the round keeper's loop).
+async fn watch_helper_store(helper: Arc<helper::Helper>) {
+    let mut every = tokio::time::interval(store_health::FILE_CHECK_EVERY);
+    loop {
+        every.tick().await;
+        let helper = helper.clone();
+        // A stat and, when due, a write that reaches the disk: off the async workers.
+        if tokio::task::spawn_blocking(move || helper.watch_store()).await.is_err() {
+            return;
+        }
+    }
 }

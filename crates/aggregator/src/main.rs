@@ -1,8 +1,10 @@
-//! `hearth-aggregator [--config FILE]`: settings from FILE, then HEARTH_AGG__* variables.
+//! `hearth-aggregator [--config FILE] [--init]` serves, `hearth-aggregator init [--config FILE]`
+//! creates the database: settings from FILE, then HEARTH_AGG__* variables.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser, Subcommand};
+use hearth_aggregator::aggregate::StartError;
 use hearth_aggregator::config::Config;
-use std::io::IsTerminal;
+use hearth_aggregator::store_file::StoreError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,7 +15,8 @@ Environment:
                                   e.g. HEARTH_AGG__ROUND__MIN_CLIENTS=500 HEARTH_AGG__LISTEN='\"0.0.0.0:8000\"'
   HEARTH_LOG=FILTER               what is logged to stderr [default: info], e.g. HEARTH_LOG=debug
 
-Once listening it prints `hearth-aggregator listening on http://ADDR` on stdout.";
+A server never creates its database: run `hearth-aggregator init` once first (or start with --init).
+Once its database is open it listens and prints `hearth-aggregator listening on http://ADDR` on stdout.";
 
 /// Hearth federated aggregator: validates noised model updates, sums them per round and
 /// publishes the next model pack.
@@ -21,26 +24,62 @@ Once listening it prints `hearth-aggregator listening on http://ADDR` on stdout.
 #[command(name = "hearth-aggregator", version, after_help = AFTER_HELP)]
 struct Cli {
     /// TOML settings file [default: none: every setting has its default, see docs/aggregator.md]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
+    /// Create the database first if its file does not exist (for demos and tests; a deployment
+    /// runs `init` once instead)
+    #[arg(long)]
+    init: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the database (and its directory) for the configured role, then exit: the schema, a
+    /// store identity, and the initial model or the helper's key. Refuses if the file exists.
+    Init,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     // Parse before the subscriber starts: --help and usage errors exit here (usage errors with 2).
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal (and not with NO_COLOR), never into
-        // files, pipes or journald.
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()))
-        .init();
+    if cli.init && cli.command.is_some() {
+        let why = "--init serves after creating a missing database; `init` only creates it";
+        Cli::command().error(clap::error::ErrorKind::ArgumentConflict, why).exit();
+    }
+    hearth_aggregator::log::init();
     let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hearth-aggregator: {e}");
             return ExitCode::from(2);
+        }
+    };
+    tracing::info!("database: {}", config.database.display());
+    let create = match cli.command {
+        Some(Command::Init) => Some(true),
+        // Only a missing file is created: an existing one is opened and checked as it is.
+        None if cli.init && std::fs::symlink_metadata(&config.database).is_err() => Some(false),
+        None => None,
+    };
+    if let Some(alone) = create {
+        match (hearth_aggregator::init(&config), alone) {
+            (Ok(_), true) => return ExitCode::SUCCESS,
+            // With --init, another process that created it first is as good.
+            (Ok(_) | Err(StartError::Store(StoreError::Exists { .. })), false) => {}
+            (Err(e), _) => {
+                eprintln!("hearth-aggregator: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let prepared = match hearth_aggregator::prepare(config.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("hearth-aggregator: {e}");
+            return ExitCode::FAILURE;
         }
     };
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
@@ -55,7 +94,7 @@ async fn main() -> ExitCode {
         Ok(addr) => println!("hearth-aggregator listening on http://{addr}"),
         Err(e) => eprintln!("hearth-aggregator: {e}"),
     }
-    match hearth_aggregator::serve(config, listener, shutdown_signal()).await {
+    match prepared.run(listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hearth-aggregator: {e}");

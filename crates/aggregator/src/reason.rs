@@ -61,6 +61,7 @@ reasons! {
     Busy => "busy", 503, true;
     StorageUnavailable => "storage_unavailable", 503, true;
     WrongHelperKey => "wrong_helper_key", 422, true;
+    TransferEncodingRefused => "transfer_encoding_refused", 400, false;
     BadVersion => "bad_version", 400, false;
     Unauthorized => "unauthorized", 401, false;
     TooFewReports => "too_few_reports", 422, false;

@@ -2,11 +2,15 @@
 //! the server optimizer's state. WAL with synchronous=FULL, so a committed transaction survives
 //! a killed process (and a power cut); every multi-row change is one transaction.
 
+use crate::config::Role;
+use crate::store_file::{Identity, Schema, StoreError};
+use crate::store_health::StoreHealth;
 use hearth_core::learning::server::OptimizerState;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::Path;
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: the store identity (`store_file`), added on open to a version-1 store.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE models (
@@ -43,6 +47,9 @@ CREATE TABLE optimizer_state (
 );
 ";
 
+/// A single server's or a leader's store.
+pub const ROUNDS_SCHEMA: Schema = Schema { tables: SCHEMA, version: SCHEMA_VERSION, marker_table: "models" };
+
 pub type DbResult<T> = rusqlite::Result<T>;
 
 #[derive(Debug, Clone)]
@@ -75,9 +82,10 @@ pub struct Store {
     conn: Connection,
 }
 
-/// A connection with the pragmas every user of the database needs.
+/// A connection with the pragmas every user of the database needs. Never creates the file: only
+/// `store_file::create` does, through `init`.
 pub fn connect(path: &Path) -> DbResult<Connection> {
-    let conn = Connection::open(path)?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // Updates are ~0.5-1 MB blobs: 64 KiB pages mean far fewer overflow pages to allocate,
     // checksum and copy; measured 2x the accepted uploads/s of 4 KiB pages. Takes effect when
@@ -92,40 +100,25 @@ pub fn connect(path: &Path) -> DbResult<Connection> {
     Ok(conn)
 }
 
-/// A connection to `path` holding `schema` at `version` (`PRAGMA user_version`): created on an
-/// empty database, refused (naming `what`) when written by another version.
-pub fn open_versioned(path: &Path, schema: &str, version: i64, what: &str) -> DbResult<Connection> {
-    let mut conn = connect(path)?;
-    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    match found {
-        0 => {
-            let tx = conn.transaction()?;
-            tx.execute_batch(schema)?;
-            tx.pragma_update(None, "user_version", version)?;
-            tx.commit()?;
-        }
-        v if v == version => {}
-        other => {
-            return Err(rusqlite::Error::InvalidParameterName(format!(
-                "{what} schema version {other}; this build knows {version}"
-            )));
-        }
-    }
-    Ok(conn)
-}
-
 impl Store {
-    /// Opens (creating if new) the database; refuses one written by a newer schema.
-    pub fn open(path: &Path) -> DbResult<Store> {
-        Ok(Store { conn: open_versioned(path, SCHEMA, SCHEMA_VERSION, "database")? })
+    /// `init`: creates the store for `role` (single or leader), seeded with its first model.
+    pub fn create(path: &Path, role: Role, first: &StoredModel, now_ms: i64) -> Result<Identity, StoreError> {
+        crate::store_file::create(path, role, &ROUNDS_SCHEMA, |conn| insert_model(conn, first, None, now_ms))
+    }
+
+    /// Opens the store `init` made for `role`; never creates one (see `store_file::open`).
+    pub fn open(path: &Path, role: Role) -> Result<(Store, StoreHealth), StoreError> {
+        let (conn, health) = crate::store_file::open(path, role, &ROUNDS_SCHEMA)?;
+        Ok((Store { conn }, health))
+    }
+
+    /// The watchdog's test write.
+    pub fn touch(&self) -> DbResult<()> {
+        crate::store_file::touch(&self.conn)
     }
 
     pub fn latest_model(&self) -> DbResult<Option<StoredModel>> {
         latest_model(&self.conn)
-    }
-
-    pub fn insert_first_model(&mut self, model: &StoredModel, now_ms: i64) -> DbResult<()> {
-        insert_model(&self.conn, model, None, now_ms)
     }
 
     pub fn open_round(&self) -> DbResult<Option<RoundRow>> {
@@ -264,4 +257,25 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 fn f32_values(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// A connection that can only read: request handlers' ([`crate::reader::Reader`]). Under WAL it
+/// reads beside the keeper's writes and never blocks them.
+pub fn connect_read_only(path: &Path) -> DbResult<Connection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+/// Whether an upload with this id (an update's nonce or a report id) was ever accepted, in any
+/// round: `updates` keeps every accepted id after its round ends.
+pub fn was_accepted(conn: &Connection, id: &[u8; 16]) -> DbResult<bool> {
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM updates WHERE nonce = ?1)", [&id[..]], |r| r.get(0))
+}
+
+impl Store {
+    /// See [`was_accepted`].
+    pub fn was_accepted(&self, id: &[u8; 16]) -> DbResult<bool> {
+        was_accepted(&self.conn, id)
+    }
 }

@@ -23,6 +23,13 @@ pub fn no_round(training: bool) -> Reject {
     }
 }
 
+/// An upload whose id (nonce or report id) was accepted before: counted once, whatever round it
+/// names now. Also the answer to a retry that arrives after its round ended, as the store keeps
+/// every accepted id; the round checks below refuse only uploads never accepted.
+pub fn duplicate_nonce() -> Reject {
+    Reject::new(Reason::DuplicateNonce, "an update with this nonce was already accepted")
+}
+
 /// An accepted upload: a plaintext update (`single`) or a report (`leader`).
 #[derive(Debug, Clone)]
 pub enum Upload {

@@ -107,6 +107,7 @@ fn every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored() {
             "payload_too_large",
         ),
         (
+            // Transfer-Encoding framing is refused before any body is read (tests/connections.rs).
             "chunked body over the limit",
             vec![(
                 request(
@@ -116,8 +117,8 @@ fn every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored() {
                 ),
                 Duration::ZERO,
             )],
-            413,
-            "payload_too_large",
+            400,
+            "transfer_encoding_refused",
         ),
         (
             "slow body",

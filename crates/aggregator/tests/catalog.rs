@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 
 const CATALOG: &str = r#"{"ads": [{"id": "a-1", "category": "sports", "features": ["topic:sports"]}],
   "creatives": {"a-1": {"title": "Trail shoes", "body": "Light.", "cta": "Shop", "url": "https://example.com/"}}}"#;
@@ -43,14 +42,7 @@ fn a_bad_catalog_stops_the_server_at_start() {
         let dir = scratch(&format!("catalog-bad-{name}"));
         let file = dir.join("catalog.json");
         std::fs::write(&file, doc).unwrap();
-        std::fs::write(dir.join("aggregator.toml"), config(&default_pack(), 10, &format!("catalog = {file:?}"))).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_hearth-aggregator"))
-            .arg("--config")
-            .arg(dir.join("aggregator.toml"))
-            .env("HEARTH_AGG__LISTEN", "\"127.0.0.1:0\"")
-            .env("HEARTH_AGG__DATABASE", format!("{:?}", dir.join("hearth.db")))
-            .output()
-            .unwrap();
+        let out = aggregator(&dir, &config(&default_pack(), 10, &format!("catalog = {file:?}"))).arg("--init").output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name}: the server ran");
         assert!(stderr.contains(why), "{name}: {stderr}");

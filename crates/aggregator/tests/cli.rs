@@ -15,7 +15,17 @@ fn help_documents_every_flag_and_the_environment() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let help = String::from_utf8(out.stdout).unwrap();
-    for wanted in ["--config <FILE>", "[default: none", "--help", "--version", "HEARTH_AGG__SECTION__KEY=VALUE", "HEARTH_LOG"] {
+    for wanted in [
+        "--config <FILE>",
+        "[default: none",
+        "--init",
+        "\n  init ",
+        "never creates its database",
+        "--help",
+        "--version",
+        "HEARTH_AGG__SECTION__KEY=VALUE",
+        "HEARTH_LOG",
+    ] {
         assert!(help.contains(wanted), "--help lacks {wanted:?}:\n{help}");
     }
     let out = Command::new(BIN).arg("--version").output().unwrap();
@@ -25,7 +35,7 @@ fn help_documents_every_flag_and_the_environment() {
 
 #[test]
 fn a_usage_error_exits_2_before_starting() {
-    for args in [&["--bogus"][..], &["--config"], &["--config", "a.toml", "extra"]] {
+    for args in [&["--bogus"][..], &["--config"], &["--config", "a.toml", "extra"], &["--init", "init"], &["init", "extra"]] {
         let out = Command::new(BIN).args(args).env("HEARTH_AGG__LISTEN", "\"127.0.0.1:0\"").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
         assert!(out.stdout.is_empty(), "{args:?}: it started");
@@ -42,6 +52,7 @@ fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(&file)
+        .arg("--init")
         .env("HEARTH_AGG__LISTEN", "\"127.0.0.1:0\"")
         .env("HEARTH_AGG__DATABASE", format!("{:?}", dir.join("hearth.db")))
         .env("HEARTH_LOG", "info")

@@ -35,8 +35,10 @@ fn tampered(dir: &Path, edit: impl FnOnce(&mut ModelProto)) -> PathBuf {
     out
 }
 
+/// `init` (where the initial pack is checked), then the keeper's start on the new store.
 fn start(dir: &Path, initial_model: PathBuf) -> Result<(), StartError> {
     let config = Config { database: dir.join("hearth.db"), initial_model, ..Config::default() };
+    hearth_aggregator::init(&config)?;
     Keeper::start(config, Arc::new(Metrics::default())).map(|_| ())
 }
 

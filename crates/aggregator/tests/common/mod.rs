@@ -27,8 +27,19 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Writes a small pack (about 4,400 parameters) to `dir/pack` and returns that directory.
 pub fn small_pack(dir: &Path) -> PathBuf {
-    let arch = Arch { buckets: 512, dim: 8, hidden: 12 };
-    let spec = FeatureSpec { hash: HASH_NAME.into(), seed: 5, buckets: 512, user_slots: 8, context_slots: 4, ad_slots: 6 };
+    pack_of(dir, Arch { buckets: 512, dim: 8, hidden: 12 })
+}
+
+/// Writes a pack of `arch` to `dir/pack` and returns that directory.
+pub fn pack_of(dir: &Path, arch: Arch) -> PathBuf {
+    let spec = FeatureSpec {
+        hash: HASH_NAME.into(),
+        seed: 5,
+        buckets: arch.buckets.try_into().unwrap(),
+        user_slots: 8,
+        context_slots: 4,
+        ad_slots: 6,
+    };
     let (onnx, manifest) = ModelPack::write(&Params::init(arch, 9), &spec, 1);
     let out = dir.join("pack");
     pack_dir::write(&out, &onnx, &manifest).unwrap();
@@ -45,28 +56,40 @@ pub struct Server {
     pub dir: PathBuf,
 }
 
+/// The binary with `config` (TOML) written to `dir/aggregator.toml`, on a free loopback port,
+/// its database `dir/hearth.db`; no `--init`, so it serves only a database that exists.
+pub fn aggregator(dir: &Path, config: &str) -> Command {
+    let file = dir.join("aggregator.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hearth-aggregator"));
+    command
+        .arg("--config")
+        .arg(&file)
+        .env("HEARTH_AGG__LISTEN", "\"127.0.0.1:0\"")
+        .env("HEARTH_AGG__DATABASE", format!("{:?}", dir.join("hearth.db")));
+    command
+}
+
 impl Server {
-    /// Starts the binary with `config` (TOML) written to `dir/aggregator.toml`; the database
-    /// lives in `dir` too, so a second start on the same `dir` is a restart.
+    /// Starts the binary with `config` (TOML) written to `dir/aggregator.toml` and `--init`; the
+    /// database lives in `dir` too, created at the first start, so a second start on the same
+    /// `dir` is a restart.
     pub fn start(dir: &Path, config: &str) -> Server {
         Server::start_with_env(dir, config, &[])
     }
 
     /// [`Server::start`] with extra environment variables.
     pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
-        let file = dir.join("aggregator.toml");
-        std::fs::write(&file, config).unwrap();
+        let mut command = aggregator(dir, config);
+        command.arg("--init").envs(env.iter().copied());
+        Server::spawn(command, dir)
+    }
+
+    /// Runs `command` (from [`aggregator`]), its log appended to `dir/stderr.log`, and waits
+    /// until it is healthy.
+    pub fn spawn(mut command: Command, dir: &Path) -> Server {
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stderr.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hearth-aggregator"))
-            .arg("--config")
-            .arg(&file)
-            .env("HEARTH_AGG__LISTEN", "\"127.0.0.1:0\"")
-            .env("HEARTH_AGG__DATABASE", format!("{:?}", dir.join("hearth.db")))
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
+        let mut child = command.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
@@ -312,4 +335,11 @@ pub fn seeded_noise(
     let source = hearth_core::privacy::noise::SeededRandom::new(release_seed(seed, drawer, round));
     n.add_noise(sigma, &mut Sampler::from_source(source)).unwrap();
     n.values()
+}
+
+impl Server {
+    /// The server process's id, to read its memory and descriptors under /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }

@@ -2,6 +2,7 @@
 //! same arithmetic: the running sum of a round's updates and the step its mean takes.
 
 use crate::error::{HearthError, Result};
+use crate::learning::train::MAX_LR;
 use serde::{Deserialize, Serialize};
 
 /// The server step applied to the mean update Δ̄ when a round closes.
@@ -10,12 +11,12 @@ use serde::{Deserialize, Serialize};
 pub enum Optimizer {
     /// w += lr · Δ̄ (lr = 1 is plain federated averaging).
     FedAvg {
-        /// Server learning rate; finite and > 0.
+        /// Server learning rate; > 0 and at most [`MAX_LR`].
         lr: f32,
     },
     /// Reddi et al. 2021: m = β1 m + (1−β1) Δ̄, v = β2 v + (1−β2) Δ̄², w += lr · m / (√v + τ).
     FedAdam {
-        /// Server learning rate; finite and > 0.
+        /// Server learning rate; > 0 and at most [`MAX_LR`].
         lr: f32,
         /// Decay of the first moment m, in [0, 1).
         beta1: f32,
@@ -44,16 +45,17 @@ pub struct OptimizerState {
 }
 
 impl Optimizer {
-    /// `InvalidTraining` unless lr (and FedAdam's τ) is finite and > 0 and the betas are in [0, 1).
+    /// `InvalidTraining` unless lr is in (0, [`MAX_LR`]], FedAdam's τ finite and > 0 and the betas
+    /// in [0, 1).
     pub fn validate(&self) -> Result<()> {
+        let rate = |x: f32| x > 0.0 && x <= MAX_LR;
         let positive = |x: f32| x.is_finite() && x > 0.0;
         let unit = |x: f32| (0.0..1.0).contains(&x);
+        let bad = |m: String| Err(HearthError::InvalidTraining(m));
         match *self {
-            Optimizer::FedAvg { lr } if !positive(lr) => {
-                Err(HearthError::InvalidTraining(format!("server lr = {lr} must be positive")))
-            }
-            Optimizer::FedAdam { lr, beta1, beta2, tau } if !(positive(lr) && unit(beta1) && unit(beta2) && positive(tau)) => {
-                Err(HearthError::InvalidTraining("fed_adam needs lr > 0, beta1 and beta2 in [0, 1), tau > 0".into()))
+            Optimizer::FedAvg { lr } if !rate(lr) => bad(format!("server lr = {lr} must be in (0, {MAX_LR}]")),
+            Optimizer::FedAdam { lr, beta1, beta2, tau } if !(rate(lr) && unit(beta1) && unit(beta2) && positive(tau)) => {
+                bad(format!("fed_adam needs lr in (0, {MAX_LR}], beta1 and beta2 in [0, 1), tau > 0"))
             }
             _ => Ok(()),
         }

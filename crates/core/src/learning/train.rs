@@ -166,12 +166,17 @@ pub fn mean_loss(p: &Params, local_u: &[f32], examples: &[Example]) -> f32 {
     examples.iter().map(|e| example_loss(p, local_u, e, None, None)).sum::<f32>() / total
 }
 
+/// Largest learning rate accepted, of a device's Adam steps or the server's step. Adam moves each
+/// coordinate by about lr a step and the server by lr times the mean update, so a larger rate only
+/// diverges; near `f32::MAX` it overflows the parameters to infinity.
+pub const MAX_LR: f32 = 10.0;
+
 /// Adam (Kingma & Ba, 2015) with bias-corrected moments:
 /// m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g², θ ← θ − lr · (m / (1−β1ᵗ)) / (√(v / (1−β2ᵗ)) + ε).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Adam {
-    /// Learning rate; finite and > 0.
+    /// Learning rate; > 0 and at most [`MAX_LR`].
     pub lr: f32,
     /// Decay of the first moment, in [0, 1).
     pub beta1: f32,
@@ -255,8 +260,8 @@ impl TrainConfig {
             return bad("batch size must be at least 1");
         }
         for a in [self.reconstruction, self.global] {
-            if !(a.lr.is_finite() && a.lr > 0.0 && (0.0..1.0).contains(&a.beta1) && (0.0..1.0).contains(&a.beta2)) {
-                return bad("Adam needs lr > 0 and betas in [0, 1)");
+            if !(a.lr > 0.0 && a.lr <= MAX_LR && (0.0..1.0).contains(&a.beta1) && (0.0..1.0).contains(&a.beta2)) {
+                return bad(&format!("Adam needs lr in (0, {MAX_LR}] and betas in [0, 1)"));
             }
             if !(a.eps.is_finite() && a.eps > 0.0) {
                 return bad("Adam needs eps > 0");

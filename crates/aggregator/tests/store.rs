@@ -1,0 +1,222 @@
+//! The database is never silently started afresh or lost unnoticed: a server opens only the
+//! store `hearth-aggregator init` made for its role, and refuses (exit 1, naming the absolute
+//! path) a missing, empty, read-only or other role's file; a store removed or replaced under a
+//! running server makes `/healthz` and uploads answer 503 instead of writing to a file no one
+//! will read.
+
+mod common;
+
+use common::*;
+use hearth_core::privacy::wire::Encoding;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const K: u64 = 10;
+const BIN: &str = env!("CARGO_BIN_EXE_hearth-aggregator");
+/// Longest wait for a verdict: generous, so a busy machine cannot fail a test that passes.
+const CEILING: Duration = Duration::from_secs(30);
+
+/// A command's exit code, stdout and stderr. One still running after [`CEILING`] started
+/// instead of refusing: it is killed and the test fails.
+fn finish(mut command: Command) -> (Option<i32>, String, String) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let until = Instant::now() + CEILING;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut out = String::new();
+            let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+            panic!("still running after {CEILING:?}: it started instead of refusing ({out:?})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status.code(), out, err)
+}
+
+/// Asserts that `command` refuses to start: exit status 1, never listening, and an error naming
+/// `db` with every one of `words`.
+fn assert_refused(command: Command, db: &Path, words: &[&str]) {
+    let (code, out, err) = finish(command);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!out.contains("listening"), "it listened: {out}");
+    let line = err.lines().find(|l| l.starts_with("hearth-aggregator: ")).unwrap_or_else(|| panic!("no error line:\n{err}"));
+    assert!(line.contains(&db.display().to_string()), "the error does not name {}: {line}", db.display());
+    for w in words {
+        assert!(line.contains(w), "the error lacks {w:?}: {line}");
+    }
+}
+
+/// `hearth-aggregator init` with `config` in `dir`; asserts it succeeded.
+fn init(dir: &Path, config: &str) {
+    let (code, out, err) = finish({
+        let mut c = aggregator(dir, config);
+        c.arg("init");
+        c
+    });
+    assert_eq!(code, Some(0), "init failed: {err}");
+    assert!(out.is_empty(), "init served: {out}");
+}
+
+/// `/healthz` once it stops answering 200, within [`CEILING`].
+fn unhealthy(server: &Server) -> serde_json::Value {
+    let until = Instant::now() + CEILING;
+    loop {
+        let (status, _, body) = get(&server.url("/healthz"));
+        if status != 200 {
+            assert_eq!(status, 503);
+            return serde_json::from_slice(&body).unwrap();
+        }
+        assert!(Instant::now() < until, "/healthz still says ok {CEILING:?} later: {}", String::from_utf8_lossy(&body));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn upload(server: &Server, seed: u64) -> (u16, serde_json::Value) {
+    let task = server.task();
+    let d = fetch_pack(server).0.params.values.len();
+    server.post(&honest_update(&task, d, seed, Encoding::F32).encode())
+}
+
+#[test]
+fn a_database_removed_under_a_running_server_refuses_uploads_and_the_restart() {
+    let dir = scratch("store-removed");
+    let cfg = config(&small_pack(&dir), K, "");
+    let server = Server::start(&dir, &cfg);
+    assert_eq!(upload(&server, 1).0, 202);
+    for f in ["hearth.db", "hearth.db-wal", "hearth.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    // Stored only in the unlinked file, so never acknowledged.
+    let (status, reply) = upload(&server, 2);
+    assert_eq!((status, reply["error"].as_str()), (503, Some("storage_unavailable")), "{reply}");
+    let health = unhealthy(&server);
+    assert_eq!(health["status"], "store_lost", "{health}");
+    assert!(health["detail"].as_str().unwrap().contains("removed"), "{health}");
+    server.kill();
+    assert!(std::fs::read_to_string(dir.join("stderr.log")).unwrap().contains("ERROR"), "the loss was not logged");
+    assert_refused(aggregator(&dir, &cfg), &dir.join("hearth.db"), &["does not exist", "hearth-aggregator init"]);
+}
+
+#[test]
+fn a_helper_store_removed_under_a_running_helper_is_reported_and_never_restarted_afresh() {
+    let dir = scratch("store-helper-removed");
+    let helper = Server::start(&dir, &helper_config(K, 4.0));
+    for f in ["hearth.db", "hearth.db-wal", "hearth.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let health = unhealthy(&helper);
+    assert_eq!((health["status"].as_str(), health["role"].as_str()), (Some("store_lost"), Some("helper")), "{health}");
+    helper.kill();
+    // A fresh helper store would mean a new key and no memory of the report ids it counted.
+    assert_refused(aggregator(&dir, &helper_config(K, 4.0)), &dir.join("hearth.db"), &["does not exist"]);
+}
+
+#[test]
+fn an_empty_database_file_is_refused_even_with_init() {
+    let dir = scratch("store-empty");
+    let cfg = config(&small_pack(&dir), K, "");
+    let db = dir.join("hearth.db");
+    std::fs::File::create(&db).unwrap();
+    assert_refused(aggregator(&dir, &cfg), &db, &["empty"]);
+    // --init creates only a missing file: an existing one is checked as it is.
+    let mut with_init = aggregator(&dir, &cfg);
+    with_init.arg("--init");
+    assert_refused(with_init, &db, &["empty"]);
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0);
+}
+
+#[test]
+fn the_default_relative_path_from_another_directory_is_refused_not_created() {
+    let dir = scratch("store-elsewhere");
+    std::fs::write(dir.join("aggregator.toml"), config(&small_pack(&dir), K, "")).unwrap();
+    let mut command = Command::new(BIN);
+    command.args(["--config", "aggregator.toml"]).current_dir(&dir).env("HEARTH_AGG__LISTEN", "\"127.0.0.1:0\"");
+    let db = dir.canonicalize().unwrap().join("target/aggregator/hearth.db");
+    assert_refused(command, &db, &["does not exist", "hearth-aggregator init"]);
+    assert!(!db.exists(), "a fresh database was created");
+}
+
+#[test]
+fn a_read_only_database_is_refused_at_start() {
+    let dir = scratch("store-read-only");
+    let cfg = config(&small_pack(&dir), K, "");
+    init(&dir, &cfg);
+    let db = dir.join("hearth.db");
+    let mut perms = std::fs::metadata(&db).unwrap().permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(&db, perms).unwrap();
+    let server = aggregator(&dir, &cfg);
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    let command = if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+        // Root writes whatever the mode says: run as nobody, to whom the file (mode 444) and its
+        // directory (root's, 755) are read-only.
+        let as_nobody = || {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+            c
+        };
+        match as_nobody().args([BIN, "--version"]).output() {
+            Ok(o) if o.status.success() => {}
+            other => {
+                eprintln!("skipped: root, and the binary cannot run as nobody through setpriv ({other:?})");
+                return;
+            }
+        }
+        let mut c = as_nobody();
+        c.arg(server.get_program()).args(server.get_args());
+        c.envs(server.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+        c
+    } else {
+        server
+    };
+    assert_refused(command, &db, &["cannot be written"]);
+}
+
+#[test]
+fn a_database_replaced_under_a_running_server_is_reported_lost() {
+    let dir = scratch("store-replaced");
+    let cfg = config(&small_pack(&dir), K, "");
+    let server = Server::start(&dir, &cfg);
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    init(&other, &cfg);
+    std::fs::rename(other.join("hearth.db"), dir.join("hearth.db")).unwrap();
+    // The watchdog finds it, with no upload to trip over it.
+    let health = unhealthy(&server);
+    assert_eq!(health["status"], "store_lost", "{health}");
+    assert!(health["detail"].as_str().unwrap().contains("replaced"), "{health}");
+    let (status, reply) = upload(&server, 1);
+    assert_eq!((status, reply["error"].as_str()), (503, Some("storage_unavailable")), "{reply}");
+}
+
+#[test]
+fn a_helper_store_is_refused_by_a_single_server() {
+    let dir = scratch("store-role");
+    init(&dir, &helper_config(K, 4.0));
+    assert_refused(aggregator(&dir, &config(&small_pack(&dir), K, "")), &dir.join("hearth.db"), &["helper store", "single"]);
+}
+
+#[test]
+fn init_twice_refuses_the_second_and_leaves_the_store_as_it_was() {
+    let dir = scratch("store-init-twice");
+    let cfg = config(&small_pack(&dir), K, "");
+    let db = dir.join("hearth.db");
+    init(&dir, &cfg);
+    let before = std::fs::read(&db).unwrap();
+    let mut again = aggregator(&dir, &cfg);
+    again.arg("init");
+    assert_refused(again, &db, &["already exists"]);
+    assert!(std::fs::read(&db).unwrap() == before, "the second init changed the store");
+    // What init made is served without --init.
+    let server = Server::spawn(aggregator(&dir, &cfg), &dir);
+    assert_eq!(fetch_pack(&server).0.manifest.model_version, 1);
+}
