@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # `make bench`: native ranking benchmark (xtask), then the browser benchmark
-# (www/bench/ in headless Chromium), then the aggregator under upload load;
-# writes target/bench/score.json, train.json and aggregator.json.
+# (www/bench/ in headless Chromium), then the aggregator under upload load and under attack;
+# writes target/bench/score.json, train.json, aggregator.json and attack.json.
 #
 #   scripts/bench.sh [train | aggregator] [scripts/bench.mjs flags]
 #
 # `train`: only the device's side (native and browser training, upload builds and sizes:
-# train.json). `aggregator`: only the load generator (plaintext single server and secure-
-# aggregation leader + helper: aggregator.json), no browser. Without either, everything.
+# train.json). `aggregator`: only the load generators (plaintext single server and secure-
+# aggregation leader + helper: aggregator.json; slow, idle and download floods beside honest
+# uploads: attack.json), no browser. Without either, everything.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -39,6 +40,9 @@ if [ "$ONLY" != train ]; then
   cargo build --release -p hearth-aggregator
   rm -f target/bench/aggregator.json
   cargo run -p xtask --release -- bench-aggregator --out target/bench/aggregator.json
+  log "aggregator: xtask attack (hostile connections beside honest uploads)"
+  rm -f target/bench/attack.json
+  cargo run -p xtask --release -- attack --out target/bench/attack.json
 fi
 
 case "$ONLY" in

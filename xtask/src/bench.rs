@@ -99,7 +99,7 @@ pub fn bench_context() -> Context {
     Context { topics: vec!["sports".into()], keywords: vec![], slot: Some("sidebar".into()), hour: Some(14) }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 

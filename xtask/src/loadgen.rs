@@ -31,9 +31,10 @@ use hearth_core::privacy::noise::{ByteSource, Sampler};
 use hearth_core::privacy::privatize::build_update;
 use hearth_core::privacy::seal::{HelperKey, SEED_LEN, hex};
 use hearth_core::privacy::shares::{Binding, MASK, Report, SecAggTask, build_report, expand};
-use hearth_core::privacy::wire::Encoding;
+use hearth_core::privacy::wire::{Encoding, Update};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,6 +48,10 @@ const TOKEN: &str = "hearth-bench-token-0123456789";
 const SHARE_POOL: usize = 32;
 /// Batches the helper is timed on, after one warm-up batch.
 const HELPER_BATCHES: usize = 5;
+/// Clients run this long before their measured window opens.
+pub(crate) const WARM_UP: Duration = Duration::from_secs(1);
+/// A persistent client's pause after a failed upload (see [`drive`]), as a device would back off.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// What one load level runs against.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -94,7 +99,7 @@ pub struct Args {
     min_clients: Vec<u64>,
 }
 
-fn positive_seconds(s: &str) -> Result<f64, String> {
+pub(crate) fn positive_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("{s:?} is not a positive number of seconds")),
@@ -219,7 +224,7 @@ fn rounds_of(server: &Path, k: u64, seconds: f64, params: usize, commit: &str) -
     Ok(records)
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1048576.0
 }
 
@@ -231,18 +236,21 @@ fn level(binary: &Path, clients: usize, target: Target, k: u64, measure: Duratio
     let mut helper = None;
     let server = match target {
         Target::Sink(encoding) => start_sink(encoding)?,
-        Target::Single(encoding) => start(binary, &dir, &single_env(encoding, k))?,
+        Target::Single(encoding) => start(binary, &dir, &single_env(encoding, k), None)?,
         Target::Leader => {
-            let h = start(binary, &dir.join("helper"), &helper_env(k))?;
+            let h = start(binary, &dir.join("helper"), &helper_env(k), None)?;
             let env = leader_env(&h.1, k);
             helper = Some(h);
-            start(binary, &dir, &env)?
+            start(binary, &dir, &env, None)?
         }
     };
     let url = server.1.clone();
     let result = match &helper {
         Some((_, helper_url)) => drive_reports(&url, helper_url, clients, k, measure),
-        None => drive(&url, clients, measure),
+        None => {
+            let from = Instant::now() + WARM_UP;
+            drive(&url, clients, from..from + measure, false)
+        }
     };
     let helper_rss = helper.as_ref().map(|h| peak_rss(h.0.id()));
     let peak_rss = peak_rss(server.0.id());
@@ -267,12 +275,12 @@ fn start_sink(encoding: Encoding) -> Result<(Child, String), String> {
 }
 
 /// A `single` server taking plaintext updates of `encoding` in rounds of `k`; a budget that
-/// outlasts the run.
-fn single_env(encoding: Encoding, k: u64) -> Vec<(&'static str, String)> {
+/// outlasts the run (the largest the configuration takes).
+pub(crate) fn single_env(encoding: Encoding, k: u64) -> Vec<(&'static str, String)> {
     vec![
         ("HEARTH_AGG__ROUND__MIN_CLIENTS", k.to_string()),
         ("HEARTH_AGG__ROUND__ENCODING", format!("\"{}\"", encoding.name())),
-        ("HEARTH_AGG__PRIVACY__EPSILON_BUDGET", "1000".into()),
+        ("HEARTH_AGG__PRIVACY__EPSILON_BUDGET", "100".into()),
     ]
 }
 
@@ -301,17 +309,32 @@ fn leader_env(helper_url: &str, k: u64) -> Vec<(&'static str, String)> {
         ("HEARTH_AGG__ROUND__MIN_CLIENTS", k.to_string()),
         ("HEARTH_AGG__ROUND__CLIP_NORM", task.clip_norm.to_string()),
         ("HEARTH_AGG__ROUND__NOISE_MULTIPLIER", task.noise_multiplier.to_string()),
-        ("HEARTH_AGG__PRIVACY__EPSILON_BUDGET", "1000".into()),
+        ("HEARTH_AGG__PRIVACY__EPSILON_BUDGET", "100".into()),
         ("HEARTH_AGG__SECAGG__HELPER_URL", format!("\"{helper_url}/\"")),
         ("HEARTH_AGG__SECAGG__TOKEN", format!("{TOKEN:?}")),
         ("HEARTH_AGG__SECAGG__NOISE_MULTIPLIER", BENCH_SECAGG.leader_noise.to_string()),
     ]
 }
 
-/// The aggregator with its database in `dir` and `env` over its defaults.
-fn start(binary: &Path, dir: &Path, env: &[(&str, String)]) -> Result<(Child, String), String> {
+/// The aggregator with its database in `dir` (created there by `--init`) and `env` over its
+/// defaults; with `open_files`, under that open-file limit (soft and hard, set by `prlimit`).
+pub(crate) fn start(
+    binary: &Path,
+    dir: &Path,
+    env: &[(&str, String)],
+    open_files: Option<u64>,
+) -> Result<(Child, String), String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let child = Command::new(binary)
+    let mut command = match open_files {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let child = command
+        .arg("--init")
         .env("HEARTH_AGG__LISTEN", "\"127.0.0.1:0\"")
         .env("HEARTH_AGG__DATABASE", format!("{:?}", dir.join("hearth.db")))
         .env("HEARTH_LOG", "warn")
@@ -334,12 +357,12 @@ fn listening(mut child: Child) -> Result<(Child, String), String> {
     Ok((child, url))
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).build().into()
 }
 
 /// GET `url`, its body as JSON.
-fn get_json(agent: &ureq::Agent, url: &str) -> Result<Value, String> {
+pub(crate) fn get_json(agent: &ureq::Agent, url: &str) -> Result<Value, String> {
     let text = agent.get(url).call().map_err(|e| format!("{url}: {e}"))?.body_mut().read_to_string();
     serde_json::from_str(&text.map_err(|e| format!("{url}: {e}"))?).map_err(|e| format!("{url}: {e}"))
 }
@@ -351,17 +374,17 @@ fn helper_key(agent: &ureq::Agent, helper_url: &str) -> Result<HelperKey, String
     HelperKey::from_config(&config.hpke).map_err(|e| e.to_string())
 }
 
-fn task(agent: &ureq::Agent, url: &str) -> Result<RoundTask, String> {
+pub(crate) fn task(agent: &ureq::Agent, url: &str) -> Result<RoundTask, String> {
     serde_json::from_value(get_json(agent, &format!("{url}/v1/round"))?).map_err(|e| format!("round task: {e}"))
 }
 
-fn metric(url: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric(url: &str, name: &str) -> Option<f64> {
     let text = agent().get(&format!("{url}/metrics")).call().ok()?.body_mut().read_to_string().ok()?;
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// VmHWM of a process: its peak resident set.
-fn peak_rss(pid: u32) -> u64 {
+pub(crate) fn peak_rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -425,11 +448,12 @@ impl Load {
         }
     }
 
-    /// One warm-up second, then `measure`; stops the clients and gathers their latencies.
-    fn run(&self, handles: Vec<std::thread::JoinHandle<Vec<f64>>>, measure: Duration) -> (u64, u64, Vec<f64>) {
-        std::thread::sleep(Duration::from_secs(1));
+    /// Counts what completes within `window` (the clients run from before it: warm-up); then
+    /// stops the clients and gathers their latencies.
+    fn run(&self, handles: Vec<std::thread::JoinHandle<Vec<f64>>>, window: Range<Instant>) -> (u64, u64, Vec<f64>) {
+        std::thread::sleep(window.start.saturating_duration_since(Instant::now()));
         self.measuring.store(true, Ordering::Relaxed);
-        std::thread::sleep(measure);
+        std::thread::sleep(window.end.saturating_duration_since(Instant::now()));
         self.measuring.store(false, Ordering::Relaxed);
         self.stop.store(true, Ordering::Relaxed);
         let latencies: Vec<f64> = handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
@@ -450,20 +474,28 @@ fn honest_delta(params: usize) -> Vec<f32> {
     vec![1e-3; params]
 }
 
-/// Plaintext: closed-loop clients re-sending one update under fresh nonces; (accepted, busy, latencies).
-fn drive(url: &str, clients: usize, measure: Duration) -> Result<(u64, u64, Vec<f64>), String> {
-    let first = task(&agent(), url)?;
+/// The honest update for the round of `task`, built as a device builds it.
+pub(crate) fn honest_update(task: &RoundTask) -> Result<Update, String> {
     let params = load_pack(Path::new("models/default"))?.params.values.len();
-    let (base, _) = build_update(
+    let (update, _) = build_update(
         honest_delta(params),
-        first.model_version,
-        first.round_id,
-        first.clip_norm,
-        first.noise_multiplier,
-        first.encoding,
+        task.model_version,
+        task.round_id,
+        task.clip_norm,
+        task.noise_multiplier,
+        task.encoding,
         &mut Sampler::os(),
     )
     .map_err(|e| e.to_string())?;
+    Ok(update)
+}
+
+/// Plaintext: closed-loop clients re-sending one update under fresh nonces, counted within
+/// `window`; (accepted, busy, latencies). A client stops at its first failed upload (transport
+/// error or unexpected answer), or with `persist` pauses and sends the next.
+pub(crate) fn drive(url: &str, clients: usize, window: Range<Instant>, persist: bool) -> Result<(u64, u64, Vec<f64>), String> {
+    let first = task(&agent(), url)?;
+    let base = honest_update(&first)?;
     let current = Arc::new(RwLock::new((first.round_id, first.model_version)));
     let load = Load::new();
     let handles = (0..clients as u64)
@@ -480,6 +512,7 @@ fn drive(url: &str, clients: usize, measure: Duration) -> Result<(u64, u64, Vec<
                     update.nonce = upload_id(c, seq);
                     let body = update.encode();
                     match load.send(&agent, &url, "application/vnd.hearth.update", &body, &mut latencies) {
+                        None if persist => std::thread::sleep(RETRY_PAUSE),
                         None => break,
                         Some(Verdict::Sent) => {}
                         Some(Verdict::NextRound) => {
@@ -493,7 +526,7 @@ fn drive(url: &str, clients: usize, measure: Duration) -> Result<(u64, u64, Vec<
             })
         })
         .collect();
-    Ok(load.run(handles, measure))
+    Ok(load.run(handles, window))
 }
 
 /// One pre-built share: the device's rounded update plus its own noise, masked with PRG(seed).
@@ -591,7 +624,8 @@ fn drive_reports(url: &str, helper_url: &str, clients: usize, k: u64, measure: D
             })
         })
         .collect();
-    Ok(load.run(handles, measure))
+    let from = Instant::now() + WARM_UP;
+    Ok(load.run(handles, from..from + measure))
 }
 
 /// The helper's own cost: a fresh helper answers `/v1/aggregate` for one warm-up and then
@@ -602,7 +636,7 @@ fn helper_batches(binary: &Path, params: usize) -> Result<(Vec<f64>, u64), Strin
     let dir = PathBuf::from("target/bench/aggregator-run/helper");
     let _ = std::fs::remove_dir_all(&dir);
     let k = BENCH_SECAGG.clients;
-    let (mut child, url) = start(binary, &dir, &helper_env(k))?;
+    let (mut child, url) = start(binary, &dir, &helper_env(k), None)?;
     let result = (|| -> Result<Vec<f64>, String> {
         let agent = agent();
         let key = helper_key(&agent, &url)?;

@@ -1,6 +1,7 @@
 //! Developer tasks: generate model packs and demo data, rank fixtures natively, benchmark.
 //! `cargo run -p xtask --release -- <task> [args]`; `-- help` lists the tasks, `-- <task> --help` their flags.
 
+mod attack;
 mod bench;
 mod demo;
 mod demo_pack;
@@ -47,6 +48,8 @@ enum Task {
     BenchAggregator(loadgen::Args),
     /// Minimal HTTP server that discards uploads: the bench-aggregator's transport ceiling.
     HttpSink(sink::Args),
+    /// Hostile-load generator: slow, idle and download floods beside honest uploads.
+    Attack(attack::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,6 +75,7 @@ fn main() {
         Task::BenchTrain(args) => bench::train(args),
         Task::BenchAggregator(args) => loadgen::run(args),
         Task::HttpSink(args) => sink::run(args),
+        Task::Attack(args) => attack::run(args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e}");
@@ -115,6 +119,7 @@ mod tests {
             "bench-train",
             "bench-aggregator",
             "http-sink",
+            "attack",
         ];
         assert_eq!(names, tasks);
         let help = cli.render_help().to_string();
@@ -161,6 +166,24 @@ mod tests {
                 ],
             ),
             ("http-sink", &["[ENCODING]", "[default: f32]"]),
+            (
+                "attack",
+                &[
+                    "--out <FILE>",
+                    "[default: target/bench/attack.json]",
+                    "--server <BIN>",
+                    "[default: target/release/hearth-aggregator]",
+                    "--attack <ATTACK>",
+                    "[default: none slow-headers idle-connections slow-bodies download-flood]",
+                    "--seconds <S>",
+                    "[default: 10]",
+                    "--clients <N>",
+                    "[default: 8]",
+                    "--connections <N>",
+                    "--min-clients <K>",
+                    "[default: 10]",
+                ],
+            ),
         ];
         for (task, wanted) in flags {
             let help = cli.find_subcommand_mut(task).unwrap().render_help().to_string();
@@ -186,6 +209,10 @@ mod tests {
             &["xtask", "http-sink", "f32"],
             &["xtask", "http-sink", "quantized"],
             &["xtask", "http-sink"],
+            &["xtask", "attack"],
+            &["xtask", "attack", "--out", "target/bench/attack.json"],
+            &["xtask", "attack", "--attack", "none,download-flood", "--seconds", "2", "--connections", "50"],
+            &["xtask", "attack", "--server", "target/debug/hearth-aggregator", "--clients", "2", "--min-clients", "10"],
         ] {
             Cli::try_parse_from(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
         }
@@ -195,6 +222,10 @@ mod tests {
             &["xtask", "bench-aggregator", "--seconds", "0"],
             &["xtask", "bench-aggregator", "--min-clients", "9"],
             &["xtask", "bench-aggregator", "--min-clients", "10001"],
+            &["xtask", "attack", "--attack", "slowloris"],
+            &["xtask", "attack", "--seconds", "0"],
+            &["xtask", "attack", "--clients", "0"],
+            &["xtask", "attack", "--min-clients", "9"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
