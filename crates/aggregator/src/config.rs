@@ -51,8 +51,9 @@ pub struct Config {
     /// `/v1/catalog.json`; read and checked once at start.
     pub catalog: Option<PathBuf>,
     /// Open connections at most; 0 (the default): the process's open-file limit less
-    /// [`FD_RESERVE`]. At the cap, the connection idle longest (no request in flight) is closed
-    /// to make room for the new one.
+    /// [`FD_RESERVE`], halved when `www` is served, at most 4,096 (`conn::Limits::from_config`).
+    /// At the cap, the connection idle longest (no request in flight) is closed to make room for
+    /// the new one.
     pub max_connections: usize,
     /// A new connection must deliver a whole request head within this of being accepted, and a
     /// kept-alive one within this of its next head's first byte; else it is closed.

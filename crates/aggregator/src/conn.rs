@@ -23,7 +23,8 @@
 //!
 //! At `max_connections` each new connection displaces the one idle longest, so an idle flood
 //! only ever displaces itself, and the descriptors above the cap stay free for the listener, the
-//! database and logs. When none is idle (each is sending an answer of many chunks, a large static
+//! database and logs (with `www` served, each connection counts for two: it may hold the file it
+//! sends open). When none is idle (each is sending an answer of many chunks, a large static
 //! file), it displaces the one whose writes have stalled longest, if for at least
 //! [`STALL_EVICTABLE`], so a cap full of clients that never read cannot lock honest ones out. The
 //! peer's address is dropped at `accept`: it is never logged or stored.
@@ -62,6 +63,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The most connections `max_connections` may allow, whatever the open-file limit (Linux's
 /// default ceiling on open files, `fs.nr_open`).
 const MAX_CONNECTIONS_CEILING: usize = 1 << 20;
+/// The most connections `max_connections = 0` allows, however high the open-file limit (a
+/// container's is often 2^20): each connection may hold up to `http::PRE_SLOT_BYTES` (64 KiB) of
+/// an upload before it takes a slot, so this bounds that memory to 256 MiB. An operator who wants
+/// more sets `max_connections`.
+const AUTOMATIC_CEILING: usize = 4_096;
 /// Pause after an `accept` failure that is not the client's doing (out of descriptors or
 /// memory), so that a lasting one does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -86,7 +92,8 @@ pub struct Limits {
 pub enum LimitError {
     #[error(
         "max_connections = {wanted} is above the {allowed} connections this process's open-file limit allows \
-         ({FD_RESERVE} descriptors are kept for the listener, the database and logs); raise the limit \
+         ({FD_RESERVE} descriptors are kept for the listener, the database and logs, and with `www` set each \
+         connection counts twice, for the file it sends); raise the limit \
          (ulimit -n, systemd's LimitNOFILE=) or lower max_connections"
     )]
     AboveFdLimit { wanted: usize, allowed: usize },
@@ -103,13 +110,17 @@ impl Limits {
     /// stops the start.
     pub fn from_config(config: &Config) -> Result<Limits, LimitError> {
         let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        // Serving `www`, a connection also holds open the file it is sending.
+        let per_connection = if config.www.is_some() { 2 } else { 1 };
         let allowed = match soft {
-            Some(s) if s <= FD_RESERVE as u64 => return Err(LimitError::NoDescriptors { soft: s }),
-            Some(s) => usize::try_from(s - FD_RESERVE as u64).unwrap_or(usize::MAX).min(MAX_CONNECTIONS_CEILING),
+            Some(s) if s <= FD_RESERVE as u64 + per_connection as u64 => return Err(LimitError::NoDescriptors { soft: s }),
+            Some(s) => {
+                (usize::try_from(s - FD_RESERVE as u64).unwrap_or(usize::MAX) / per_connection).min(MAX_CONNECTIONS_CEILING)
+            }
             None => MAX_CONNECTIONS_CEILING,
         };
         let max_connections = match config.max_connections {
-            0 => allowed,
+            0 => allowed.min(AUTOMATIC_CEILING),
             n if n > allowed => return Err(LimitError::AboveFdLimit { wanted: n, allowed }),
             n => n,
         };
@@ -677,7 +688,12 @@ mod tests {
         let Some(allowed) = soft.map(|s| (s as usize).saturating_sub(FD_RESERVE).min(MAX_CONNECTIONS_CEILING)) else {
             return;
         };
-        assert_eq!(Limits::from_config(&config(0)).unwrap().max_connections, allowed);
+        assert_eq!(Limits::from_config(&config(0)).unwrap().max_connections, allowed.min(AUTOMATIC_CEILING));
+        // Serving files takes a second descriptor per connection.
+        let serving = Config { www: Some(".".into()), ..config(0) };
+        let halved = (soft.unwrap() as usize - FD_RESERVE) / 2;
+        assert_eq!(Limits::from_config(&serving).unwrap().max_connections, halved.min(AUTOMATIC_CEILING));
+        assert!(Limits::from_config(&Config { max_connections: halved + 1, ..serving }).is_err());
         assert_eq!(Limits::from_config(&config(1)).unwrap().max_connections, 1);
         let refused = Limits::from_config(&config(allowed + 1)).unwrap_err().to_string();
         assert!(refused.contains("max_connections") && refused.contains(&allowed.to_string()), "{refused}");
