@@ -74,8 +74,8 @@ pub struct Config {
     /// A connection whose answer makes no write progress (the client takes no byte) for this
     /// long is closed, reset so that the kernel frees what it could not send.
     pub send_timeout_ms: u64,
-    /// Whole-upload deadline, from the request head to the verdict (slot wait and body read
-    /// included); slower senders get 408.
+    /// Upload deadline from the request head over the slot wait and the body read; slower
+    /// senders get 408. The round keeper's verdict is not cut by it.
     pub body_timeout_ms: u64,
     /// From `body_grace_ms` after the head on, an upload body must keep arriving at this many
     /// bytes per second on average, or it is cut off with 408.

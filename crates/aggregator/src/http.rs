@@ -340,8 +340,8 @@ async fn upload(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
     }
 }
 
-/// Header checks, the body's first bytes, a slot, the rest of the body, decode, validation, then
-/// the keeper's verdict: all by one deadline from the request `head` on.
+/// Header checks, the body's first bytes, a slot, the rest of the body, decode and validation,
+/// all by one deadline from the request `head` on; then the keeper's verdict.
 async fn accept_upload(app: &App, head: Instant, headers: &HeaderMap, body: Body) -> Result<Accepted, Reject> {
     let media_type =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap_or("").trim());
@@ -407,7 +407,7 @@ fn too_large(limit: usize) -> Reject {
 /// settings of the same names.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
-    /// `body_timeout_ms`: from the request head to the verdict, slot wait included.
+    /// `body_timeout_ms`: from the request head, slot wait and body included.
     pub timeout: Duration,
     /// `min_body_rate`, bytes/s, on average from `grace` after the head on.
     pub min_rate: u64,
