@@ -373,7 +373,11 @@ async fn accept_upload(app: &App, head: Instant, headers: &HeaderMap, body: Body
     // duplicate; only an upload never accepted gets the round checks' stale_model or wrong_round.
     if upload.round_id() != round.expect.round_id {
         let id = *upload.id();
-        if by_deadline(deadline, app.reader.run(move |conn| store::was_accepted(conn, &id))).await? {
+        let lookup = app.reader.run(move |conn| store::was_accepted(conn, &id));
+        let accepted = tokio::time::timeout_at(deadline.into(), lookup).await.unwrap_or_else(|_| {
+            Err(Reject::new(Reason::Busy, "the store did not answer within body_timeout_ms; retry shortly"))
+        })?;
+        if accepted {
             return Err(validate::duplicate_nonce());
         }
     }
@@ -390,13 +394,6 @@ async fn accept_upload(app: &App, head: Instant, headers: &HeaderMap, body: Body
     // bounded), and a 503 for an upload it then stores would make the device's retry a
     // `duplicate_nonce` for an upload that was in fact accepted.
     verdict.await.unwrap_or_else(|_| Err(Reject::new(Reason::StorageUnavailable, "the aggregator is shutting down")))
-}
-
-/// `work`'s answer, or 503 `busy` once the upload's deadline has passed.
-async fn by_deadline<T>(deadline: Instant, work: impl Future<Output = Result<T, Reject>>) -> Result<T, Reject> {
-    tokio::time::timeout_at(deadline.into(), work)
-        .await
-        .unwrap_or_else(|_| Err(Reject::new(Reason::Busy, "the store did not answer within body_timeout_ms; retry shortly")))
 }
 
 fn too_large(limit: usize) -> Reject {

@@ -44,10 +44,10 @@ struct Held {
 }
 
 impl ModelCache {
-    /// A cache of `capacity` old versions (`model_cache_versions`); at least one, as an old
-    /// version is only ever served from memory.
+    /// A cache of `capacity` old versions (`model_cache_versions`, which the configuration holds
+    /// to at least one: an old version is only ever served from memory).
     pub fn new(snapshot: watch::Receiver<Arc<Snapshot>>, reader: Arc<Reader>, capacity: usize) -> ModelCache {
-        ModelCache { snapshot, reader, capacity: capacity.max(1), held: Mutex::default(), loading: tokio::sync::Mutex::new(()) }
+        ModelCache { snapshot, reader, capacity, held: Mutex::default(), loading: tokio::sync::Mutex::new(()) }
     }
 
     /// Published version `version`; `None` if it was never published.
