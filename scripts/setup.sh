@@ -8,6 +8,9 @@
 #   - Debian chromium + chromium-driver (headless browser for all browser tests),
 #     fonts-dejavu-core (text in hearth-sim's plots) and mesa-vulkan-drivers
 #     (llvmpipe: the Vulkan adapter hearth-gpu's native tests run on)
+#   - Debian postgresql (initdb, pg_ctl and postgres for hearth-testpg's throwaway
+#     clusters, which the aggregator's PostgreSQL tests and benchmarks run on) and
+#     nginx (the reverse proxy in front of the aggregator in its tests and benchmarks)
 #   - npm devDependencies pinned in package-lock.json (playwright-core,
 #     onnxruntime-web, binaryen's wasm-opt)
 set -euo pipefail
@@ -55,7 +58,19 @@ if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ] || [ ! -f /usr/share/fonts/t
   quiet $sudo apt-get install -y --no-install-recommends chromium chromium-driver fonts-dejavu-core mesa-vulkan-drivers
 fi
 
-# 4. npm devDependencies, exactly as locked. `npm ls` fails when anything is
+# 4. PostgreSQL and nginx from Debian. hearth-testpg runs the server binaries from
+# /usr/lib/postgresql/<version>/bin (not on PATH); nginx's is /usr/sbin/nginx. The
+# `nginx` package itself has the binary (nginx-light only adds a module on top).
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || [ ! -x /usr/sbin/nginx ]; then
+  log "installing postgresql and nginx with apt"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  quiet $sudo apt-get update
+  quiet $sudo apt-get install -y --no-install-recommends postgresql nginx
+fi
+
+# 5. npm devDependencies, exactly as locked. `npm ls` fails when anything is
 # missing or does not match package.json, which is when `npm ci` is needed.
 if ! npm ls --all >/dev/null 2>&1; then
   log "npm ci"

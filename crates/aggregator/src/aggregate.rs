@@ -1,11 +1,17 @@
-//! The round keeper: one thread owns the store and the running sum of the open round.
+//! The round keeper: one thread per process owns its store connection and its partial sum of
+//! the open round.
 //!
 //! Request handlers validate uploads in parallel and hand accepted ones over a bounded queue.
-//! The keeper drains the queue in batches, stores each batch in one transaction (group commit),
-//! and only then adds the uploads to the running sum and acknowledges them, so every 2xx is on
-//! disk. Memory is one number per parameter, whatever the number of uploads. On start it rebuilds
-//! the sum of the open round from the stored uploads. What handlers read (the model, the task,
-//! the privacy status) is published as an immutable snapshot.
+//! The keeper drains the queue in batches and stores each batch in one transaction (group
+//! commit): the batch's ids, and this writer's partial sum with the batch added. Only after the
+//! commit does it acknowledge them, so every 2xx is in the database. No update is stored: memory
+//! and storage are one partial per writer, whatever the number of uploads. What handlers read
+//! (the model, the task, the privacy status) is published as an immutable snapshot.
+//!
+//! With PostgreSQL any number of replicas' keepers share one store. Each polls it (every
+//! [`REFRESH`]) for rounds and models other replicas made; the round is settled by whichever
+//! replica sees it full or past its deadline first, under the store's lock, from the merged
+//! partials of every writer.
 //!
 //! A `single` server sums plaintext updates. A `leader` sums its shares of reports mod 2^B and,
 //! at exactly K, sends the reports' sealed seeds to the helper, adds its own discrete Gaussian to
@@ -18,31 +24,36 @@ use crate::helper_client::{HelperClient, HelperError};
 use crate::metrics::Metrics;
 use crate::privacy::{Budget, PrivacyStatus};
 use crate::reason::{Reason, Reject};
-use crate::store::{Closing, RoundRow, Store, StoredModel};
-use crate::store_file::{Identity, StoreError};
+use crate::store::{
+    self, Batch, Contents, DbError, DbResult, Identity, Item, RoundRow, RoundStore, Settled, Settlement, StoreError, Stored,
+    StoredModel, Verdict,
+};
 use crate::store_health::StoreHealth;
+use crate::sum::Sum;
 use crate::validate::{self, Expect, Upload};
 use axum::body::Bytes;
 use hearth_core::learning::round::{HelperConfig, RoundTask};
-use hearth_core::learning::server::{OptimizerState, RoundSum};
 use hearth_core::model::features::FeatureSpec;
 use hearth_core::model::pack::{ModelPack, sha256_hex};
 use hearth_core::model::pack_dir::PackFiles;
 use hearth_core::model::params::Params;
 use hearth_core::model::scorer::Scorer;
 use hearth_core::privacy::ledger::DevicePolicy;
-use hearth_core::privacy::shares::{Plan, Report, SecAggTask, ShareSum, read_values};
-use hearth_core::privacy::wire::Update;
+use hearth_core::privacy::noise::{ByteSource, OsRandom};
+use hearth_core::privacy::shares::{Plan, SecAggTask, ShareSum, read_values};
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, watch};
 
 /// Updates stored per transaction at most.
 const MAX_BATCH: usize = 64;
 /// How often the keeper wakes without uploads, to enforce deadlines.
 const TICK: Duration = Duration::from_millis(500);
+/// How often the keeper reads the open round from the store, to see what other replicas did:
+/// a round they settled or opened, a model they published.
+pub const REFRESH: Duration = Duration::from_millis(250);
 /// Seed of the random inputs the initial pack is scored on by hearth-core and tract-onnx.
 const REFERENCE_SEED: u64 = 0x4845_4152_5448;
 
@@ -90,7 +101,7 @@ pub struct Snapshot {
 pub enum StartError {
     /// The database cannot be opened, migrated or read (operator's disk or permissions).
     #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] DbError),
     /// The database file is missing, not this role's store, or not writable; or `init` found
     /// one there already (operator's path, files or permissions).
     #[error(transparent)]
@@ -101,9 +112,6 @@ pub enum StartError {
     /// A file the configuration names cannot be read (operator's paths).
     #[error("cannot read {path}: {source}")]
     Read { path: std::path::PathBuf, source: std::io::Error },
-    /// The database holds what this build never writes (damage or tampering).
-    #[error("stored update of round {round} is unreadable: {detail}")]
-    Corrupt { round: u64, detail: String },
     /// A leader could not get the helper's configuration, or it does not fit this leader's
     /// rounds (operator's helper URL, token or K).
     #[error("helper: {0}")]
@@ -118,45 +126,6 @@ pub enum StartError {
     Reference { path: std::path::PathBuf, source: hearth_onnx_reference::Disagreement },
 }
 
-/// The open round's running sum.
-enum Sum {
-    /// A single server's plaintext updates.
-    Plain(RoundSum),
-    /// A leader's shares mod 2^B, and the sealed seeds it relays to the helper at K.
-    Shares { sum: ShareSum, seeds: Vec<SealedSeed> },
-}
-
-impl Sum {
-    fn count(&self) -> u64 {
-        match self {
-            Sum::Plain(s) => s.count(),
-            Sum::Shares { sum, .. } => sum.count(),
-        }
-    }
-
-    fn add(&mut self, upload: &Upload) {
-        match (self, upload) {
-            (Sum::Plain(s), Upload::Plain(u)) => s.add(u.iter_values()),
-            (Sum::Shares { sum, seeds }, Upload::Report(r)) => {
-                sum.add(r.share.iter().copied());
-                seeds.push(SealedSeed::of(r));
-            }
-            // The HTTP layer decodes only the format of this server's role.
-            _ => unreachable!("an upload of another role's format reached the keeper"),
-        }
-    }
-
-    fn clear(&mut self) {
-        match self {
-            Sum::Plain(s) => s.clear(),
-            Sum::Shares { sum, seeds } => {
-                sum.clear();
-                seeds.clear();
-            }
-        }
-    }
-}
-
 /// What a leader knows of its helper.
 struct Leader {
     client: HelperClient,
@@ -168,19 +137,33 @@ struct Leader {
 /// Wait after the helper failed to answer before asking again.
 const HELPER_RETRY_MS: i64 = 2_000;
 
+/// This process's partial sum of one round, and the row it is stored in.
+struct Writer {
+    round: u64,
+    id: i64,
+    sum: Sum,
+}
+
 pub struct Keeper {
-    store: Store,
+    store: Box<dyn RoundStore>,
+    core: Core,
+}
+
+/// Everything but the store connection, so that settling a round can borrow both.
+struct Core {
     health: Arc<StoreHealth>,
     config: Config,
     budget: Budget,
     features: FeatureSpec,
     params: Params,
-    optimizer_state: Option<OptimizerState>,
     model: Arc<PublishedModel>,
     round: Option<RoundRow>,
-    sum: Sum,
+    writer: Option<Writer>,
     leader: Option<Leader>,
     released: u64,
+    refreshed: Instant,
+    /// The release `decide` made, applied once its transaction commits.
+    pending: Option<(Params, StoredModel)>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
 }
@@ -193,16 +176,16 @@ impl Keeper {
     /// `init`: creates the store, seeded with the initial model (checked against tract-onnx).
     pub fn create_store(config: &Config) -> Result<Identity, StartError> {
         let first = read_initial_model(config)?;
-        Ok(Store::create(&config.database, config.role, &first, now_ms())?)
+        Ok(store::create_rounds(&config.database, config.role, &first)?)
     }
 
-    /// Opens the store `init` made (never creating one), recovers the open round and its
-    /// running sum, opens a round if none is open and the budget allows.
+    /// Opens the store `init` made (never creating one); opens a round if none is open and the
+    /// budget allows.
     pub fn start(config: Config, metrics: Arc<Metrics>) -> Result<(Keeper, watch::Receiver<Arc<Snapshot>>), StartError> {
-        let (store, health) = Store::open(&config.database, config.role)?;
-        let stored = store
-            .latest_model()?
-            .ok_or_else(|| StoreError::NotAStore { path: config.database.clone(), why: "it holds no model".into() })?;
+        let (mut store, health) = store::open_rounds(&config.database, config.role)?;
+        let location = config.database.location();
+        let stored =
+            store.latest_model()?.ok_or_else(|| StoreError::NotAStore { store: location, why: "it holds no model".into() })?;
         let pack = ModelPack::load(&stored.onnx, &stored.manifest)?;
         let leader = match config.role {
             Role::Leader => Some(Leader::connect(&config)?),
@@ -210,8 +193,6 @@ impl Keeper {
         };
         let budget = Budget::new(&config, leader.as_ref().map(|l| l.helper.noise_multiplier))?;
         let released = store.closed_rounds()?;
-        let round = store.open_round()?;
-        let params = pack.params.values.len();
         if let Some(l) = &leader {
             let r = &config.round;
             let secagg = SecAggTask {
@@ -219,68 +200,47 @@ impl Keeper {
                 leader_noise: config.secagg.noise_multiplier,
                 helper_noise: l.helper.noise_multiplier,
             };
-            Plan::new(r.clip_norm, params, &secagg, r.noise_multiplier).map_err(StartError::Plan)?;
+            Plan::new(r.clip_norm, pack.params.values.len(), &secagg, r.noise_multiplier).map_err(StartError::Plan)?;
         }
-        let mut sum = match leader {
-            Some(_) => Sum::Shares { sum: ShareSum::new(params), seeds: Vec::new() },
-            None => Sum::Plain(RoundSum::new(params)),
-        };
-        if let Some(r) = round {
-            let mut bad = None;
-            let count = store.for_each_update(r.id, |body| {
-                let upload = match &sum {
-                    Sum::Plain(_) => Update::decode(body).map(Upload::Plain),
-                    Sum::Shares { .. } => Report::decode(body).map(Upload::Report),
-                };
-                match upload {
-                    Ok(u) => sum.add(&u),
-                    Err(e) => bad = Some(e.to_string()),
-                }
-            })?;
-            if let Some(detail) =
-                bad.or_else(|| (count != r.accepted).then(|| format!("{count} stored updates, {} counted", r.accepted)))
-            {
-                return Err(StartError::Corrupt { round: r.id, detail });
-            }
+        let mut round = store.open_round()?;
+        if round.is_none() && released < budget.rounds_allowed {
+            let now = now_ms();
+            round = Some(store.ensure_round(stored.version, now, deadline_from(&config, now))?);
         }
-        let optimizer_state = store.optimizer_state()?;
         let model = Arc::new(PublishedModel::from(stored));
         let (tx, rx) = watch::channel(Arc::new(Snapshot { model: model.clone(), round: None, privacy: budget.status(released) }));
-        let mut keeper = Keeper {
-            store,
+        let core = Core {
             health: Arc::new(health),
             config,
             budget,
             features: pack.manifest.features.clone(),
             params: pack.params,
-            optimizer_state,
             model,
             round,
-            sum,
+            writer: None,
             leader,
             released,
+            refreshed: Instant::now(),
+            pending: None,
             snapshot: tx,
             metrics,
         };
-        if keeper.round.is_none() && keeper.may_train() {
-            let now = now_ms();
-            keeper.round = Some(keeper.store.start_round(keeper.model.version, now, keeper.deadline_from(now))?);
-        }
-        keeper.metrics.round_holds(keeper.sum.count());
-        keeper.publish();
-        tracing::info!(model_version = keeper.model.version, round = ?keeper.round.map(|r| r.id), recovered_updates = keeper.sum.count(), "aggregator ready");
-        Ok((keeper, rx))
+        core.metrics.round_holds(round.map_or(0, |r| r.accepted));
+        core.publish();
+        tracing::info!(model_version = core.model.version, round = ?round.map(|r| r.id), round_holds = round.map_or(0, |r| r.accepted), "aggregator ready");
+        Ok((Keeper { store, core }, rx))
     }
 
     /// Whether the store is still the one opened, and writable; shared with `/healthz`.
     pub fn health(&self) -> Arc<StoreHealth> {
-        self.health.clone()
+        self.core.health.clone()
     }
 
     /// Serves the queue until every sender is gone.
     pub fn run(mut self, queue: Receiver<Submission>) {
         loop {
             let wait = self
+                .core
                 .round
                 .map_or(TICK, |r| Duration::from_millis((r.deadline_ms - now_ms()).clamp(1, TICK.as_millis() as i64) as u64));
             match queue.recv_timeout(wait) {
@@ -293,40 +253,157 @@ impl Keeper {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             // The watchdog, at every wake-up: at least every TICK.
-            self.health.watch(|| self.store.touch());
+            let store = &mut self.store;
+            self.core.health.watch(|| store.touch());
             // Nothing is written to a store that is lost or failing (the probe retries).
-            if self.health.problem().is_some() {
+            if self.core.health.problem().is_some() {
                 continue;
             }
-            // A full round whose helper did not answer is retried here.
-            if let Some(round) = self.round.filter(|_| self.sum.count() >= self.config.round.min_clients) {
-                self.close(round);
+            if self.core.refreshed.elapsed() >= REFRESH {
+                self.refresh();
             }
-            self.enforce_deadline();
+            // A full round whose helper did not answer is retried here, and a round past its
+            // deadline abandoned.
+            if let Some(round) = self.core.round.filter(|r| self.core.is_due(r)) {
+                self.settle(round);
+            }
         }
     }
 
-    fn may_train(&self) -> bool {
-        self.released < self.budget.rounds_allowed
+    /// Reads the open round (and, when it changed, the latest model and the rounds released):
+    /// what other replicas, or this one before a restart, made.
+    fn refresh(&mut self) {
+        self.core.refreshed = Instant::now();
+        if let Err(e) = self.try_refresh() {
+            tracing::error!(error = %e, "reading the open round failed");
+            self.core.health.write_failed(&e);
+        }
     }
 
-    fn deadline_from(&self, now: i64) -> i64 {
-        now.saturating_add(self.config.round.deadline_secs.saturating_mul(1000).try_into().unwrap_or(i64::MAX))
+    fn try_refresh(&mut self) -> DbResult<()> {
+        let open = self.store.open_round()?;
+        let core = &mut self.core;
+        if open.map(|r| r.id) == core.round.map(|r| r.id) {
+            core.round = open;
+            core.metrics.round_holds(open.map_or(0, |r| r.accepted));
+            return Ok(());
+        }
+        let latest = self.store.latest_model()?;
+        let released = self.store.closed_rounds()?;
+        let core = &mut self.core;
+        if let Some(m) = latest.filter(|m| m.version > core.model.version) {
+            let pack =
+                ModelPack::load(&m.onnx, &m.manifest).map_err(|e| DbError::Corrupt(format!("model {}: {e}", m.version)))?;
+            core.params = pack.params;
+            core.model = Arc::new(PublishedModel::from(m));
+            tracing::info!(model_version = core.model.version, "model published by another replica loaded");
+        }
+        core.released = released;
+        core.begin(open);
+        Ok(())
     }
 
     fn store_batch(&mut self, batch: Vec<Submission>) {
-        if let Some(reject) = self.health.refusal() {
+        let core = &mut self.core;
+        if let Some(reject) = core.health.refusal() {
             batch.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
             return;
         }
-        let Some(round) = self.round else {
-            let reject = validate::no_round(self.may_train());
+        let Some(round) = core.round else {
+            let reject = validate::no_round(core.may_train());
             batch.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
             return;
         };
-        let (mut current, stale): (Vec<_>, Vec<_>) = batch.into_iter().partition(|s| s.upload.round_id() == round.id);
-        // Queued while its round closed: a retry of an upload accepted before is a duplicate (the
-        // store keeps every accepted id), only one never accepted names the wrong round.
+        let (current, stale): (Vec<_>, Vec<_>) = batch.into_iter().partition(|s| s.upload.round_id() == round.id);
+        self.answer_stale(stale);
+        if current.is_empty() {
+            return;
+        }
+        let core = &mut self.core;
+        let params = core.params.values.len();
+        let role = core.config.role;
+        let writer = match core.writer.take() {
+            Some(w) if w.round == round.id => w,
+            _ => Writer { round: round.id, id: new_writer_id(), sum: Sum::new(role, params) },
+        };
+        let seeds: Vec<Option<Vec<u8>>> = current
+            .iter()
+            .map(|s| match &s.upload {
+                Upload::Report(r) => Some(SealedSeed::stored(r)),
+                Upload::Plain(_) => None,
+            })
+            .collect();
+        let items: Vec<Item> =
+            current.iter().zip(&seeds).map(|(s, seed)| Item { id: s.upload.id(), seed: seed.as_deref() }).collect();
+        let cap = core.leader.is_some().then_some(core.config.round.min_clients);
+        let mut grown = None;
+        let stored = self.store.accept(&Batch { round: round.id, writer: writer.id, items: &items, cap }, &mut |verdicts| {
+            if !verdicts.contains(&Verdict::Fresh) {
+                return None;
+            }
+            let mut sum = writer.sum.clone();
+            for (s, v) in current.iter().zip(verdicts) {
+                if *v == Verdict::Fresh {
+                    sum.add(&s.upload);
+                }
+            }
+            let out = (sum.count(), sum.encode());
+            grown = Some(sum);
+            Some(out)
+        });
+        let core = &mut self.core;
+        let (verdicts, accepted) = match stored {
+            Ok(Stored::Batch { verdicts, accepted }) => (verdicts, accepted),
+            Ok(Stored::RoundEnded) => {
+                // Another replica ended the round meanwhile: see which, and answer these as
+                // uploads of an ended round.
+                self.refresh();
+                self.answer_stale(current);
+                return;
+            }
+            Err(e) => {
+                // The commit may or may not have happened: this writer's row is left as it is,
+                // and the next batch starts another.
+                tracing::error!(error = %e, "storing updates failed; none acknowledged");
+                core.health.write_failed(&e);
+                let reject = Reject::new(Reason::StorageUnavailable, "the update could not be stored; retry later");
+                current.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
+                return;
+            }
+        };
+        core.writer = Some(Writer { sum: grown.unwrap_or(writer.sum), ..writer });
+        core.health.write_succeeded();
+        // Stored, but in a file that may have been removed since the last check: no 2xx then.
+        core.health.check_files();
+        if let Some(reject) = core.health.refusal() {
+            current.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
+            return;
+        }
+        let fresh = verdicts.iter().filter(|v| **v == Verdict::Fresh).count() as u64;
+        let mut holds = accepted - fresh;
+        for (s, verdict) in current.into_iter().zip(verdicts) {
+            let _ = s.reply.send(match verdict {
+                Verdict::Fresh => {
+                    holds += 1;
+                    core.metrics.accepted(holds);
+                    Ok(Accepted { round_id: round.id, accepted: holds })
+                }
+                Verdict::Duplicate => Err(validate::duplicate_nonce()),
+                // A leader's release sums exactly K reports (the plan's n): the rest wait for the next round.
+                Verdict::Full => Err(Reject::new(Reason::Busy, "this round is full; retry in the next")),
+            });
+        }
+        let round = RoundRow { accepted, ..round };
+        core.round = Some(round);
+        if core.is_due(&round) {
+            self.settle(round);
+        }
+    }
+
+    /// Uploads that name a round other than the open one: a retry of an upload accepted before
+    /// is a duplicate (the store keeps every accepted id), only one never accepted names the
+    /// wrong round.
+    fn answer_stale(&mut self, stale: Vec<Submission>) {
         for s in stale {
             let verdict = match self.store.was_accepted(s.upload.id()) {
                 Ok(true) => validate::duplicate_nonce(),
@@ -340,81 +417,138 @@ impl Keeper {
             };
             let _ = s.reply.send(Err(verdict));
         }
-        // A leader's release sums exactly K reports (the plan's n): the rest wait for the next round.
-        if self.leader.is_some() {
-            let room = self.config.round.min_clients.saturating_sub(self.sum.count()) as usize;
-            for s in current.split_off(room.min(current.len())) {
-                let _ = s.reply.send(Err(Reject::new(Reason::Busy, "this round is full; retry in the next")));
-            }
-        }
-        if current.is_empty() {
-            return;
-        }
-        let items: Vec<(&[u8; 16], &[u8])> = current.iter().map(|s| (s.upload.id(), s.body.as_slice())).collect();
-        let fresh = match self.store.accept(round.id, &items) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(error = %e, "storing updates failed; none acknowledged");
-                self.health.write_failed(&e);
-                let reject = Reject::new(Reason::StorageUnavailable, "the update could not be stored; retry later");
-                current.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
-                return;
-            }
-        };
-        self.health.write_succeeded();
-        // Stored, but in a file that may have been removed since the last check: no 2xx then.
-        self.health.check_files();
-        if let Some(reject) = self.health.refusal() {
-            current.into_iter().for_each(|s| drop(s.reply.send(Err(reject.clone()))));
-            return;
-        }
-        for (s, is_new) in current.into_iter().zip(fresh) {
-            if is_new {
-                self.sum.add(&s.upload);
-                self.metrics.accepted(self.sum.count());
-                let _ = s.reply.send(Ok(Accepted { round_id: round.id, accepted: self.sum.count() }));
-            } else {
-                let _ = s.reply.send(Err(validate::duplicate_nonce()));
-            }
-        }
-        if self.sum.count() >= self.config.round.min_clients {
-            self.close(round);
-        }
     }
 
-    /// Releases the round: its mean (a leader's through the helper), then [`Keeper::release`].
-    fn close(&mut self, round: RoundRow) {
-        let mean = match &self.sum {
-            Sum::Plain(s) => s.mean(),
-            Sum::Shares { .. } => match self.unmask(round) {
-                Ok(Some(mean)) => mean,
-                // The helper did not answer: the round stays open and full, retried later.
-                Ok(None) => return,
-                Err(why) => {
-                    tracing::error!(round = round.id, reason = %why, "round abandoned: nothing released");
-                    self.abandon(round);
-                    return;
+    /// Releases or abandons `round` if it is still open and no other replica is settling it.
+    fn settle(&mut self, round: RoundRow) {
+        let Keeper { store, core } = self;
+        let settled = store.settle(round.id, &mut |contents| core.decide(contents));
+        let core = &mut self.core;
+        let pending = core.pending.take();
+        match settled {
+            Ok(Settled::Released { next }) => {
+                let (params, model) = pending.expect("a release decided");
+                tracing::info!(round = round.id, model_version = model.version, "round closed, model published");
+                core.params = params;
+                core.model = Arc::new(PublishedModel::from(model));
+                core.released += 1;
+                core.begin(next);
+                core.metrics.round_closed();
+                if next.is_none() {
+                    tracing::warn!(rounds = core.released, "privacy budget spent; training stops");
                 }
-            },
+            }
+            Ok(Settled::Abandoned { next }) => {
+                core.begin(Some(next));
+                core.metrics.round_abandoned();
+            }
+            Ok(Settled::Kept) => {}
+            Ok(Settled::Elsewhere) => self.refresh(),
+            // The round stays open with its partials; the next batch or tick retries.
+            Err(e) => {
+                tracing::error!(error = %e, round = round.id, "settling the round failed");
+                core.health.write_failed(&e);
+            }
+        }
+    }
+}
+
+impl Core {
+    fn may_train(&self) -> bool {
+        self.released < self.budget.rounds_allowed
+    }
+
+    /// Whether `round` is to be settled now: it holds K, or its deadline has passed.
+    fn is_due(&self, round: &RoundRow) -> bool {
+        round.accepted >= self.config.round.min_clients || now_ms() >= round.deadline_ms
+    }
+
+    /// What to do with the locked round: release its mean, abandon it, or keep it open.
+    fn decide(&mut self, c: Contents) -> Settlement {
+        let (round, now) = (c.round, now_ms());
+        let past = now >= round.deadline_ms;
+        let next_deadline_ms = deadline_from(&self.config, now);
+        let abandon = move || Settlement::Abandon { next_deadline_ms, now_ms: now };
+        if round.model_version != self.model.version {
+            // Another replica published since this one loaded; the next refresh loads it.
+            return Settlement::Keep;
+        }
+        if round.accepted < self.config.round.min_clients {
+            if !past {
+                return Settlement::Keep;
+            }
+            tracing::warn!(
+                round = round.id,
+                updates = round.accepted,
+                needed = self.config.round.min_clients,
+                "round abandoned at its deadline; nothing released"
+            );
+            return abandon();
+        }
+        let mean = match self.mean(&c) {
+            Ok(Some(mean)) => mean,
+            // The helper did not answer: the round stays open and full, retried later.
+            Ok(None) if !past => return Settlement::Keep,
+            Ok(None) => {
+                tracing::error!(round = round.id, "round abandoned at its deadline: the helper never answered");
+                return abandon();
+            }
+            Err(why) => {
+                tracing::error!(round = round.id, reason = %why, "round abandoned: nothing released");
+                return abandon();
+            }
         };
-        self.release(round, &mean);
+        let mut params = self.params.clone();
+        let optimizer = self.config.optimizer.step(&mut params.values, &mean, c.optimizer);
+        let version = self.model.version + 1;
+        let (onnx, manifest) = ModelPack::write(&params, &self.features, version);
+        let model = StoredModel { version, sha256: sha256_hex(&onnx), onnx, manifest };
+        let next_deadline_ms = (c.released + 1 < self.budget.rounds_allowed).then(|| deadline_from(&self.config, now));
+        self.pending = Some((params, model.clone()));
+        Settlement::Release { model, optimizer, next_deadline_ms, now_ms: now }
+    }
+
+    /// The round's mean: the merged partials (a leader's unmasked through the helper).
+    /// `Ok(None)` when the helper cannot be reached now; `Err` when the round must release
+    /// nothing (stored partials that do not add up, the helper refused, or the sum is not what
+    /// K honest reports can add up to).
+    fn mean(&mut self, c: &Contents) -> Result<Option<Vec<f64>>, String> {
+        let (role, params) = (self.config.role, self.params.values.len());
+        let mut sum = Sum::new(role, params);
+        for (count, bytes) in &c.partials {
+            sum.merge(&Sum::decode(role, params, *count, bytes)?);
+        }
+        if sum.count() != c.round.accepted {
+            return Err(format!("the stored partial sums hold {} uploads, the round counted {}", sum.count(), c.round.accepted));
+        }
+        match sum {
+            Sum::Plain(s) => Ok(Some(s.mean())),
+            Sum::Shares(s) => self.unmask(c, &s),
+        }
     }
 
     /// A leader's mean of the round: the helper's aggregate share plus its own noised sum,
-    /// decoded and checked. `Ok(None)` when the helper cannot be reached now; `Err` when the
-    /// round must release nothing (the helper refused, or the sum is not what K honest reports
-    /// can add up to).
-    fn unmask(&mut self, round: RoundRow) -> Result<Option<Vec<f64>>, String> {
+    /// decoded and checked.
+    fn unmask(&mut self, c: &Contents, sum: &ShareSum) -> Result<Option<Vec<f64>>, String> {
+        let round = c.round;
         let task = self.task(round);
         let binding = task.binding(self.params.values.len()).ok_or("a leader's task has secagg")?;
-        let (Some(leader), Sum::Shares { sum, seeds }) = (self.leader.as_mut(), &self.sum) else {
+        let Some(leader) = self.leader.as_mut() else {
             return Err("not a leader".into());
         };
         if now_ms() < leader.retry_at {
             return Ok(None);
         }
         let plan = binding.plan().map_err(|e| e.to_string())?;
-        let request = AggregateRequest { binding, reports: seeds.clone() };
+        let reports = c
+            .seeds
+            .iter()
+            .map(|(id, b)| SealedSeed::from_stored(id, b).ok_or_else(|| format!("a stored seed of {} bytes", b.len())))
+            .collect::<Result<Vec<_>, _>>()?;
+        if reports.len() as u64 != sum.count() {
+            return Err(format!("{} stored seeds for {} summed reports", reports.len(), sum.count()));
+        }
+        let request = AggregateRequest { binding, reports };
         let helper_share = match leader.client.aggregate(&request) {
             Ok(bytes) => bytes,
             Err(HelperError::Unreachable(e)) => {
@@ -438,76 +572,10 @@ impl Keeper {
         Ok(Some(total.iter().map(|v| v / n).collect()))
     }
 
-    /// Server step, new pack, next round; all or nothing.
-    fn release(&mut self, round: RoundRow, mean: &[f64]) {
-        let mut params = self.params.clone();
-        let state = self.config.optimizer.step(&mut params.values, mean, self.optimizer_state.clone());
-        let version = self.model.version + 1;
-        let (onnx, manifest) = ModelPack::write(&params, &self.features, version);
-        let model = StoredModel { version, sha256: sha256_hex(&onnx), onnx, manifest };
-        let now = now_ms();
-        let next_deadline = (self.released + 1 < self.budget.rounds_allowed).then(|| self.deadline_from(now));
-        let closing =
-            Closing { round: round.id, accepted: self.sum.count(), model: &model, optimizer: state.as_ref(), now_ms: now };
-        match self.store.close_round(&closing, next_deadline) {
-            Ok(next) => {
-                tracing::info!(
-                    round = round.id,
-                    updates = self.sum.count(),
-                    model_version = version,
-                    "round closed, model published"
-                );
-                self.params = params;
-                self.optimizer_state = state;
-                self.model = Arc::new(PublishedModel::from(model));
-                self.released += 1;
-                self.begin(next);
-                self.metrics.round_closed();
-                if next.is_none() {
-                    tracing::warn!(rounds = self.released, "privacy budget spent; training stops");
-                }
-            }
-            // The round stays open with its updates; the next batch or tick retries.
-            Err(e) => {
-                tracing::error!(error = %e, round = round.id, "closing the round failed");
-                self.health.write_failed(&e);
-            }
-        }
-    }
-
-    fn enforce_deadline(&mut self) {
-        let Some(round) = self.round else { return };
-        if now_ms() < round.deadline_ms {
-            return;
-        }
-        tracing::warn!(
-            round = round.id,
-            updates = self.sum.count(),
-            needed = self.config.round.min_clients,
-            "round abandoned at its deadline; nothing released"
-        );
-        self.abandon(round);
-    }
-
-    /// Ends the round with nothing released and opens the next.
-    fn abandon(&mut self, round: RoundRow) {
-        let now = now_ms();
-        match self.store.abandon_round(round.id, self.model.version, now, self.deadline_from(now)) {
-            Ok(next) => {
-                self.begin(Some(next));
-                self.metrics.round_abandoned();
-            }
-            Err(e) => {
-                tracing::error!(error = %e, round = round.id, "abandoning the round failed");
-                self.health.write_failed(&e);
-            }
-        }
-    }
-
     fn begin(&mut self, next: Option<RoundRow>) {
         self.round = next;
-        self.sum.clear();
-        self.metrics.round_holds(0);
+        self.writer = None;
+        self.metrics.round_holds(next.map_or(0, |r| r.accepted));
         self.publish();
     }
 
@@ -546,6 +614,21 @@ impl Keeper {
             privacy: self.budget.status(self.released),
         }));
     }
+}
+
+fn deadline_from(config: &Config, now: i64) -> i64 {
+    now.saturating_add(config.round.deadline_secs.saturating_mul(1000).try_into().unwrap_or(i64::MAX))
+}
+
+/// A writer's row key: random, so replicas (and restarts of one) never share a partial.
+fn new_writer_id() -> i64 {
+    let mut b = [0u8; 8];
+    // The OS's CSPRNG failing here would fail every device upload too; a clock-derived id is
+    // still unique enough for a row key, and carries no secret.
+    if OsRandom.fill(&mut b).is_err() {
+        b = (now_ms() as u64 ^ u64::from(std::process::id()) << 32).to_le_bytes();
+    }
+    i64::from_le_bytes(b)
 }
 
 impl Leader {

@@ -2,6 +2,7 @@
 //! (value parsed as TOML, else taken as a string), then validation. Every field has a default,
 //! so an empty file is a working local setup.
 
+use crate::store::Database;
 use hearth_core::learning::server::Optimizer;
 use hearth_core::learning::train::TrainConfig;
 use hearth_core::privacy::wire::Encoding;
@@ -40,9 +41,9 @@ pub enum Role {
 pub struct Config {
     pub role: Role,
     pub listen: String,
-    /// SQLite database file, made by `hearth-aggregator init` (never by a server), resolved to an
-    /// absolute path at load.
-    pub database: PathBuf,
+    /// The role's database, made by `hearth-aggregator init` (never by a server): an SQLite file
+    /// (resolved to an absolute path at load), or a `postgres://` URL that replicas share.
+    pub database: Database,
     /// Model pack (model.onnx + manifest.json) that `init` seeds the database with.
     pub initial_model: PathBuf,
     /// Demo mode: serve this directory statically at `/`.
@@ -150,7 +151,7 @@ impl Default for Config {
         Config {
             role: Role::Single,
             listen: "127.0.0.1:8000".into(),
-            database: "target/aggregator/hearth.db".into(),
+            database: Database::Sqlite("target/aggregator/hearth.db".into()),
             initial_model: "models/default".into(),
             www: None,
             catalog: None,
@@ -225,8 +226,11 @@ impl Config {
         let mut config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         // Resolved once, here: a relative path read from another directory would name another
         // file (before `init`, a fresh store); the start-up log prints this one.
-        config.database = std::path::absolute(&config.database)
-            .map_err(|e| ConfigError::Invalid(format!("database = {:?}: {e}", config.database)))?;
+        if let Database::Sqlite(path) = &config.database {
+            config.database = Database::Sqlite(
+                std::path::absolute(path).map_err(|e| ConfigError::Invalid(format!("database = {path:?}: {e}")))?,
+            );
+        }
         config.validate()?;
         Ok(config)
     }

@@ -8,8 +8,8 @@
 //! and a second, different batch for a round it already released. A retry of the released batch
 //! gets the stored bytes, never a fresh noise draw.
 
-use crate::helper_store::{HelperStore, Release};
 use crate::reason::{Reason, Reject};
+use crate::store::{DbError, HelperStore, Release};
 use crate::store_health::StoreHealth;
 use hearth_core::learning::round::HelperConfig;
 use hearth_core::model::pack::sha256_hex;
@@ -39,9 +39,32 @@ pub struct SealedSeed {
     pub sealed: String,
 }
 
+/// Bytes of a sealed seed as the leader stores it until its round ends: key id, encapsulated
+/// key, sealed seed.
+pub const STORED_SEED_LEN: usize = 1 + ENC_LEN + SEALED_LEN;
+
 impl SealedSeed {
     pub fn of(r: &Report) -> SealedSeed {
         SealedSeed { id: hex(&r.report_id), key_id: r.key_id, enc: hex(&r.enc), sealed: hex(&r.sealed) }
+    }
+
+    /// The report's part for the helper, as the leader stores it.
+    pub fn stored(r: &Report) -> Vec<u8> {
+        let mut out = Vec::with_capacity(STORED_SEED_LEN);
+        out.push(r.key_id);
+        out.extend_from_slice(&r.enc);
+        out.extend_from_slice(&r.sealed);
+        out
+    }
+
+    /// A stored seed of report `id`; `None` when it is not [`STORED_SEED_LEN`] bytes.
+    pub fn from_stored(id: &[u8; 16], b: &[u8]) -> Option<SealedSeed> {
+        (b.len() == STORED_SEED_LEN).then(|| SealedSeed {
+            id: hex(id),
+            key_id: b[0],
+            enc: hex(&b[1..1 + ENC_LEN]),
+            sealed: hex(&b[1 + ENC_LEN..]),
+        })
     }
 }
 
@@ -54,7 +77,7 @@ pub struct AggregateRequest {
 }
 
 pub struct Helper {
-    store: Mutex<HelperStore>,
+    store: Mutex<Box<dyn HelperStore>>,
     health: Arc<StoreHealth>,
     key: KeyPair,
     token: String,
@@ -64,7 +87,7 @@ pub struct Helper {
 
 impl Helper {
     pub fn new(
-        store: HelperStore,
+        mut store: Box<dyn HelperStore>,
         health: Arc<StoreHealth>,
         token: String,
         noise_multiplier: f32,
@@ -136,7 +159,7 @@ impl Helper {
         }
         let ids: Vec<[u8; 16]> = seeds.iter().map(|s| s.0).collect();
         let digest = batch_digest(b, &ids);
-        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(released) = store.release(b.round_id).map_err(storage)? {
             return if released.batch_digest == digest {
                 Ok(released.share)
@@ -173,10 +196,21 @@ impl Helper {
         if store.release(b.round_id).map_err(storage)?.is_some() || store.seen(&ids).map_err(storage)? > 0 {
             return Err(Reject::new(Reason::RoundAlreadyAggregated, format!("round {} was released meanwhile", b.round_id)));
         }
-        store.record(b.round_id, &ids, &release, crate::aggregate::now_ms()).map_err(|e| {
+        let recorded = store.record(b.round_id, &ids, &release, crate::aggregate::now_ms()).map_err(|e| {
             self.health.write_failed(&e);
             storage(e)
         })?;
+        if !recorded {
+            // Another replica recorded this round (or one of these ids) first: the same batch
+            // gets what it released, never a second noise draw.
+            return match store.release(b.round_id).map_err(storage)? {
+                Some(r) if r.batch_digest == release.batch_digest => Ok(r.share),
+                _ => Err(Reject::new(
+                    Reason::RoundAlreadyAggregated,
+                    format!("round {} was released by another replica", b.round_id),
+                )),
+            };
+        }
         // Nothing is released from a store that was lost meanwhile.
         self.health.write_succeeded();
         self.health.check_files();
@@ -198,7 +232,7 @@ fn batch_digest(b: &Binding, ids: &[[u8; 16]]) -> String {
     sha256_hex(&bytes)
 }
 
-fn storage(e: rusqlite::Error) -> Reject {
+fn storage(e: DbError) -> Reject {
     tracing::error!(error = %e, "helper store failed");
     Reject::new(Reason::StorageUnavailable, "the helper's database failed; retry later")
 }

@@ -8,7 +8,6 @@ use crate::metrics::Metrics;
 use crate::model_cache::{self, ModelCache};
 use crate::reader::Reader;
 use crate::reason::{Reason, Reject};
-use crate::store;
 use crate::validate::{self, Upload};
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -373,7 +372,7 @@ async fn accept_upload(app: &App, head: Instant, headers: &HeaderMap, body: Body
     // duplicate; only an upload never accepted gets the round checks' stale_model or wrong_round.
     if upload.round_id() != round.expect.round_id {
         let id = *upload.id();
-        let lookup = app.reader.run(move |conn| store::was_accepted(conn, &id));
+        let lookup = app.reader.run(move |db| db.was_accepted(&id));
         let accepted = tokio::time::timeout_at(deadline.into(), lookup).await.unwrap_or_else(|_| {
             Err(Reject::new(Reason::Busy, "the store did not answer within body_timeout_ms; retry shortly"))
         })?;

@@ -8,7 +8,6 @@ pub mod config;
 pub mod conn;
 pub mod helper;
 pub mod helper_client;
-pub mod helper_store;
 pub mod http;
 pub mod log;
 pub mod metrics;
@@ -19,15 +18,15 @@ pub mod reader;
 pub mod reason;
 pub mod static_files;
 pub mod store;
-pub mod store_file;
 pub mod store_health;
+pub mod sum;
 pub mod validate;
 
 use aggregate::{Keeper, Snapshot, StartError};
 use config::{Config, Role};
 use metrics::Metrics;
 use std::sync::Arc;
-use store_file::Identity;
+use store::Identity;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -36,7 +35,7 @@ use tokio::sync::watch;
 /// Refuses a path that exists; serving never creates one.
 pub fn init(config: &Config) -> Result<Identity, StartError> {
     let identity = match config.role {
-        Role::Helper => helper_store::HelperStore::create(&config.database)?,
+        Role::Helper => store::create_helper(&config.database)?,
         Role::Single | Role::Leader => Keeper::create_store(config)?,
     };
     tracing::info!(store = %identity, "database created");
@@ -68,7 +67,7 @@ pub fn prepare(config: Config) -> Result<Prepared, Box<dyn std::error::Error>> {
     noise::check_environment()?;
     let limits = conn::Limits::from_config(&config)?;
     let service = if config.role == Role::Helper {
-        let (store, health) = helper_store::HelperStore::open(&config.database)?;
+        let (store, health) = store::open_helper(&config.database)?;
         let helper = helper::Helper::new(
             store,
             Arc::new(health),
@@ -82,7 +81,7 @@ pub fn prepare(config: Config) -> Result<Prepared, Box<dyn std::error::Error>> {
     } else {
         let metrics = Arc::new(Metrics::default());
         let (keeper, snapshot) = Keeper::start(config.clone(), metrics.clone())?;
-        let reader = Arc::new(reader::Reader::open(&keeper.health())?);
+        let reader = Arc::new(reader::Reader::open(&config.database, &keeper.health())?);
         let catalog = config.catalog.as_deref().map(catalog::PublishedCatalog::read).transpose()?.map(Arc::new);
         Service::Rounds { keeper: Box::new(keeper), snapshot, metrics, reader, catalog }
     };

@@ -4,7 +4,7 @@
 use clap::{CommandFactory, Parser, Subcommand};
 use hearth_aggregator::aggregate::StartError;
 use hearth_aggregator::config::Config;
-use hearth_aggregator::store_file::StoreError;
+use hearth_aggregator::store::{Database, StoreError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,12 +57,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing::info!("database: {}", config.database.display());
-    let create = match cli.command {
-        Some(Command::Init) => Some(true),
+    tracing::info!("database: {}", config.database.location());
+    let create = match (cli.command, &config.database) {
+        (Some(Command::Init), _) => Some(true),
         // Only a missing file is created: an existing one is opened and checked as it is.
-        None if cli.init && std::fs::symlink_metadata(&config.database).is_err() => Some(false),
-        None => None,
+        (None, Database::Sqlite(path)) if cli.init && std::fs::symlink_metadata(path).is_err() => Some(false),
+        // A PostgreSQL database without a store gets one; `init` refuses one that has a store.
+        (None, Database::Postgres(_)) if cli.init => Some(false),
+        (None, _) => None,
     };
     if let Some(alone) = create {
         match (hearth_aggregator::init(&config), alone) {

@@ -18,7 +18,6 @@
 use crate::aggregate::{PublishedModel, Snapshot};
 use crate::reader::Reader;
 use crate::reason::{Reason, Reject};
-use crate::store;
 use axum::body::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -68,7 +67,7 @@ impl ModelCache {
             return Ok(Some(m));
         }
         self.make_room()?;
-        let Some(stored) = self.reader.run(move |conn| store::model(conn, version)).await? else {
+        let Some(stored) = self.reader.run(move |db| db.model(version)).await? else {
             return Ok(None);
         };
         let model = Arc::new(PublishedModel::from(stored));

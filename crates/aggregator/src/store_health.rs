@@ -9,8 +9,7 @@
 //! next write that succeeds.
 
 use crate::reason::{Reason, Reject};
-use crate::store::DbResult;
-use crate::store_file::Identity;
+use crate::store::{DbError, DbResult, Identity};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -69,9 +68,11 @@ impl Problem {
 /// The verdict on one opened store, shared by the watchdog, the writers and `/healthz`.
 #[derive(Debug)]
 pub struct StoreHealth {
-    path: PathBuf,
+    /// The path, or the URL without its password.
+    location: String,
     identity: Identity,
-    /// The database and its write-ahead log, as opened.
+    /// An SQLite database and its write-ahead log, as opened (none for PostgreSQL: its server
+    /// owns the files; a replaced database shows as another identity at reconnection).
     files: Vec<(PathBuf, FileId)>,
     state: Mutex<State>,
 }
@@ -83,14 +84,9 @@ struct State {
 }
 
 impl StoreHealth {
-    pub fn new(path: PathBuf, identity: Identity, files: Vec<(PathBuf, FileId)>) -> StoreHealth {
+    pub fn new(location: String, identity: Identity, files: Vec<(PathBuf, FileId)>) -> StoreHealth {
         let state = State { problem: None, next_probe: Instant::now() + WRITE_PROBE_EVERY };
-        StoreHealth { path, identity, files, state: Mutex::new(state) }
-    }
-
-    /// The database's absolute path.
-    pub fn path(&self) -> &Path {
-        &self.path
+        StoreHealth { location, identity, files, state: Mutex::new(state) }
     }
 
     /// The store opened; a further connection checks it with [`crate::store_file::check_identity`].
@@ -129,8 +125,8 @@ impl StoreHealth {
 
     /// Marks the store lost if its path, or its log's, no longer names the file opened.
     pub fn check_files(&self) {
-        for (path, opened) in &self.files {
-            let what = if *path == self.path { "the database file" } else { "the database's write-ahead log" };
+        for (i, (path, opened)) in self.files.iter().enumerate() {
+            let what = if i == 0 { "the database file" } else { "the database's write-ahead log" };
             match FileId::of(path) {
                 Ok(id) if id == *opened => {}
                 Ok(_) => self.lose(format!("{what} was replaced while the server was running")),
@@ -143,10 +139,13 @@ impl StoreHealth {
     }
 
     /// A write to the store failed (an upload batch, a round's close, the probe).
-    pub fn write_failed(&self, e: &rusqlite::Error) {
+    pub fn write_failed(&self, e: &DbError) {
+        if let DbError::Replaced(why) = e {
+            return self.lose(why.clone());
+        }
         let mut s = self.state();
         if s.problem.is_none() {
-            tracing::error!(path = %self.path.display(), error = %e, "the database cannot be written: uploads are refused until a write succeeds");
+            tracing::error!(store = %self.location, error = %e, "the database cannot be written: uploads are refused until a write succeeds");
             s.problem = Some(Problem { kind: ProblemKind::Unwritable, detail: "the database cannot be written".into() });
         }
     }
@@ -155,18 +154,20 @@ impl StoreHealth {
     pub fn write_succeeded(&self) {
         let mut s = self.state();
         if s.problem.as_ref().is_some_and(|p| p.kind == ProblemKind::Unwritable) {
-            tracing::warn!(path = %self.path.display(), "the database takes writes again");
+            tracing::warn!(store = %self.location, "the database takes writes again");
             s.problem = None;
         }
     }
 
-    fn lose(&self, detail: String) {
+    /// The database is no longer the one opened (a file removed or replaced; a PostgreSQL
+    /// database that answers with another identity): never recovers without a restart.
+    pub fn lose(&self, detail: String) {
         let mut s = self.state();
         if s.problem.as_ref().is_none_or(|p| p.kind != ProblemKind::Lost) {
             tracing::error!(
-                path = %self.path.display(),
+                location = %self.location,
                 store = %self.identity,
-                "{detail}: what is written now would be lost. Uploads are refused; restore the file and restart"
+                "{detail}: what is written now would be lost. Uploads are refused; restore the database and restart"
             );
             s.problem = Some(Problem { kind: ProblemKind::Lost, detail });
         }
@@ -189,14 +190,14 @@ mod tests {
     #[test]
     fn an_unwritable_store_recovers_and_a_lost_one_never_does() {
         let h = health(Vec::new());
-        h.write_failed(&rusqlite::Error::InvalidQuery);
+        h.write_failed(&rusqlite::Error::InvalidQuery.into());
         assert_eq!(h.problem().map(|p| p.status()), Some("store_unwritable"));
         assert_eq!(h.refusal().map(|r| r.status()), Some(503));
         h.write_succeeded();
         assert_eq!(h.problem(), None);
         h.lose("gone".into());
         h.write_succeeded();
-        h.write_failed(&rusqlite::Error::InvalidQuery);
+        h.write_failed(&rusqlite::Error::InvalidQuery.into());
         assert_eq!(h.problem().map(|p| p.status()), Some("store_lost"));
     }
 

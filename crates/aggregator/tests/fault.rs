@@ -66,12 +66,15 @@ fn stored(db: &Path) -> (u64, HashSet<[u8; 16]>) {
     assert_eq!(check, "ok");
     let (round, accepted): (u64, u64) =
         conn.query_row("SELECT id, accepted FROM rounds WHERE state = 'open'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-    let mut stmt = conn.prepare("SELECT nonce FROM updates WHERE round_id = ?1 AND body IS NOT NULL").unwrap();
+    let mut stmt = conn.prepare("SELECT nonce FROM updates WHERE round_id = ?1").unwrap();
     let nonces: Vec<[u8; 16]> =
         stmt.query_map([round], |r| r.get::<_, Vec<u8>>(0)).unwrap().map(|n| n.unwrap().try_into().unwrap()).collect();
     let set: HashSet<_> = nonces.iter().copied().collect();
     assert_eq!(set.len(), nonces.len(), "a nonce is stored twice");
     assert_eq!(accepted, nonces.len() as u64, "the round's counter disagrees with its rows");
+    let summed: u64 =
+        conn.query_row("SELECT COALESCE(SUM(count), 0) FROM partials WHERE round_id = ?1", [round], |r| r.get(0)).unwrap();
+    assert_eq!(summed, accepted, "the partial sums hold another number of uploads than the round counted");
     (round, set)
 }
 

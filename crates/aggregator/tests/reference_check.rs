@@ -7,6 +7,7 @@ use common::*;
 use hearth_aggregator::aggregate::{Keeper, StartError};
 use hearth_aggregator::config::Config;
 use hearth_aggregator::metrics::Metrics;
+use hearth_aggregator::store::Database;
 use hearth_core::HearthError;
 use hearth_core::model::graph::{Dim, value_info};
 use hearth_core::model::onnx_pb::{ModelProto, TensorProto, tensor_proto::DataType};
@@ -37,7 +38,7 @@ fn tampered(dir: &Path, edit: impl FnOnce(&mut ModelProto)) -> PathBuf {
 
 /// `init` (where the initial pack is checked), then the keeper's start on the new store.
 fn start(dir: &Path, initial_model: PathBuf) -> Result<(), StartError> {
-    let config = Config { database: dir.join("hearth.db"), initial_model, ..Config::default() };
+    let config = Config { database: Database::Sqlite(dir.join("hearth.db")), initial_model, ..Config::default() };
     hearth_aggregator::init(&config)?;
     Keeper::start(config, Arc::new(Metrics::default())).map(|_| ())
 }

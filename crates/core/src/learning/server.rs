@@ -117,6 +117,16 @@ impl RoundSum {
         self.count += 1;
     }
 
+    /// A partial sum as stored: `count` updates whose values add up to `sum`.
+    pub fn from_parts(sum: Vec<f64>, count: u64) -> RoundSum {
+        RoundSum { sum, count }
+    }
+
+    /// The sum itself, one value per parameter.
+    pub fn sums(&self) -> &[f64] {
+        &self.sum
+    }
+
     /// Adds another partial sum of the same round.
     pub fn merge(&mut self, other: &RoundSum) {
         self.sum.iter_mut().zip(&other.sum).for_each(|(s, o)| *s += o);

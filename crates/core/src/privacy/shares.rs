@@ -421,6 +421,17 @@ impl ShareSum {
         self.count += 1;
     }
 
+    /// A partial sum as stored: `count` reports whose values add up to `sum` (mod 2^B).
+    pub fn from_parts(sum: Vec<u32>, count: u64) -> ShareSum {
+        ShareSum { sum, count }
+    }
+
+    /// Adds another partial sum of the same round (another replica's).
+    pub fn merge(&mut self, other: &ShareSum) {
+        self.sum.iter_mut().zip(&other.sum).for_each(|(s, o)| *s = s.wrapping_add(*o));
+        self.count += other.count;
+    }
+
     /// The helper's part for one report: −PRG(seed).
     pub fn add_unmask(&mut self, seed: &[u8; SEED_LEN]) {
         let params = self.sum.len();

@@ -7,12 +7,11 @@
 //! `SQLITE_OPEN_CREATE`), `init` writes a random store id and the role beside the schema and
 //! the seed content in one transaction, and every connection checks that identity.
 
+use super::{Identity, StoreError, role_name, role_named, sqlite};
 use crate::config::Role;
-use crate::store::{self, DbResult};
 use crate::store_health::{FileId, StoreHealth};
 use hearth_core::privacy::noise::{ByteSource, OsRandom};
-use hearth_core::privacy::seal::hex;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
@@ -35,9 +34,6 @@ CREATE TABLE store_identity (
 );
 ";
 
-/// Role names as written in the identity (the same as in the configuration).
-const ROLE_NAMES: [(Role, &str); 3] = [(Role::Single, "single"), (Role::Leader, "leader"), (Role::Helper, "helper")];
-
 /// One kind of store's tables and version.
 pub struct Schema {
     /// Everything but the identity table.
@@ -46,50 +42,14 @@ pub struct Schema {
     /// A table only this kind of store has: tells a version-1 store of another kind apart, since
     /// it carries no role.
     pub marker_table: &'static str,
+    /// `upgrades[i]` moves a store of version 2 + i to 3 + i, in the transaction that then
+    /// records the new version; it is given the role the store was made for.
+    pub upgrades: &'static [fn(&Transaction, Role) -> rusqlite::Result<()>],
 }
 
-/// Which store a file is, as `init` wrote it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub id: [u8; 16],
-    pub role: Role,
-}
-
-impl std::fmt::Display for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "{} ({})", hex(&self.id), role_name(self.role))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database {} does not exist; create it with `hearth-aggregator init` (a server never creates its database)", .path.display())]
-    Missing { path: PathBuf },
-    #[error("database {} already exists; `hearth-aggregator init` never overwrites a store", .path.display())]
-    Exists { path: PathBuf },
-    /// A write-ahead log whose database is gone: SQLite would replay it into a new store.
-    #[error("{}-wal is left from a database that is gone; restore the database or move the log away before `hearth-aggregator init`", .path.display())]
-    LeftoverLog { path: PathBuf },
-    #[error("database {} is not a Hearth store ({why}); restore the right file, or move this one away and create a store with `hearth-aggregator init`", .path.display())]
-    NotAStore { path: PathBuf, why: String },
-    #[error("database {} is a {found} store; this server's role is {expected}", .path.display())]
-    WrongRole { path: PathBuf, found: String, expected: &'static str },
-    #[error("database {} is {found}, not the {expected} this server opened", .path.display())]
-    Replaced { path: PathBuf, found: Identity, expected: Identity },
-    #[error("database {} has schema version {found}, written by a newer build; this build knows {known}", .path.display())]
-    NewerSchema { path: PathBuf, found: i64, known: i64 },
-    #[error("database {} cannot be written by this process ({why}); fix its permissions or the file system", .path.display())]
-    ReadOnly { path: PathBuf, why: String },
-    #[error("database {}: {source}", .path.display())]
-    Db { path: PathBuf, source: rusqlite::Error },
-    #[error("{}: {source}", .path.display())]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("no random store id: {0}")]
-    Random(hearth_core::HearthError),
-}
-
-pub fn role_name(role: Role) -> &'static str {
-    ROLE_NAMES.iter().find(|(r, _)| *r == role).map_or("?", |(_, n)| n)
+/// The location errors name.
+fn loc(path: &Path) -> String {
+    path.display().to_string()
 }
 
 /// Creates the store for `role` at `path` (and its directory): the schema, a new identity and
@@ -99,26 +59,26 @@ pub fn create(
     path: &Path,
     role: Role,
     schema: &Schema,
-    seed: impl FnOnce(&Connection) -> DbResult<()>,
+    seed: impl FnOnce(&Connection) -> rusqlite::Result<()>,
 ) -> Result<Identity, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.into(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { store: loc(dir), source })?;
     }
     if std::fs::symlink_metadata(path).is_ok() {
-        return Err(StoreError::Exists { path: path.into() });
+        return Err(StoreError::Exists { store: loc(path) });
     }
     if std::fs::symlink_metadata(sibling(path, "-wal")).is_ok() {
-        return Err(StoreError::LeftoverLog { path: path.into() });
+        return Err(StoreError::LeftoverLog { store: loc(path) });
     }
     let identity = new_identity(role)?;
     // Claims the path atomically: of two `init`s, one creates and the other refuses.
     match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
         Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(StoreError::Exists { path: path.into() }),
-        Err(source) => return Err(StoreError::Io { path: path.into(), source }),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(StoreError::Exists { store: loc(path) }),
+        Err(source) => return Err(StoreError::Io { store: loc(path), source }),
     }
     let written = (|| {
-        let mut conn = store::connect(path)?;
+        let mut conn = sqlite::connect(path)?;
         let tx = conn.transaction()?;
         tx.execute_batch(schema.tables)?;
         tx.execute_batch(IDENTITY_TABLE)?;
@@ -131,7 +91,7 @@ pub fn create(
         for leftover in [path.to_path_buf(), sibling(path, "-wal"), sibling(path, "-shm")] {
             let _ = std::fs::remove_file(leftover);
         }
-        return Err(StoreError::Db { path: path.into(), source });
+        return Err(StoreError::Db { store: loc(path), source: source.into() });
     }
     Ok(identity)
 }
@@ -140,11 +100,11 @@ pub fn create(
 /// empty, foreign, other role's, newer or read-only file. A version-1 store gets its identity
 /// here. A test write proves it writable; the health it returns holds the files as opened.
 pub fn open(path: &Path, role: Role, schema: &Schema) -> Result<(Connection, StoreHealth), StoreError> {
-    let not_a_store = |why: &str| StoreError::NotAStore { path: path.into(), why: why.into() };
+    let not_a_store = |why: &str| StoreError::NotAStore { store: loc(path), why: why.into() };
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Err(StoreError::Missing { path: path.into() }),
-        Err(source) => return Err(StoreError::Io { path: path.into(), source }),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(StoreError::Missing { store: loc(path) }),
+        Err(source) => return Err(StoreError::Io { store: loc(path), source }),
     };
     if !meta.is_file() {
         return Err(not_a_store("not a regular file"));
@@ -155,49 +115,50 @@ pub fn open(path: &Path, role: Role, schema: &Schema) -> Result<(Connection, Sto
     if let Err(e) = std::fs::OpenOptions::new().write(true).open(path) {
         return Err(match e.kind() {
             ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
-                StoreError::ReadOnly { path: path.into(), why: e.to_string() }
+                StoreError::ReadOnly { store: loc(path), why: e.to_string() }
             }
-            _ => StoreError::Io { path: path.into(), source: e },
+            _ => StoreError::Io { store: loc(path), source: e },
         });
     }
     let db = |source: rusqlite::Error| match source.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => not_a_store("not an SQLite database"),
         Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
-            StoreError::ReadOnly { path: path.into(), why: source.to_string() }
+            StoreError::ReadOnly { store: loc(path), why: source.to_string() }
         }
-        _ => StoreError::Db { path: path.into(), source },
+        _ => StoreError::Db { store: loc(path), source: source.into() },
     };
-    let mut conn = store::connect(path).map_err(db)?;
+    let mut conn = sqlite::connect(path).map_err(db)?;
     if conn.is_readonly(rusqlite::MAIN_DB).map_err(db)? {
-        return Err(StoreError::ReadOnly { path: path.into(), why: "SQLite can open it only for reading".into() });
+        return Err(StoreError::ReadOnly { store: loc(path), why: "SQLite can open it only for reading".into() });
     }
     match conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).map_err(db)? {
         0 => return Err(not_a_store("it has no store identity: `hearth-aggregator init` did not make it")),
         BEFORE_IDENTITY => add_identity(&mut conn, path, role, schema)?,
-        v if v == schema.version => {}
-        v if v > schema.version => return Err(StoreError::NewerSchema { path: path.into(), found: v, known: schema.version }),
-        v => return Err(not_a_store(&format!("unknown schema version {v}"))),
+        v if v > schema.version => return Err(StoreError::NewerSchema { store: loc(path), found: v, known: schema.version }),
+        v if v < BEFORE_IDENTITY => return Err(not_a_store(&format!("unknown schema version {v}"))),
+        _ => {}
     }
     let identity = read_identity(&conn)?;
     if identity.role != role {
         return Err(StoreError::WrongRole {
-            path: path.into(),
+            store: loc(path),
             found: role_name(identity.role).into(),
             expected: role_name(role),
         });
     }
-    touch(&conn).map_err(|e| StoreError::ReadOnly { path: path.into(), why: format!("a test write failed: {e}") })?;
+    upgrade(&mut conn, path, &identity, schema)?;
+    touch(&conn).map_err(|e| StoreError::ReadOnly { store: loc(path), why: format!("a test write failed: {e}") })?;
     // The log exists now (the test write went through it): both names are watched.
     let files =
         [path.to_path_buf(), sibling(path, "-wal")].into_iter().filter_map(|p| FileId::of(&p).ok().map(|id| (p, id))).collect();
     tracing::info!(store = %identity, "database opened");
-    Ok((conn, StoreHealth::new(path.into(), identity, files)))
+    Ok((conn, StoreHealth::new(loc(path), identity, files)))
 }
 
 /// The identity of the store `conn` is connected to.
 pub fn read_identity(conn: &Connection) -> Result<Identity, StoreError> {
     let path = PathBuf::from(conn.path().unwrap_or_default());
-    let db = |source| StoreError::Db { path: path.clone(), source };
+    let db = |source: rusqlite::Error| StoreError::Db { store: loc(&path), source: source.into() };
     let has_table = conn
         .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'store_identity'", [], |_| Ok(()))
         .optional()
@@ -210,11 +171,11 @@ pub fn read_identity(conn: &Connection) -> Result<Identity, StoreError> {
     } else {
         None
     };
-    let (id, name) = row.ok_or_else(|| StoreError::NotAStore { path: path.clone(), why: "it has no store identity".into() })?;
+    let (id, name) = row.ok_or_else(|| StoreError::NotAStore { store: loc(&path), why: "it has no store identity".into() })?;
     let id =
-        id.try_into().map_err(|_| StoreError::NotAStore { path: path.clone(), why: "its store id is not 16 bytes".into() })?;
-    let role = ROLE_NAMES.iter().find(|(_, n)| *n == name).map(|(r, _)| *r).ok_or_else(|| StoreError::WrongRole {
-        path: path.clone(),
+        id.try_into().map_err(|_| StoreError::NotAStore { store: loc(&path), why: "its store id is not 16 bytes".into() })?;
+    let role = role_named(&name).ok_or_else(|| StoreError::WrongRole {
+        store: loc(&path),
         found: name.clone(),
         expected: "single, leader or helper",
     })?;
@@ -228,26 +189,46 @@ pub fn check_identity(conn: &Connection, expected: &Identity) -> Result<(), Stor
     if found == *expected {
         Ok(())
     } else {
-        Err(StoreError::Replaced { path: conn.path().unwrap_or_default().into(), found, expected: expected.clone() })
+        Err(StoreError::Replaced { store: conn.path().unwrap_or_default().into(), found, expected: expected.clone() })
     }
 }
 
 /// The write probe: one tiny write that must reach the disk.
-pub fn touch(conn: &Connection) -> DbResult<()> {
+pub fn touch(conn: &Connection) -> rusqlite::Result<()> {
     match conn.execute("UPDATE store_identity SET checked_ms = ?1 WHERE id = 1", [crate::aggregate::now_ms()])? {
         1 => Ok(()),
         n => Err(rusqlite::Error::StatementChangedRows(n)),
     }
 }
 
+/// Runs the schema's upgrades from the store's version to this build's, each in a transaction
+/// of its own with the version it reaches.
+fn upgrade(conn: &mut Connection, path: &Path, identity: &Identity, schema: &Schema) -> Result<(), StoreError> {
+    let db = |source: rusqlite::Error| StoreError::Db { store: loc(path), source: source.into() };
+    loop {
+        let version = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).map_err(db)?;
+        if version >= schema.version {
+            return Ok(());
+        }
+        let step = usize::try_from(version - BEFORE_IDENTITY - 1).ok().and_then(|i| schema.upgrades.get(i)).ok_or_else(|| {
+            StoreError::NotAStore { store: loc(path), why: format!("no upgrade from schema version {version}") }
+        })?;
+        let tx = conn.transaction().map_err(db)?;
+        step(&tx, identity.role).map_err(db)?;
+        tx.pragma_update(None, "user_version", version + 1).map_err(db)?;
+        tx.commit().map_err(db)?;
+        tracing::info!(store = %identity, "database upgraded from schema version {version} to {}", version + 1);
+    }
+}
+
 /// Version 1 → 2: the identity, for the role the store is opened as (version 1 recorded none).
 fn add_identity(conn: &mut Connection, path: &Path, role: Role, schema: &Schema) -> Result<(), StoreError> {
-    let db = |source| StoreError::Db { path: path.into(), source };
+    let db = |source: rusqlite::Error| StoreError::Db { store: loc(path), source: source.into() };
     let tx = conn.transaction().map_err(db)?;
     let marker = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1";
     if tx.query_row(marker, [schema.marker_table], |_| Ok(())).optional().map_err(db)?.is_none() {
         return Err(StoreError::WrongRole {
-            path: path.into(),
+            store: loc(path),
             found: format!("version-{BEFORE_IDENTITY} store without the `{}` table, i.e. another role's", schema.marker_table),
             expected: role_name(role),
         });
@@ -255,7 +236,7 @@ fn add_identity(conn: &mut Connection, path: &Path, role: Role, schema: &Schema)
     let identity = new_identity(role)?;
     tx.execute_batch(IDENTITY_TABLE).map_err(db)?;
     insert_identity(&tx, &identity).map_err(db)?;
-    tx.pragma_update(None, "user_version", schema.version).map_err(db)?;
+    tx.pragma_update(None, "user_version", BEFORE_IDENTITY + 1).map_err(db)?;
     tx.commit().map_err(db)?;
     tracing::info!(store = %identity, "database of schema version {BEFORE_IDENTITY} given its store identity");
     Ok(())
@@ -267,7 +248,7 @@ fn new_identity(role: Role) -> Result<Identity, StoreError> {
     Ok(Identity { id, role })
 }
 
-fn insert_identity(conn: &Connection, identity: &Identity) -> DbResult<()> {
+fn insert_identity(conn: &Connection, identity: &Identity) -> rusqlite::Result<()> {
     let now = crate::aggregate::now_ms();
     conn.execute(
         "INSERT INTO store_identity (id, store_id, role, created_ms, checked_ms) VALUES (1, ?1, ?2, ?3, ?3)",
@@ -286,7 +267,44 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ROUNDS_SCHEMA;
+    use crate::store::sqlite::ROUNDS_SCHEMA;
+
+    /// The tables of a single server's or leader's store at versions 1 and 2 (update bodies
+    /// kept until their round ends).
+    pub const ROUNDS_TABLES_V2: &str = "
+CREATE TABLE models (
+    version INTEGER PRIMARY KEY,
+    onnx BLOB NOT NULL,
+    manifest TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    from_round INTEGER
+);
+CREATE TABLE rounds (
+    id INTEGER PRIMARY KEY,
+    model_version INTEGER NOT NULL REFERENCES models(version),
+    state TEXT NOT NULL CHECK (state IN ('open', 'closed', 'abandoned')),
+    opened_ms INTEGER NOT NULL,
+    deadline_ms INTEGER NOT NULL,
+    ended_ms INTEGER,
+    accepted INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX one_open_round ON rounds(state) WHERE state = 'open';
+-- One row per accepted update. The nonce is kept after its round ends (the body is dropped),
+-- so a replay is refused whichever round it names.
+CREATE TABLE updates (
+    nonce BLOB PRIMARY KEY,
+    round_id INTEGER NOT NULL REFERENCES rounds(id),
+    body BLOB
+);
+CREATE INDEX updates_by_round ON updates(round_id) WHERE body IS NOT NULL;
+CREATE TABLE optimizer_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    steps INTEGER NOT NULL,
+    m BLOB NOT NULL,
+    v BLOB NOT NULL
+);
+";
 
     /// A store as builds before the identity wrote it: version 1, its kind's tables only.
     fn version_1(path: &Path, tables: &str) {
@@ -300,7 +318,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hearth-store-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (rounds, helper) = (dir.join("rounds.db"), dir.join("helper.db"));
-        version_1(&rounds, ROUNDS_SCHEMA.tables);
+        version_1(&rounds, ROUNDS_TABLES_V2);
         version_1(&helper, "CREATE TABLE helper_key (key_id INTEGER PRIMARY KEY, secret BLOB NOT NULL);");
 
         let refused = open(&helper, Role::Leader, &ROUNDS_SCHEMA).map(drop);
@@ -326,9 +344,9 @@ mod tests {
         let first = create(&a, Role::Single, &ROUNDS_SCHEMA, seed).unwrap();
         create(&b, Role::Single, &ROUNDS_SCHEMA, seed).unwrap();
         assert!(matches!(create(&a, Role::Single, &ROUNDS_SCHEMA, seed), Err(StoreError::Exists { .. })));
-        let other = store::connect(&b).unwrap();
+        let other = sqlite::connect(&b).unwrap();
         assert!(matches!(check_identity(&other, &first), Err(StoreError::Replaced { .. })));
-        check_identity(&store::connect(&a).unwrap(), &first).unwrap();
+        check_identity(&sqlite::connect(&a).unwrap(), &first).unwrap();
         // The database removed, its log left: SQLite would replay the log into a new store.
         std::fs::remove_file(&a).unwrap();
         std::fs::write(sibling(&a, "-wal"), "frames of the old store").unwrap();

@@ -7,15 +7,15 @@ use hearth_core::privacy::seal::KeyPair;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 
+use super::sqlite_file::{self, Schema};
+use super::{DbResult, HelperStore, Identity, Release, StoreError};
 use crate::config::Role;
-use crate::store::DbResult;
-use crate::store_file::{Identity, Schema, StoreError};
 use crate::store_health::StoreHealth;
 
-/// 2: the store identity (`store_file`), added on open to a version-1 store.
+/// 2: the store identity (`sqlite_file`), added on open to a version-1 store.
 const SCHEMA_VERSION: i64 = 2;
 
-const HELPER_SCHEMA: Schema = Schema { tables: SCHEMA, version: SCHEMA_VERSION, marker_table: "helper_key" };
+const HELPER_SCHEMA: Schema = Schema { tables: SCHEMA, version: SCHEMA_VERSION, marker_table: "helper_key", upgrades: &[] };
 
 const SCHEMA: &str = "
 CREATE TABLE helper_key (
@@ -37,40 +37,35 @@ CREATE TABLE releases (
 );
 ";
 
-pub struct HelperStore {
+pub struct SqliteHelper {
     conn: Connection,
 }
 
-/// A release as stored.
-pub struct Release {
-    pub batch_digest: String,
-    pub share: Vec<u8>,
-}
-
-impl HelperStore {
+impl SqliteHelper {
     /// `init`: creates the helper's store with its HPKE key, drawn from the OS's CSPRNG.
     pub fn create(path: &Path) -> Result<Identity, StoreError> {
         let mut secret = [0u8; 32];
         OsRandom.fill(&mut secret).map_err(StoreError::Random)?;
-        crate::store_file::create(path, Role::Helper, &HELPER_SCHEMA, |conn| {
+        sqlite_file::create(path, Role::Helper, &HELPER_SCHEMA, |conn| {
             conn.execute("INSERT INTO helper_key (key_id, secret) VALUES (1, ?1)", [&secret[..]]).map(drop)
         })
     }
 
-    /// Opens the store `init` made for the helper; never creates one (see `store_file::open`).
-    pub fn open(path: &Path) -> Result<(HelperStore, StoreHealth), StoreError> {
-        let (conn, health) = crate::store_file::open(path, Role::Helper, &HELPER_SCHEMA)?;
-        Ok((HelperStore { conn }, health))
+    /// Opens the store `init` made for the helper; never creates one (see `sqlite_file::open`).
+    pub fn open(path: &Path) -> Result<(SqliteHelper, StoreHealth), StoreError> {
+        let (conn, health) = sqlite_file::open(path, Role::Helper, &HELPER_SCHEMA)?;
+        Ok((SqliteHelper { conn }, health))
+    }
+}
+
+impl HelperStore for SqliteHelper {
+    fn touch(&mut self) -> DbResult<()> {
+        Ok(sqlite_file::touch(&self.conn)?)
     }
 
-    /// The watchdog's test write.
-    pub fn touch(&self) -> DbResult<()> {
-        crate::store_file::touch(&self.conn)
-    }
-
-    /// The helper's key pair, made by `init`. A store without one is refused: a new key would
-    /// leave the open round's reports unopenable.
-    pub fn key(&self) -> Result<KeyPair, Box<dyn std::error::Error + Send + Sync>> {
+    /// A store without a key is refused: a new key would leave the open round's reports
+    /// unopenable.
+    fn key(&mut self) -> Result<KeyPair, Box<dyn std::error::Error + Send + Sync>> {
         let stored: Option<(u8, Vec<u8>)> = self
             .conn
             .query_row("SELECT key_id, secret FROM helper_key ORDER BY key_id LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -80,16 +75,16 @@ impl HelperStore {
         Ok(KeyPair::from_secret(key_id, &secret))
     }
 
-    pub fn release(&self, round_id: u64) -> DbResult<Option<Release>> {
-        self.conn
+    fn release(&mut self, round_id: u64) -> DbResult<Option<Release>> {
+        Ok(self
+            .conn
             .query_row("SELECT batch_digest, share FROM releases WHERE round_id = ?1", [round_id], |r| {
                 Ok(Release { batch_digest: r.get(0)?, share: r.get(1)? })
             })
-            .optional()
+            .optional()?)
     }
 
-    /// How many of `ids` were counted before.
-    pub fn seen(&self, ids: &[[u8; 16]]) -> DbResult<usize> {
+    fn seen(&mut self, ids: &[[u8; 16]]) -> DbResult<usize> {
         let mut stmt = self.conn.prepare_cached("SELECT 1 FROM reports WHERE id = ?1")?;
         let mut n = 0;
         for id in ids {
@@ -98,8 +93,9 @@ impl HelperStore {
         Ok(n)
     }
 
-    /// Records the batch's ids and the release, atomically: either both or neither.
-    pub fn record(&mut self, round_id: u64, ids: &[[u8; 16]], release: &Release, now_ms: i64) -> DbResult<()> {
+    /// One process writes the file, and the helper checks under its lock before recording, so
+    /// a conflict here is an error, not another replica's release.
+    fn record(&mut self, round_id: u64, ids: &[[u8; 16]], release: &Release, now_ms: i64) -> DbResult<bool> {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached("INSERT INTO reports (id, round_id) VALUES (?1, ?2)")?;
@@ -111,6 +107,7 @@ impl HelperStore {
             "INSERT INTO releases (round_id, batch_digest, share, released_ms) VALUES (?1, ?2, ?3, ?4)",
             params![round_id, release.batch_digest, release.share, now_ms],
         )?;
-        tx.commit()
+        tx.commit()?;
+        Ok(true)
     }
 }
