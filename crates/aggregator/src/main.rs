@@ -67,7 +67,8 @@ async fn main() -> ExitCode {
         (None, _) => None,
     };
     if let Some(alone) = create {
-        match (hearth_aggregator::init(&config), alone) {
+        // Database calls block (PostgreSQL's client runs a runtime of its own): off the async worker.
+        match (tokio::task::block_in_place(|| hearth_aggregator::init(&config)), alone) {
             (Ok(_), true) => return ExitCode::SUCCESS,
             // With --init, another process that created it first is as good.
             (Ok(_) | Err(StartError::Store(StoreError::Exists { .. })), false) => {}
@@ -77,7 +78,7 @@ async fn main() -> ExitCode {
             }
         }
     }
-    let prepared = match hearth_aggregator::prepare(config.clone()) {
+    let prepared = match tokio::task::block_in_place(|| hearth_aggregator::prepare(config.clone())) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("hearth-aggregator: {e}");

@@ -25,9 +25,8 @@ fn request(path: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
     r
 }
 
-#[test]
-fn every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored() {
-    let dir = scratch("bad-input");
+fn every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored(backend: Backend) {
+    let dir = scratch_on("bad-input", backend);
     let server = Server::start(&dir, &config(&small_pack(&dir), K, ""));
     let task = server.task();
     let (before, _) = fetch_pack(&server);
@@ -163,9 +162,7 @@ fn every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored() {
     // Nothing but the one honest update was stored or counted.
     assert_eq!(server.metric("hearth_round_updates"), 1.0);
     assert_eq!(server.metric("hearth_updates_rejected_total{reason=\"implausible_norm\"}"), 2.0);
-    let conn = rusqlite::Connection::open(dir.join("hearth.db")).unwrap();
-    let rows: u64 = conn.query_row("SELECT COUNT(*) FROM updates", [], |r| r.get(0)).unwrap();
-    assert_eq!(rows, 1);
+    assert_eq!(stored_ids(&dir), 1);
 
     // The round closes on honest updates only, and the model moves by exactly their mean.
     for seed in 101..100 + K {
@@ -178,9 +175,8 @@ fn every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored() {
     assert_fedavg(&before.params, &after.params, 0.01, &mean(&honest));
 }
 
-#[test]
-fn quantized_rounds_accept_honest_quantized_updates_and_refuse_f32() {
-    let dir = scratch("bad-input-quantized");
+fn quantized_rounds_accept_honest_quantized_updates_and_refuse_f32(backend: Backend) {
+    let dir = scratch_on("bad-input-quantized", backend);
     let server = Server::start(
         &dir,
         &config(&small_pack(&dir), K, "").replace("min_events = 5", "min_events = 5\nencoding = \"quantized\""),
@@ -197,3 +193,8 @@ fn quantized_rounds_accept_honest_quantized_updates_and_refuse_f32() {
     let (status, reply) = server.post(&loud.encode());
     assert_eq!((status, reply["error"].as_str()), (422, Some("implausible_norm")), "{reply}");
 }
+
+on_both_backends!(
+    every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored,
+    quantized_rounds_accept_honest_quantized_updates_and_refuse_f32
+);

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 const K: u64 = 10;
 
-#[test]
-fn a_round_past_its_deadline_is_abandoned_and_releases_nothing() {
-    let dir = scratch("deadline");
+fn a_round_past_its_deadline_is_abandoned_and_releases_nothing(backend: Backend) {
+    let dir = scratch_on("deadline", backend);
     let server =
         Server::start(&dir, &config(&small_pack(&dir), K, "").replace("min_events = 5", "min_events = 5\ndeadline_secs = 1"));
     let task = server.task();
@@ -34,9 +33,8 @@ fn a_round_past_its_deadline_is_abandoned_and_releases_nothing() {
     assert_eq!((privacy["rounds_released"].as_u64(), privacy["epsilon_spent"].as_f64()), (Some(0), Some(0.0)));
 }
 
-#[test]
-fn training_stops_when_the_budget_is_spent_and_restarts_keep_every_version() {
-    let dir = scratch("budget");
+fn training_stops_when_the_budget_is_spent_and_restarts_keep_every_version(backend: Backend) {
+    let dir = scratch_on("budget", backend);
     let pack = small_pack(&dir);
     // A budget between the ε of one and of two released rounds: exactly one round may close.
     let base = config(&pack, K, "");
@@ -77,3 +75,8 @@ fn training_stops_when_the_budget_is_spent_and_restarts_keep_every_version() {
     }
     assert_eq!(get(&server.url("/v1/round")).0, 410);
 }
+
+on_both_backends!(
+    a_round_past_its_deadline_is_abandoned_and_releases_nothing,
+    training_stops_when_the_budget_is_spent_and_restarts_keep_every_version
+);

@@ -25,6 +25,63 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The storage a suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `fn(Backend)` as two tests, `sqlite::NAME` and `postgres::NAME`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name($crate::common::Backend::Sqlite) })*
+        }
+        mod postgres {
+            $(#[test] fn $name() { super::$name($crate::common::Backend::Postgres) })*
+        }
+    };
+}
+
+/// The file in a scratch directory that names its PostgreSQL database, when it has one.
+const DATABASE_URL_FILE: &str = "database.url";
+
+/// [`scratch`] whose servers use `backend`: for PostgreSQL, a database of its own in this test
+/// binary's cluster, named in `dir/database.url` so that restarts find it.
+pub fn scratch_on(name: &str, backend: Backend) -> PathBuf {
+    let dir = scratch(&format!("{name}-{backend:?}").to_ascii_lowercase());
+    if backend == Backend::Postgres {
+        std::fs::write(dir.join(DATABASE_URL_FILE), postgres_database(name)).unwrap();
+    }
+    dir
+}
+
+/// A new database in this test binary's throwaway cluster (started at first use).
+pub fn postgres_database(name: &str) -> String {
+    // A directory per process: a finished binary's watcher removes its cluster's directory.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pg-{}", std::process::id()));
+    hearth_testpg::Cluster::shared(&dir).database(name)
+}
+
+/// The `database` setting of servers in `dir`: its PostgreSQL URL, or `dir/hearth.db`.
+pub fn database_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(DATABASE_URL_FILE)).unwrap_or_else(|_| dir.join("hearth.db").display().to_string())
+}
+
+/// Upload ids the store in `dir` holds (every round's), read from the database itself.
+pub fn stored_ids(dir: &Path) -> u64 {
+    let db = database_of(dir);
+    if db.starts_with("postgres://") {
+        let mut client = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+        client.query_one("SELECT count(*) FROM updates", &[]).unwrap().get::<_, i64>(0) as u64
+    } else {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM updates", [], |r| r.get(0)).unwrap()
+    }
+}
+
 /// Writes a small pack (about 4,400 parameters) to `dir/pack` and returns that directory.
 pub fn small_pack(dir: &Path) -> PathBuf {
     pack_of(dir, Arch { buckets: 512, dim: 8, hidden: 12 })
@@ -57,7 +114,8 @@ pub struct Server {
 }
 
 /// The binary with `config` (TOML) written to `dir/aggregator.toml`, on a free loopback port,
-/// its database `dir/hearth.db`; no `--init`, so it serves only a database that exists.
+/// its database `dir/hearth.db` (or the PostgreSQL database [`scratch_on`] named); no
+/// `--init`, so it serves only a database that exists.
 pub fn aggregator(dir: &Path, config: &str) -> Command {
     let file = dir.join("aggregator.toml");
     std::fs::write(&file, config).unwrap();
@@ -66,7 +124,7 @@ pub fn aggregator(dir: &Path, config: &str) -> Command {
         .arg("--config")
         .arg(&file)
         .env("HEARTH_AGG__LISTEN", "\"127.0.0.1:0\"")
-        .env("HEARTH_AGG__DATABASE", format!("{:?}", dir.join("hearth.db")));
+        .env("HEARTH_AGG__DATABASE", format!("{:?}", database_of(dir)));
     command
 }
 
