@@ -208,7 +208,7 @@ test('without a WebGPU adapter, webgpu is refused with a message and auto ranks 
 // How many updates the aggregator has accepted so far.
 async function acceptedUpdates() {
   const text = await (await fetch(`${env.server.url}/metrics`)).text();
-  return Number(/^hearth_updates_accepted_total (\d+)$/m.exec(text)[1]);
+  return Number(/^hearth_updates_accepted_total\{replica="[^"]*"\} (\d+)$/m.exec(text)[1]);
 }
 
 // A participation answer saying this device has taken part in the round: now or earlier.
@@ -555,7 +555,7 @@ test('a single plaintext aggregator gets nothing: one upload would spend more th
   assert.deepEqual(requests.filter((r) => r.method() === 'POST').map((r) => r.url()), [], 'nothing was uploaded');
   assert.ok(requests.every((r) => !r.url().includes('/v1/helper_config')), 'a plaintext round needs no helper');
   const metrics = await (await fetch(`${single.url}/metrics`)).text();
-  assert.match(metrics, /^hearth_updates_accepted_total 0$/m);
+  assert.match(metrics, /^hearth_updates_accepted_total\{replica="[^"]*"\} 0$/m);
   await context.close();
 });
 

@@ -380,7 +380,8 @@ pub(crate) fn task(agent: &ureq::Agent, url: &str) -> Result<RoundTask, String> 
 
 pub(crate) fn metric(url: &str, name: &str) -> Option<f64> {
     let text = agent().get(&format!("{url}/metrics")).call().ok()?.body_mut().read_to_string().ok()?;
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    // A sample without labels other than `replica`: `name{replica="…"} value`.
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix("{replica=\"")?.split_once("\"} ")?.1.parse().ok())
 }
 
 /// VmHWM of a process: its peak resident set.

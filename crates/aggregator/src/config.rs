@@ -44,6 +44,11 @@ pub struct Config {
     /// The role's database, made by `hearth-aggregator init` (never by a server): an SQLite file
     /// (resolved to an absolute path at load), or a `postgres://` URL that replicas share.
     pub database: Database,
+    /// This process's name among the replicas of its role: the `replica` label of its metrics
+    /// and the `replica` of `/healthz` and `/readyz`. Letters, digits and `._:-`, at most 64.
+    /// Empty (the default): `<hostname>-<pid>`, which changes at each restart; set it to keep
+    /// one series per replica.
+    pub replica: String,
     /// Model pack (model.onnx + manifest.json) that `init` seeds the database with.
     pub initial_model: PathBuf,
     /// Demo mode: serve this directory statically at `/`.
@@ -152,6 +157,7 @@ impl Default for Config {
             role: Role::Single,
             listen: "127.0.0.1:8000".into(),
             database: Database::Sqlite("target/aggregator/hearth.db".into()),
+            replica: String::new(),
             initial_model: "models/default".into(),
             www: None,
             catalog: None,
@@ -231,12 +237,22 @@ impl Config {
                 std::path::absolute(path).map_err(|e| ConfigError::Invalid(format!("database = {path:?}: {e}")))?,
             );
         }
+        if config.replica.is_empty() {
+            config.replica = format!("{}-{}", rustix::system::uname().nodename().to_string_lossy(), std::process::id());
+        }
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         ranges::check(self)?;
+        let name_char = |c: char| c.is_ascii_alphanumeric() || "._:-".contains(c);
+        if self.replica.len() > 64 || !self.replica.chars().all(name_char) {
+            return Err(ConfigError::Invalid(format!(
+                "replica = {:?}: at most 64 letters, digits and `._:-` (it is a metrics label)",
+                self.replica
+            )));
+        }
         check_listen(&self.listen)?;
         if let Some(www) = &self.www {
             existing_dir("www", www)?;

@@ -107,6 +107,11 @@ impl Helper {
         self.health.watch(|| self.store.lock().unwrap_or_else(|e| e.into_inner()).touch());
     }
 
+    /// Whether the database answers a query now (readiness); blocking.
+    pub fn ping(&self) -> Result<(), DbError> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).ping()
+    }
+
     pub fn config(&self) -> HelperConfig {
         HelperConfig { hpke: self.key.config(), noise_multiplier: self.noise_multiplier, min_clients: self.min_clients }
     }

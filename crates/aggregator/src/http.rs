@@ -49,14 +49,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/privacy"),
     ("get", "/v1/openapi.json"),
     ("get", "/healthz"),
+    ("get", "/readyz"),
     ("get", "/metrics"),
 ];
 
-/// The helper's own routes (it also serves `/healthz` and `/v1/openapi.json`).
+/// The helper's own routes (it also serves `/healthz`, `/readyz` and `/v1/openapi.json`).
 pub const HELPER_ROUTES: &[(&str, &str)] = &[("get", "/v1/helper_config"), ("post", "/v1/aggregate")];
 
 #[derive(Clone)]
 pub struct App {
+    /// This replica's name (the `replica` setting).
+    pub replica: Arc<str>,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub queue: SyncSender<Submission>,
     pub metrics: Arc<Metrics>,
@@ -78,6 +81,8 @@ pub struct App {
 #[derive(Clone)]
 pub struct HelperApp {
     pub helper: Arc<crate::helper::Helper>,
+    /// This replica's name (the `replica` setting).
+    pub replica: Arc<str>,
     pub body: BodyLimits,
     /// One batch is opened at a time: each costs n × d PRG words of CPU.
     pub batches: Arc<Semaphore>,
@@ -98,10 +103,23 @@ pub fn helper_router(app: HelperApp) -> Router {
                 match app.helper.store_health().problem() {
                     Some(p) => (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        axum::Json(serde_json::json!({"status": p.status(), "detail": p.detail, "role": "helper"})),
+                        axum::Json(
+                            serde_json::json!({"status": p.status(), "detail": p.detail, "role": "helper", "replica": &*app.replica}),
+                        ),
                     ),
-                    None => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok", "role": "helper"}))),
+                    None => {
+                        (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok", "role": "helper", "replica": &*app.replica})))
+                    }
                 }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(|State(app): State<HelperApp>| async move {
+                let helper = app.helper.clone();
+                let answers = tokio::task::spawn_blocking(move || helper.ping().map_err(|e| e.to_string()));
+                let problem = app.helper.store_health().problem();
+                readiness(&app.replica, problem, answers).await
             }),
         )
         .fallback(|| async { reject(Reject::new(Reason::NotFound, "no such resource")) })
@@ -165,6 +183,7 @@ pub fn router(app: App, www: Option<PathBuf>) -> Router {
         .route("/v1/privacy", get(privacy))
         .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .with_state(app);
     let router = match www {
@@ -307,6 +326,7 @@ async fn health(State(app): State<App>) -> Response {
     let keeper_alive = app.snapshot.has_changed().is_ok();
     let mut body = serde_json::json!({
         "status": if keeper_alive { "ok" } else { "keeper_stopped" },
+        "replica": &*app.replica,
         "model_version": snap.model.version,
         "round_id": snap.round.as_ref().map(|r| r.expect.round_id),
     });
@@ -318,6 +338,43 @@ async fn health(State(app): State<App>) -> Response {
     }
     let status = if keeper_alive && problem.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
+}
+
+/// How long `/readyz` waits for the database's answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `/readyz`: what `/healthz` says, and whether the database answers a query now.
+async fn ready(State(app): State<App>) -> Response {
+    if app.snapshot.has_changed().is_err() {
+        let body = serde_json::json!({"status": "keeper_stopped", "replica": &*app.replica});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
+    let reader = app.reader.clone();
+    let answers = tokio::spawn(async move { reader.run(|db| db.ping()).await.map_err(|r| r.detail) });
+    readiness(&app.replica, app.store.problem(), answers).await
+}
+
+/// The answer of `/readyz` from the store's health and a ping in flight.
+async fn readiness(
+    replica: &str,
+    problem: Option<crate::store_health::Problem>,
+    ping: tokio::task::JoinHandle<Result<(), String>>,
+) -> Response {
+    let unready = |status: &str, detail: String| {
+        let body = serde_json::json!({"status": status, "detail": detail, "replica": replica});
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    };
+    if let Some(p) = problem {
+        return unready(p.status(), p.detail);
+    }
+    match tokio::time::timeout(READY_TIMEOUT, ping).await {
+        Ok(Ok(Ok(()))) => {
+            (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready", "replica": replica}))).into_response()
+        }
+        Ok(Ok(Err(e))) => unready("database_unreachable", e.to_string()),
+        Ok(Err(e)) => unready("database_unreachable", e.to_string()),
+        Err(_) => unready("database_unreachable", format!("no answer within {} s", READY_TIMEOUT.as_secs())),
+    }
 }
 
 async fn metrics(State(app): State<App>) -> Response {

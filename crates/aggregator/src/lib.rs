@@ -79,7 +79,7 @@ pub fn prepare(config: Config) -> Result<Prepared, Box<dyn std::error::Error>> {
         tracing::info!(key_id = helper.config().hpke.key_id, min_clients = config.round.min_clients, "helper ready");
         Service::Helper(Arc::new(helper))
     } else {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(&config.replica));
         let (keeper, snapshot) = Keeper::start(config.clone(), metrics.clone())?;
         let reader = Arc::new(reader::Reader::open(&config.database, &keeper.health())?);
         let catalog = config.catalog.as_deref().map(catalog::PublishedCatalog::read).transpose()?.map(Arc::new);
@@ -106,6 +106,7 @@ impl Prepared {
         let keeper = std::thread::Builder::new().name("round-keeper".into()).spawn(move || (*keeper).run(inbox))?;
         let models = Arc::new(model_cache::ModelCache::new(snapshot.clone(), reader.clone(), config.model_cache_versions));
         let app = http::App {
+            replica: config.replica.as_str().into(),
             snapshot,
             queue,
             metrics,
@@ -136,7 +137,12 @@ async fn serve_helper(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let watchdog = tokio::spawn(watch_helper_store(helper.clone()));
-    let app = http::HelperApp { helper, body: http::BodyLimits::of(&config), batches: Arc::new(tokio::sync::Semaphore::new(1)) };
+    let app = http::HelperApp {
+        helper,
+        replica: config.replica.as_str().into(),
+        body: http::BodyLimits::of(&config),
+        batches: Arc::new(tokio::sync::Semaphore::new(1)),
+    };
     conn::serve(listener, http::helper_router(app), limits, shutdown).await;
     watchdog.abort();
     Ok(())

@@ -11,6 +11,8 @@ const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// The `replica` label of every sample (the `replica` setting).
+    replica: String,
     accepted_total: AtomicU64,
     /// By [`Reason::ALL`] index; only upload reasons are ever counted.
     rejected: [AtomicU64; Reason::ALL.len()],
@@ -25,6 +27,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Metrics of the replica named `replica`.
+    pub fn new(replica: &str) -> Metrics {
+        Metrics { replica: replica.into(), ..Metrics::default() }
+    }
+
     /// An update was stored; the open round now holds `in_round`.
     pub fn accepted(&self, in_round: u64) {
         self.accepted_total.fetch_add(1, Relaxed);
@@ -69,20 +76,22 @@ impl Metrics {
     /// The exposition text; `epsilon_spent` comes from the current snapshot.
     pub fn render(&self, epsilon_spent: f64) -> String {
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        // Samples as (name suffix, labels other than replica, value).
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, String, f64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{labels} {v}");
+            for (suffix, labels, v) in samples {
+                let sep = if labels.is_empty() { "" } else { "," };
+                let _ = writeln!(out, "{name}{suffix}{{replica=\"{}\"{sep}{labels}}} {v}", self.replica);
             }
         };
         let get = |a: &AtomicU64| a.load(Relaxed) as f64;
-        let one = |a: &AtomicU64| vec![(String::new(), get(a))];
+        let one = |a: &AtomicU64| vec![("", String::new(), get(a))];
         metric("hearth_updates_accepted_total", "counter", "Updates stored and counted in a round.", &one(&self.accepted_total));
         let rejected: Vec<_> = Reason::ALL
             .iter()
             .zip(&self.rejected)
             .filter(|(r, _)| r.is_upload())
-            .map(|(r, c)| (format!("{{reason=\"{}\"}}", r.code()), get(c)))
+            .map(|(r, c)| ("", format!("reason=\"{}\"", r.code()), get(c)))
             .collect();
         metric("hearth_updates_rejected_total", "counter", "Uploads refused, by reason.", &rejected);
         metric("hearth_rounds_closed_total", "counter", "Rounds released as a new model.", &one(&self.rounds_closed));
@@ -95,12 +104,12 @@ impl Metrics {
         metric("hearth_round_updates", "gauge", "Updates held by the open round.", &one(&self.round_updates));
         metric("hearth_model_version", "gauge", "Version of the published model.", &one(&self.model_version));
         metric("hearth_rounds_released", "gauge", "Rounds whose aggregate was released.", &one(&self.rounds_released));
-        metric("hearth_epsilon_spent", "gauge", "Central epsilon of the released models.", &[(String::new(), epsilon_spent)]);
+        metric("hearth_epsilon_spent", "gauge", "Central epsilon of the released models.", &[("", String::new(), epsilon_spent)]);
         let mut latency: Vec<_> =
-            BUCKETS.iter().zip(&self.latency_buckets).map(|(b, c)| (format!("_bucket{{le=\"{b}\"}}"), get(c))).collect();
-        latency.push(("_bucket{le=\"+Inf\"}".into(), get(&self.latency_count)));
-        latency.push(("_sum".into(), get(&self.latency_micros) / 1e6));
-        latency.push(("_count".into(), get(&self.latency_count)));
+            BUCKETS.iter().zip(&self.latency_buckets).map(|(b, c)| ("_bucket", format!("le=\"{b}\""), get(c))).collect();
+        latency.push(("_bucket", "le=\"+Inf\"".into(), get(&self.latency_count)));
+        latency.push(("_sum", String::new(), get(&self.latency_micros) / 1e6));
+        latency.push(("_count", String::new(), get(&self.latency_count)));
         metric("hearth_upload_seconds", "histogram", "Time from request to verdict for uploads.", &latency);
         out
     }

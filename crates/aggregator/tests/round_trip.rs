@@ -188,7 +188,10 @@ fn the_openapi_document_lists_every_route_and_each_route_answers() {
     }
     let metrics = String::from_utf8(get(&server.url("/metrics")).2).unwrap();
     assert!(metrics.contains("# TYPE hearth_upload_seconds histogram"));
-    assert!(metrics.contains("hearth_updates_rejected_total{reason=\"malformed_update\"} 1"));
+    assert!(metrics.lines().any(|l| without_replica(l) == "hearth_updates_rejected_total{reason=\"malformed_update\"} 1"));
+    // Every sample names the replica it comes from.
+    let samples: Vec<&str> = metrics.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(samples.iter().all(|l| l.contains("{replica=\"")), "{metrics}");
 }
 
 on_both_backends!(k_updates_close_the_round_and_publish_a_pack_that_scores);

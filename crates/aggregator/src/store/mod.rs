@@ -254,6 +254,8 @@ pub trait RoundStore: Send {
 
 /// Request handlers' reads, on a connection of their own.
 pub trait ModelReader: Send {
+    /// A query that reads nothing: whether the database answers (readiness).
+    fn ping(&mut self) -> DbResult<()>;
     fn model(&mut self, version: u64) -> DbResult<Option<StoredModel>>;
     fn was_accepted(&mut self, id: &[u8; 16]) -> DbResult<bool>;
 }
@@ -267,6 +269,8 @@ pub struct Release {
 /// The helper's store.
 pub trait HelperStore: Send {
     fn touch(&mut self) -> DbResult<()>;
+    /// A query that reads nothing: whether the database answers (readiness).
+    fn ping(&mut self) -> DbResult<()>;
     /// The helper's key pair, made by `init`.
     fn key(&mut self) -> Result<KeyPair, Box<dyn std::error::Error + Send + Sync>>;
     fn release(&mut self, round_id: u64) -> DbResult<Option<Release>>;

@@ -544,6 +544,10 @@ impl PgReader {
 }
 
 impl ModelReader for PgReader {
+    fn ping(&mut self) -> DbResult<()> {
+        self.conn.run(|c| c.simple_query("SELECT 1").map(drop))
+    }
+
     fn model(&mut self, version: u64) -> DbResult<Option<StoredModel>> {
         self.conn.run(|c| {
             Ok(c.query_opt("SELECT version, onnx, manifest, sha256 FROM models WHERE version = $1", &[&(version as i64)])?
@@ -572,6 +576,10 @@ impl PgHelper {
 impl HelperStore for PgHelper {
     fn touch(&mut self) -> DbResult<()> {
         self.conn.run(touch)
+    }
+
+    fn ping(&mut self) -> DbResult<()> {
+        self.conn.run(|c| c.simple_query("SELECT 1").map(drop))
     }
 
     fn key(&mut self) -> Result<KeyPair, Box<dyn std::error::Error + Send + Sync>> {

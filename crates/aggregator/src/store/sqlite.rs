@@ -288,6 +288,10 @@ impl SqliteReader {
 }
 
 impl ModelReader for SqliteReader {
+    fn ping(&mut self) -> DbResult<()> {
+        Ok(self.conn.query_row("SELECT 1", [], |_| Ok(()))?)
+    }
+
     fn model(&mut self, version: u64) -> DbResult<Option<StoredModel>> {
         let sql = "SELECT version, onnx, manifest, sha256 FROM models WHERE version = ?1";
         Ok(self.conn.query_row(sql, [version], model_row).optional()?)

@@ -63,6 +63,10 @@ impl HelperStore for SqliteHelper {
         Ok(sqlite_file::touch(&self.conn)?)
     }
 
+    fn ping(&mut self) -> DbResult<()> {
+        Ok(self.conn.query_row("SELECT 1", [], |_| Ok(()))?)
+    }
+
     /// A store without a key is refused: a new key would leave the open round's reports
     /// unopenable.
     fn key(&mut self) -> Result<KeyPair, Box<dyn std::error::Error + Send + Sync>> {

@@ -25,6 +25,18 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// A metrics sample line without its `replica` label (every sample has one), so tests name
+/// samples as `name` or `name{label="…"}`.
+pub fn without_replica(line: &str) -> String {
+    let Some(start) = line.find("{replica=\"") else { return line.to_string() };
+    let value = start + "{replica=\"".len();
+    let end = value + line[value..].find('"').expect("a closed label value") + 1;
+    match &line[end..] {
+        rest if rest.starts_with(',') => format!("{}{{{}", &line[..start], &rest[1..]),
+        rest => format!("{}{}", &line[..start], rest.strip_prefix('}').unwrap_or(rest)),
+    }
+}
+
 /// The storage a suite runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -193,7 +205,8 @@ impl Server {
         let (_, _, body) = get(&self.url("/metrics"));
         let text = String::from_utf8(body).unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .map(without_replica)
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).map(str::to_string))
             .unwrap_or_else(|| panic!("no metric {name}"))
             .parse()
             .unwrap()
