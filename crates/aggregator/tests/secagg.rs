@@ -44,19 +44,32 @@ fn trained_delta(pack: hearth_core::model::pack::ModelPack, task: &RoundTask) ->
 }
 
 fn pair(name: &str, pack: impl Fn(&std::path::Path) -> std::path::PathBuf, env: &[(&str, &str)]) -> (Server, Server) {
-    let root = scratch(name);
+    pair_on(Backend::Sqlite, name, pack, env)
+}
+
+/// A helper and its leader, each with its own database on `backend`.
+fn pair_on(
+    backend: Backend,
+    name: &str,
+    pack: impl Fn(&std::path::Path) -> std::path::PathBuf,
+    env: &[(&str, &str)],
+) -> (Server, Server) {
+    let root = scratch_on(name, backend);
     let (hdir, ldir) = (root.join("helper"), root.join("leader"));
     std::fs::create_dir_all(&hdir).unwrap();
     std::fs::create_dir_all(&ldir).unwrap();
+    if backend == Backend::Postgres {
+        std::fs::write(hdir.join("database.url"), postgres_database(&format!("{name}-helper"))).unwrap();
+        std::fs::write(ldir.join("database.url"), postgres_database(&format!("{name}-leader"))).unwrap();
+    }
     let helper = Server::start_with_env(&hdir, &helper_config(K, 4.0), env);
     let leader = Server::start_with_env(&ldir, &leader_config(&pack(&ldir), K, &helper, 5.0), env);
     (helper, leader)
 }
 
-#[test]
-fn a_round_through_both_servers_moves_the_model_by_the_sum_plus_both_noises() {
+fn a_round_through_both_servers_moves_the_model_by_the_sum_plus_both_noises(backend: Backend) {
     let seed = SEED.to_string();
-    let (helper, leader) = pair("secagg-round", |_| default_pack(), &[(TEST_SEED_VARIABLE, &seed)]);
+    let (helper, leader) = pair_on(backend, "secagg-round", |_| default_pack(), &[(TEST_SEED_VARIABLE, &seed)]);
     let task = leader.task();
     let secagg = task.secagg.expect("the leader's task names the secure round");
     assert_eq!((secagg.clients, secagg.leader_noise, secagg.helper_noise), (K, 5.0, 4.0));
@@ -260,3 +273,5 @@ fn a_poisoned_round_is_abandoned_and_releases_nothing() {
     let log = std::fs::read_to_string(leader.dir.join("stderr.log")).unwrap();
     assert!(log.contains("implausible aggregate"), "{log}");
 }
+
+on_both_backends!(a_round_through_both_servers_moves_the_model_by_the_sum_plus_both_noises);

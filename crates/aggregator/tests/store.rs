@@ -220,3 +220,67 @@ fn init_twice_refuses_the_second_and_leaves_the_store_as_it_was() {
     let server = Server::spawn(aggregator(&dir, &cfg), &dir);
     assert_eq!(fetch_pack(&server).0.manifest.model_version, 1);
 }
+
+/// The same refusals on PostgreSQL, where the store is a database an operator made: `init`
+/// fills an empty one and refuses one that holds a store (or Hearth's tables without one); a
+/// server refuses a database without a store, another role's, or one of a newer schema, naming
+/// the database without its password.
+#[test]
+fn postgres_stores_are_made_once_and_refused_when_foreign_or_newer() {
+    let dir = scratch_on("store-pg", Backend::Postgres);
+    let db = database_of(&dir);
+    let cfg = config(&small_pack(&dir), K, "");
+    let location = db.clone();
+
+    // No store yet: serving refuses, and says how to make one.
+    assert_refused(aggregator(&dir, &cfg), Path::new(&location), &["no store identity", "hearth-aggregator init"]);
+    init(&dir, &cfg);
+    let (code, _, err) = finish({
+        let mut c = aggregator(&dir, &cfg);
+        c.arg("init");
+        c
+    });
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+
+    // Another role's store.
+    let helper_dir = scratch_on("store-pg-helper", Backend::Postgres);
+    init(&helper_dir, &helper_config(K, 4.0));
+    let single_on_helper = {
+        let mut c = aggregator(&helper_dir, &cfg);
+        c.env("HEARTH_AGG__ROLE", "\"single\"");
+        c
+    };
+    assert_refused(single_on_helper, Path::new(&database_of(&helper_dir)), &["helper store", "single"]);
+
+    // A schema written by a newer build.
+    let mut client = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    client.execute("UPDATE store_identity SET schema_version = 99", &[]).unwrap();
+    assert_refused(aggregator(&dir, &cfg), Path::new(&location), &["schema version 99", "newer build"]);
+    client.execute("UPDATE store_identity SET schema_version = 1", &[]).unwrap();
+
+    // Hearth's tables without an identity (a half-restored dump): init refuses to build on it.
+    let other = scratch_on("store-pg-tables", Backend::Postgres);
+    let mut c = postgres::Client::connect(&database_of(&other), postgres::NoTls).unwrap();
+    c.batch_execute("CREATE TABLE rounds (id BIGINT)").unwrap();
+    let (code, _, err) = finish({
+        let mut cmd = aggregator(&other, &cfg);
+        cmd.arg("init");
+        cmd
+    });
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not a Hearth store") && err.contains("rounds"), "{err}");
+
+    // A password never reaches the log or the error (trust authentication ignores it here).
+    let with_password = db.replace("hearth@", "hearth:s3cret@");
+    let (code, _, err) = finish({
+        let mut cmd = aggregator(&dir, &cfg);
+        cmd.arg("init").env("HEARTH_AGG__DATABASE", format!("{with_password:?}"));
+        cmd
+    });
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("hearth:***@") && err.contains("already exists") && !err.contains("s3cret"), "{err}");
+    // And the store, once right, serves.
+    let server = Server::start(&dir, &cfg);
+    assert_eq!(server.task().round_id, 1);
+}

@@ -65,6 +65,44 @@ CREATE TABLE optimizer_state (
 );
 ";
 
+/// The tables of a single server's or leader's store at versions 1 and 2 (update bodies
+/// kept until their round ends).
+#[cfg(test)]
+pub(crate) const ROUNDS_TABLES_V2: &str = "
+CREATE TABLE models (
+    version INTEGER PRIMARY KEY,
+    onnx BLOB NOT NULL,
+    manifest TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    from_round INTEGER
+);
+CREATE TABLE rounds (
+    id INTEGER PRIMARY KEY,
+    model_version INTEGER NOT NULL REFERENCES models(version),
+    state TEXT NOT NULL CHECK (state IN ('open', 'closed', 'abandoned')),
+    opened_ms INTEGER NOT NULL,
+    deadline_ms INTEGER NOT NULL,
+    ended_ms INTEGER,
+    accepted INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX one_open_round ON rounds(state) WHERE state = 'open';
+-- One row per accepted update. The nonce is kept after its round ends (the body is dropped),
+-- so a replay is refused whichever round it names.
+CREATE TABLE updates (
+    nonce BLOB PRIMARY KEY,
+    round_id INTEGER NOT NULL REFERENCES rounds(id),
+    body BLOB
+);
+CREATE INDEX updates_by_round ON updates(round_id) WHERE body IS NOT NULL;
+CREATE TABLE optimizer_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    steps INTEGER NOT NULL,
+    m BLOB NOT NULL,
+    v BLOB NOT NULL
+);
+";
+
 /// A single server's or a leader's store.
 pub const ROUNDS_SCHEMA: Schema =
     Schema { tables: SCHEMA, version: SCHEMA_VERSION, marker_table: "models", upgrades: &[upgrade_to_partials] };
@@ -373,4 +411,67 @@ pub fn f32_values(b: &[u8]) -> Vec<f32> {
 
 fn was_accepted(conn: &Connection, id: &[u8; 16]) -> rusqlite::Result<bool> {
     conn.query_row("SELECT EXISTS (SELECT 1 FROM updates WHERE nonce = ?1)", [&id[..]], |r| r.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite_file::tests::version_1;
+    use hearth_core::privacy::noise::Sampler;
+    use hearth_core::privacy::privatize::build_update;
+    use hearth_core::privacy::wire::Encoding;
+
+    #[test]
+    fn an_open_round_of_a_version_1_store_becomes_one_partial_holding_every_update() {
+        let dir = std::env::temp_dir().join(format!("hearth-store-upgrade-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hearth.db");
+        version_1(&path, ROUNDS_TABLES_V2);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("INSERT INTO models VALUES (1, x'00', '{}', 'ab', 0, NULL)", []).unwrap();
+        conn.execute(
+            "INSERT INTO rounds (id, model_version, state, opened_ms, deadline_ms, accepted) VALUES (1, 1, 'closed', 0, 9, 1)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO rounds (id, model_version, state, opened_ms, deadline_ms, accepted) VALUES (2, 1, 'open', 0, 9, 3)",
+            [],
+        )
+        .unwrap();
+        conn.execute("INSERT INTO updates (nonce, round_id, body) VALUES (x'00000000000000000000000000000001', 1, NULL)", [])
+            .unwrap();
+        let mut expected = vec![0f64; 5];
+        let mut nonces = Vec::new();
+        for i in 0..3 {
+            let delta: Vec<f32> = (0..5).map(|j| (i * 5 + j) as f32 * 0.01).collect();
+            let (u, _) = build_update(delta, 1, 2, 1.0, 0.0, Encoding::F32, &mut Sampler::os()).unwrap();
+            u.iter_values().zip(&mut expected).for_each(|(v, e)| *e += f64::from(v));
+            conn.execute("INSERT INTO updates (nonce, round_id, body) VALUES (?1, 2, ?2)", params![&u.nonce[..], u.encode()])
+                .unwrap();
+            nonces.push(u.nonce);
+        }
+        drop(conn);
+
+        let (mut store, _) = SqliteRounds::open(&path, Role::Single).unwrap();
+        let version: i64 = store.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(store.open_round().unwrap().map(|r| (r.id, r.accepted)), Some((2, 3)));
+        // Every id stays (replays are still refused), no body does.
+        assert!(nonces.iter().all(|n| store.was_accepted(n).unwrap()));
+        let seeds: i64 = store.conn.query_row("SELECT COUNT(*) FROM updates WHERE seed IS NOT NULL", [], |r| r.get(0)).unwrap();
+        assert_eq!(seeds, 0);
+        let mut decided = None;
+        store
+            .settle(2, &mut |c| {
+                decided = Some((c.released, c.partials.clone()));
+                Settlement::Keep
+            })
+            .unwrap();
+        let (released, partials) = decided.unwrap();
+        assert_eq!((released, partials.len(), partials[0].0), (1, 1, 3));
+        let Sum::Plain(sum) = Sum::decode(Role::Single, 5, 3, &partials[0].1).unwrap() else { unreachable!() };
+        assert_eq!(sum.sums(), expected.as_slice());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -265,49 +265,12 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::sqlite::ROUNDS_SCHEMA;
 
-    /// The tables of a single server's or leader's store at versions 1 and 2 (update bodies
-    /// kept until their round ends).
-    pub const ROUNDS_TABLES_V2: &str = "
-CREATE TABLE models (
-    version INTEGER PRIMARY KEY,
-    onnx BLOB NOT NULL,
-    manifest TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    from_round INTEGER
-);
-CREATE TABLE rounds (
-    id INTEGER PRIMARY KEY,
-    model_version INTEGER NOT NULL REFERENCES models(version),
-    state TEXT NOT NULL CHECK (state IN ('open', 'closed', 'abandoned')),
-    opened_ms INTEGER NOT NULL,
-    deadline_ms INTEGER NOT NULL,
-    ended_ms INTEGER,
-    accepted INTEGER NOT NULL DEFAULT 0
-);
-CREATE UNIQUE INDEX one_open_round ON rounds(state) WHERE state = 'open';
--- One row per accepted update. The nonce is kept after its round ends (the body is dropped),
--- so a replay is refused whichever round it names.
-CREATE TABLE updates (
-    nonce BLOB PRIMARY KEY,
-    round_id INTEGER NOT NULL REFERENCES rounds(id),
-    body BLOB
-);
-CREATE INDEX updates_by_round ON updates(round_id) WHERE body IS NOT NULL;
-CREATE TABLE optimizer_state (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    steps INTEGER NOT NULL,
-    m BLOB NOT NULL,
-    v BLOB NOT NULL
-);
-";
-
     /// A store as builds before the identity wrote it: version 1, its kind's tables only.
-    fn version_1(path: &Path, tables: &str) {
+    pub(crate) fn version_1(path: &Path, tables: &str) {
         let conn = Connection::open(path).unwrap();
         conn.execute_batch(tables).unwrap();
         conn.pragma_update(None, "user_version", BEFORE_IDENTITY).unwrap();
@@ -318,7 +281,7 @@ CREATE TABLE optimizer_state (
         let dir = std::env::temp_dir().join(format!("hearth-store-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (rounds, helper) = (dir.join("rounds.db"), dir.join("helper.db"));
-        version_1(&rounds, ROUNDS_TABLES_V2);
+        version_1(&rounds, crate::store::sqlite::ROUNDS_TABLES_V2);
         version_1(&helper, "CREATE TABLE helper_key (key_id INTEGER PRIMARY KEY, secret BLOB NOT NULL);");
 
         let refused = open(&helper, Role::Leader, &ROUNDS_SCHEMA).map(drop);
