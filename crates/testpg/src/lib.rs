@@ -102,8 +102,25 @@ impl Cluster {
         let tools = Tools::find()?;
         let dir = std::path::absolute(dir).map_err(io_error(format!("resolve {}", dir.display())))?;
         let port = free_port()?;
-        let server = Server { tools, dir, port };
-        server.prepare_dir()?;
+        let mut server = Server { tools, dir, port };
+        if let Err(e) = server.prepare_dir() {
+            let Error::NotTraversable { dir: blocked } = e else { return Err(e) };
+            // Under root, a checkout in a private home (/root is mode 700) cannot hold a cluster
+            // the postgres user runs: the cluster goes to the system's temporary directory
+            // instead, which the watcher removes like any other.
+            static MOVED: AtomicU32 = AtomicU32::new(0);
+            let _ = fs::remove_dir_all(&server.dir);
+            let moved =
+                env::temp_dir().join(format!("hearth-testpg-{}-{}", process::id(), MOVED.fetch_add(1, Ordering::Relaxed)));
+            eprintln!(
+                "hearth-testpg: the postgres user cannot search {}; the cluster for {} runs in {}",
+                blocked.display(),
+                server.dir.display(),
+                moved.display()
+            );
+            server.dir = moved;
+            server.prepare_dir()?;
+        }
         let watcher = spawn_watcher(&server)?;
         // From here on, a failure drops the cluster, which kills the watcher and removes `dir`.
         let mut cluster = Cluster { server, running: Mutex::new(false), watcher };

@@ -91,3 +91,20 @@ fn watcher_stops_cluster_of_dead_process() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A checkout in a private directory (as `/root` is, mode 700) still gets a cluster: under
+/// root the postgres user cannot search it, so the cluster runs in the temporary directory.
+#[test]
+fn a_cluster_asked_for_in_a_private_directory_still_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let private = tmp("private");
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cluster = Cluster::start(&private.join("pg")).unwrap();
+    let mut client = Client::connect(&cluster.database("private"), NoTls).unwrap();
+    assert_eq!(client.query_one("SELECT 1 + 1", &[]).unwrap().get::<_, i32>(0), 2);
+    drop(client);
+    drop(cluster);
+    std::fs::remove_dir_all(&private).unwrap();
+}

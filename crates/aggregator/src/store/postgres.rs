@@ -147,6 +147,14 @@ fn connect(url: &str) -> Result<Client, postgres::Error> {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     config.application_name("hearth-aggregator");
+    // A server that vanished without closing the connection (a host lost, a network cut) would
+    // leave a call waiting forever: TCP keepalives end it within about 25 s. No statement
+    // timeout: an upload batch may rightly wait on the round's lock while another replica asks
+    // its helper for a release (up to secagg.helper_timeout_ms).
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(10));
+    config.keepalives_interval(Duration::from_secs(5));
+    config.keepalives_retries(3);
     config.connect(NoTls)
 }
 
