@@ -9,7 +9,7 @@
 //! (the model, the task, the privacy status) is published as an immutable snapshot.
 //!
 //! With PostgreSQL any number of replicas' keepers share one store. Each polls it (every
-//! [`REFRESH`]) for rounds and models other replicas made; the round is settled by whichever
+//! [`TICK`]) for rounds and models other replicas made; the round is settled by whichever
 //! replica sees it full or past its deadline first, under the store's lock, from the merged
 //! partials of every writer.
 //!
@@ -49,11 +49,10 @@ use tokio::sync::{oneshot, watch};
 
 /// Updates stored per transaction at most.
 const MAX_BATCH: usize = 64;
-/// How often the keeper wakes without uploads, to enforce deadlines.
-const TICK: Duration = Duration::from_millis(500);
-/// How often the keeper reads the open round from the store, to see what other replicas did:
-/// a round they settled or opened, a model they published.
-pub const REFRESH: Duration = Duration::from_millis(250);
+/// How often the keeper wakes without uploads (to enforce deadlines), and reads the open round
+/// from the store at most, to see what other replicas did: a round they settled or opened, a
+/// model they published.
+pub const TICK: Duration = Duration::from_millis(250);
 /// Seed of the random inputs the initial pack is scored on by hearth-core and tract-onnx.
 const REFERENCE_SEED: u64 = 0x4845_4152_5448;
 
@@ -259,7 +258,7 @@ impl Keeper {
             if self.core.health.problem().is_some() {
                 continue;
             }
-            if self.core.refreshed.elapsed() >= REFRESH {
+            if self.core.refreshed.elapsed() >= TICK {
                 self.refresh();
             }
             // A full round whose helper did not answer is retried here, and a round past its

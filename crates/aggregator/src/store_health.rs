@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 pub const FILE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often it makes its test write.
 pub const WRITE_PROBE_EVERY: Duration = Duration::from_secs(5);
+/// How often while the store is unwritable: uploads are refused until a write succeeds, so a
+/// database back from a restart is found within this.
+pub const UNWRITABLE_PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// A file as the file system knows it, whatever its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +147,7 @@ impl StoreHealth {
             return self.lose(why.clone());
         }
         let mut s = self.state();
+        s.next_probe = s.next_probe.min(Instant::now() + UNWRITABLE_PROBE_EVERY);
         if s.problem.is_none() {
             tracing::error!(store = %self.location, error = %e, "the database cannot be written: uploads are refused until a write succeeds");
             s.problem = Some(Problem { kind: ProblemKind::Unwritable, detail: "the database cannot be written".into() });
