@@ -143,6 +143,12 @@ struct Writer {
     sum: Sum,
 }
 
+impl Writer {
+    fn new(round: u64, role: Role, params: usize) -> Writer {
+        Writer { round, id: new_writer_id(), sum: Sum::new(role, params) }
+    }
+}
+
 pub struct Keeper {
     store: Box<dyn RoundStore>,
     core: Core,
@@ -161,6 +167,8 @@ struct Core {
     leader: Option<Leader>,
     released: u64,
     refreshed: Instant,
+    /// The model in memory is not the round's: the next refresh reads the store's latest.
+    reload: bool,
     /// The release `decide` made, applied once its transaction commits.
     pending: Option<(Params, StoredModel)>,
     snapshot: watch::Sender<Arc<Snapshot>>,
@@ -220,6 +228,7 @@ impl Keeper {
             leader,
             released,
             refreshed: Instant::now(),
+            reload: false,
             pending: None,
             snapshot: tx,
             metrics,
@@ -282,7 +291,7 @@ impl Keeper {
     fn try_refresh(&mut self) -> DbResult<()> {
         let open = self.store.open_round()?;
         let core = &mut self.core;
-        if open.map(|r| r.id) == core.round.map(|r| r.id) {
+        if open.map(|r| r.id) == core.round.map(|r| r.id) && !core.reload {
             core.round = open;
             core.metrics.round_holds(open.map_or(0, |r| r.accepted));
             return Ok(());
@@ -290,13 +299,16 @@ impl Keeper {
         let latest = self.store.latest_model()?;
         let released = self.store.closed_rounds()?;
         let core = &mut self.core;
-        if let Some(m) = latest.filter(|m| m.version > core.model.version) {
+        // Usually a model another replica published; an older one than in memory only when the
+        // database was restored or failed over to a copy behind this replica: it is the truth.
+        if let Some(m) = latest.filter(|m| m.version != core.model.version) {
             let pack =
                 ModelPack::load(&m.onnx, &m.manifest).map_err(|e| DbError::Corrupt(format!("model {}: {e}", m.version)))?;
             core.params = pack.params;
             core.model = Arc::new(PublishedModel::from(m));
-            tracing::info!(model_version = core.model.version, "model published by another replica loaded");
+            tracing::info!(model_version = core.model.version, "the store's latest model loaded");
         }
+        core.reload = false;
         core.released = released;
         core.begin(open);
         Ok(())
@@ -321,9 +333,9 @@ impl Keeper {
         let core = &mut self.core;
         let params = core.params.values.len();
         let role = core.config.role;
-        let writer = match core.writer.take() {
+        let mut writer = match core.writer.take() {
             Some(w) if w.round == round.id => w,
-            _ => Writer { round: round.id, id: new_writer_id(), sum: Sum::new(role, params) },
+            _ => Writer::new(round.id, role, params),
         };
         let seeds: Vec<Option<Vec<u8>>> = current
             .iter()
@@ -335,21 +347,33 @@ impl Keeper {
         let items: Vec<Item> =
             current.iter().zip(&seeds).map(|(s, seed)| Item { id: s.upload.id(), seed: seed.as_deref() }).collect();
         let cap = core.leader.is_some().then_some(core.config.round.min_clients);
-        let mut grown = None;
-        let stored = self.store.accept(&Batch { round: round.id, writer: writer.id, items: &items, cap }, &mut |verdicts| {
-            if !verdicts.contains(&Verdict::Fresh) {
-                return None;
-            }
-            let mut sum = writer.sum.clone();
-            for (s, v) in current.iter().zip(verdicts) {
-                if *v == Verdict::Fresh {
-                    sum.add(&s.upload);
+        let (stored, grown) = loop {
+            let mut grown = None;
+            let batch = Batch { round: round.id, writer: writer.id, writer_count: writer.sum.count(), items: &items, cap };
+            let stored = self.store.accept(&batch, &mut |verdicts| {
+                if !verdicts.contains(&Verdict::Fresh) {
+                    return None;
                 }
+                let mut sum = writer.sum.clone();
+                for (s, v) in current.iter().zip(verdicts) {
+                    if *v == Verdict::Fresh {
+                        sum.add(&s.upload);
+                    }
+                }
+                let out = (sum.count(), sum.encode());
+                grown = Some(sum);
+                Some(out)
+            });
+            match stored {
+                // The row lacks commits this writer made (a database restored or failed over):
+                // it is left as the database has it, and this batch starts a new row.
+                Ok(Stored::WriterBehind) if writer.sum.count() > 0 => {
+                    tracing::warn!(round = round.id, "this replica's partial sum is behind in the database; starting another");
+                    writer = Writer::new(round.id, role, params);
+                }
+                stored => break (stored, grown),
             }
-            let out = (sum.count(), sum.encode());
-            grown = Some(sum);
-            Some(out)
-        });
+        };
         let core = &mut self.core;
         let (verdicts, accepted) = match stored {
             Ok(Stored::Batch { verdicts, accepted }) => (verdicts, accepted),
@@ -360,7 +384,8 @@ impl Keeper {
                 self.answer_stale(current);
                 return;
             }
-            Err(e) => {
+            Ok(Stored::WriterBehind) | Err(_) => {
+                let e = stored.err().unwrap_or_else(|| DbError::Corrupt("a new partial-sum row already holds uploads".into()));
                 // The commit may or may not have happened: this writer's row is left as it is,
                 // and the next batch starts another.
                 tracing::error!(error = %e, "storing updates failed; none acknowledged");
@@ -469,7 +494,9 @@ impl Core {
         let next_deadline_ms = deadline_from(&self.config, now);
         let abandon = move || Settlement::Abandon { next_deadline_ms, now_ms: now };
         if round.model_version != self.model.version {
-            // Another replica published since this one loaded; the next refresh loads it.
+            // The store's model is not the one in memory (another replica published, or the
+            // database went back): the next refresh loads it, and the round is settled then.
+            self.reload = true;
             return Settlement::Keep;
         }
         if round.accepted < self.config.round.min_clients {

@@ -118,6 +118,15 @@ pub fn check_report(report: &Report, expect: &Expect) -> Result<(), Reject> {
 }
 
 fn check_round(model_version: u64, round_id: u64, expect: &Expect) -> Result<(), Reject> {
+    // A later round than this replica's: another replica of the store opened it moments ago
+    // (each sees the others' rounds within the keeper's TICK). A 409 would make the device drop
+    // its update; it retries a 503.
+    if round_id > expect.round_id {
+        return Err(Reject::new(
+            Reason::Busy,
+            format!("round {round_id} is not open on this replica yet (round {} is); retry in a moment", expect.round_id),
+        ));
+    }
     if model_version != expect.model_version {
         return Err(Reject::new(
             Reason::StaleModel,

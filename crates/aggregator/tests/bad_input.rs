@@ -81,7 +81,9 @@ fn every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored(bac
         ("other clip norm", UPDATE_TYPE, with(&|u| u.clip_norm = 2.0), 422, "privacy_parameters_mismatch"),
         ("other noise multiplier", UPDATE_TYPE, with(&|u| u.noise_multiplier = 0.1), 422, "privacy_parameters_mismatch"),
         ("stale model", UPDATE_TYPE, with(&|u| u.model_version = 0), 409, "stale_model"),
-        ("wrong round", UPDATE_TYPE, with(&|u| u.round_id += 1), 409, "wrong_round"),
+        ("wrong round", UPDATE_TYPE, with(&|u| u.round_id = 0), 409, "wrong_round"),
+        // A round another replica may have opened moments ago: the device is told to retry.
+        ("a later round", UPDATE_TYPE, with(&|u| u.round_id += 1), 503, "busy"),
         ("wrong parameter count", UPDATE_TYPE, short_payload, 422, "wrong_parameter_count"),
         ("wrong encoding", UPDATE_TYPE, quantized, 422, "wrong_encoding"),
         ("replayed nonce", UPDATE_TYPE, honest[0].encode(), 409, "duplicate_nonce"),
@@ -157,7 +159,7 @@ fn every_kind_of_bad_upload_is_refused_with_its_reason_and_nothing_is_stored(bac
         assert_eq!(got, *status, "{what}: {text}");
         assert!(text.contains(&format!("\"error\":\"{code}\"")), "{what}: {text}");
     }
-    assert_eq!(cases.len() + raw_cases.len(), 23);
+    assert_eq!(cases.len() + raw_cases.len(), 24);
 
     // Nothing but the one honest update was stored or counted.
     assert_eq!(server.metric("hearth_round_updates"), 1.0);

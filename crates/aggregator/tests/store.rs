@@ -254,14 +254,14 @@ fn postgres_stores_are_made_once_and_refused_when_foreign_or_newer() {
     assert_refused(single_on_helper, Path::new(&database_of(&helper_dir)), &["helper store", "single"]);
 
     // A schema written by a newer build.
-    let mut client = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let mut client = ::postgres::Client::connect(&db, ::postgres::NoTls).unwrap();
     client.execute("UPDATE store_identity SET schema_version = 99", &[]).unwrap();
     assert_refused(aggregator(&dir, &cfg), Path::new(&location), &["schema version 99", "newer build"]);
     client.execute("UPDATE store_identity SET schema_version = 1", &[]).unwrap();
 
     // Hearth's tables without an identity (a half-restored dump): init refuses to build on it.
     let other = scratch_on("store-pg-tables", Backend::Postgres);
-    let mut c = postgres::Client::connect(&database_of(&other), postgres::NoTls).unwrap();
+    let mut c = ::postgres::Client::connect(&database_of(&other), ::postgres::NoTls).unwrap();
     c.batch_execute("CREATE TABLE rounds (id BIGINT)").unwrap();
     let (code, _, err) = finish({
         let mut cmd = aggregator(&other, &cfg);
@@ -284,3 +284,32 @@ fn postgres_stores_are_made_once_and_refused_when_foreign_or_newer() {
     let server = Server::start(&dir, &cfg);
     assert_eq!(server.task().round_id, 1);
 }
+
+/// A database that lost this server's last commits (restored from a backup, or failed over to
+/// a copy behind it) is never overwritten with the sum the server holds in memory: the server's
+/// next batch starts a new partial-sum row, so the round still adds up and releases exactly the
+/// mean of the uploads the database holds. (Before the check, the server wrote its memory back
+/// and the round, its count and its sums disagreeing, was abandoned at K.)
+fn a_database_behind_the_server_gets_a_new_partial_not_the_servers_memory(backend: Backend) {
+    let dir = scratch_on("store-behind", backend);
+    let server = Server::start(&dir, &config(&small_pack(&dir), K, ""));
+    let task = server.task();
+    let (before, _) = fetch_pack(&server);
+    let d = before.params.values.len();
+    let updates: Vec<_> = (1..=K + 1).map(|seed| honest_update(&task, d, seed, Encoding::F32)).collect();
+    for u in &updates[..2] {
+        assert_eq!(server.post(&u.encode()).0, 202);
+    }
+    // The database as a backup taken before those two uploads has it.
+    execute_sql(&dir, "DELETE FROM updates; DELETE FROM partials; UPDATE rounds SET accepted = 0 WHERE state = 'open'");
+    let kept: Vec<_> = updates.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, u)| u.clone()).collect();
+    for u in &kept {
+        assert_eq!(server.post(&u.encode()).0, 202, "the database no longer holds this upload");
+    }
+    let next = server.wait_round_after(task.round_id);
+    assert_eq!(next.model_version, task.model_version + 1, "the round released");
+    let (after, _) = fetch_pack(&server);
+    assert_fedavg(&before.params, &after.params, 0.01, &mean(&kept));
+}
+
+on_both_backends!(a_database_behind_the_server_gets_a_new_partial_not_the_servers_memory);

@@ -74,7 +74,8 @@ pub enum DbError {
     /// The database holds what this build never writes (damage or tampering).
     #[error("{0}")]
     Corrupt(String),
-    /// A reconnection found another store (or none) where this one was.
+    /// A reconnection found another store (or none) where this one was. The text is what
+    /// clients may read (`/healthz`): it names no database; the connection logs which.
     #[error("{0}")]
     Replaced(String),
 }
@@ -169,6 +170,10 @@ pub struct Batch<'a> {
     /// This writer's partial-sum row; a writer that failed a write starts a new one, so a
     /// partial whose commit may or may not have happened is never overwritten.
     pub writer: i64,
+    /// Uploads this writer's row holds as far as the writer knows. A row that holds another
+    /// number (a database restored or failed over to a copy without the writer's last commits)
+    /// is left as it is: the batch is refused with [`Stored::WriterBehind`].
+    pub writer_count: u64,
     pub items: &'a [Item<'a>],
     /// A leader's K: the round takes no upload beyond it (a release sums exactly K).
     pub cap: Option<u64>,
@@ -184,12 +189,32 @@ pub enum Verdict {
     Full,
 }
 
+/// A batch's verdicts: each item is `Full` once the round holds `room` more, else stored by
+/// `insert` (which says whether its id was new). Both backends' `accept`.
+fn verdicts<E>(items: &[Item], mut room: u64, mut insert: impl FnMut(&Item) -> Result<bool, E>) -> Result<Vec<Verdict>, E> {
+    let mut verdicts = Vec::with_capacity(items.len());
+    for item in items {
+        verdicts.push(if room == 0 {
+            Verdict::Full
+        } else if insert(item)? {
+            room -= 1;
+            Verdict::Fresh
+        } else {
+            Verdict::Duplicate
+        });
+    }
+    Ok(verdicts)
+}
+
 #[derive(Debug)]
 pub enum Stored {
     /// Committed: one verdict per item, and the uploads the round holds now.
     Batch { verdicts: Vec<Verdict>, accepted: u64 },
     /// The round is no longer open (another replica released or abandoned it): nothing written.
     RoundEnded,
+    /// The writer's row does not hold what the writer has added to it: nothing written; the
+    /// writer starts a new row.
+    WriterBehind,
 }
 
 /// The writer's new partial sum for a batch, given the verdicts: `(count, encoded sum)`, or

@@ -307,12 +307,13 @@ impl Conn {
             match read_identity(&mut client)? {
                 Some((found, _)) if found == self.identity => {}
                 found => {
-                    return Err(DbError::Replaced(format!(
-                        "{} is {}, not the store {} this server opened",
-                        redacted(&self.url),
-                        found.map_or("no Hearth store".into(), |(f, _)| f.to_string()),
-                        self.identity
-                    )));
+                    tracing::error!(
+                        location = %redacted(&self.url),
+                        found = %found.map_or("no Hearth store".into(), |(f, _)| f.to_string()),
+                        store = %self.identity,
+                        "the database is no longer the store this server opened"
+                    );
+                    return Err(DbError::Replaced("the database is no longer the store this server opened".into()));
                 }
             }
             self.client = Some(client);
@@ -446,20 +447,16 @@ impl RoundStore for PgRounds {
             let Some(row) = locked.map(|r| round_row(&r)) else {
                 return Ok(Stored::RoundEnded);
             };
-            let mut room = batch.cap.map_or(u64::MAX, |k| k.saturating_sub(row.accepted));
+            let held =
+                tx.query_opt("SELECT count FROM partials WHERE round_id = $1 AND writer = $2", &[&round, &batch.writer])?;
+            if held.map_or(0, |r| r.get::<_, i64>(0) as u64) != batch.writer_count {
+                return Ok(Stored::WriterBehind);
+            }
+            let room = batch.cap.map_or(u64::MAX, |k| k.saturating_sub(row.accepted));
             let insert =
                 tx.prepare("INSERT INTO updates (id, round_id, seed) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")?;
-            let mut verdicts = Vec::with_capacity(batch.items.len());
-            for item in batch.items {
-                verdicts.push(if room == 0 {
-                    Verdict::Full
-                } else if tx.execute(&insert, &[&&item.id[..], &round, &item.seed])? == 1 {
-                    room -= 1;
-                    Verdict::Fresh
-                } else {
-                    Verdict::Duplicate
-                });
-            }
+            let verdicts =
+                super::verdicts(batch.items, room, |item| Ok(tx.execute(&insert, &[&&item.id[..], &round, &item.seed])? == 1))?;
             let added = verdicts.iter().filter(|v| **v == Verdict::Fresh).count() as i64;
             if let Some((count, sum)) = partial(&verdicts) {
                 tx.execute(

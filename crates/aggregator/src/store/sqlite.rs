@@ -237,21 +237,23 @@ impl RoundStore for SqliteRounds {
         let Some(round) = open_round(&tx)?.filter(|r| r.id == batch.round) else {
             return Ok(Stored::RoundEnded);
         };
-        let mut room = batch.cap.map_or(u64::MAX, |k| k.saturating_sub(round.accepted));
-        let mut verdicts = Vec::with_capacity(batch.items.len());
-        {
-            let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO updates (nonce, round_id, seed) VALUES (?1, ?2, ?3)")?;
-            for item in batch.items {
-                verdicts.push(if room == 0 {
-                    Verdict::Full
-                } else if insert.execute(params![&item.id[..], batch.round, item.seed])? == 1 {
-                    room -= 1;
-                    Verdict::Fresh
-                } else {
-                    Verdict::Duplicate
-                });
-            }
+        let held: Option<u64> = tx
+            .query_row(
+                "SELECT count FROM partials WHERE round_id = ?1 AND writer = ?2",
+                params![batch.round, batch.writer],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if held.unwrap_or(0) != batch.writer_count {
+            return Ok(Stored::WriterBehind);
         }
+        let room = batch.cap.map_or(u64::MAX, |k| k.saturating_sub(round.accepted));
+        let verdicts = {
+            let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO updates (nonce, round_id, seed) VALUES (?1, ?2, ?3)")?;
+            super::verdicts(batch.items, room, |item| {
+                Ok::<_, rusqlite::Error>(insert.execute(params![&item.id[..], batch.round, item.seed])? == 1)
+            })?
+        };
         let added = verdicts.iter().filter(|v| **v == Verdict::Fresh).count() as u64;
         if let Some((count, sum)) = partial(&verdicts) {
             tx.execute(

@@ -82,6 +82,16 @@ pub fn database_of(dir: &Path) -> String {
     std::fs::read_to_string(dir.join(DATABASE_URL_FILE)).unwrap_or_else(|_| dir.join("hearth.db").display().to_string())
 }
 
+/// Runs `sql` (statements separated by `;`) on the database of `dir`, whichever backend it is.
+pub fn execute_sql(dir: &Path, sql: &str) {
+    let db = database_of(dir);
+    if db.starts_with("postgres://") {
+        postgres::Client::connect(&db, postgres::NoTls).unwrap().batch_execute(sql).unwrap();
+    } else {
+        rusqlite::Connection::open(&db).unwrap().execute_batch(sql).unwrap();
+    }
+}
+
 /// Upload ids the store in `dir` holds (every round's), read from the database itself.
 pub fn stored_ids(dir: &Path) -> u64 {
     let db = database_of(dir);
