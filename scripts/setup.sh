@@ -68,6 +68,11 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || [ ! -x /usr/sbi
   export DEBIAN_FRONTEND=noninteractive
   quiet $sudo apt-get update
   quiet $sudo apt-get install -y --no-install-recommends postgresql nginx
+  # Tests start their own throwaway servers; on a host with systemd the packages would also
+  # start (and enable at boot) a main cluster on :5432 and nginx on :80.
+  if [ -d /run/systemd/system ]; then
+    quiet $sudo systemctl disable --now postgresql nginx
+  fi
 fi
 
 # 5. npm devDependencies, exactly as locked. `npm ls` fails when anything is

@@ -59,9 +59,6 @@ const REFERENCE_SEED: u64 = 0x4845_4152_5448;
 /// An upload that passed validation, and where to send the verdict.
 pub struct Submission {
     pub upload: Upload,
-    /// The bytes as uploaded, stored as they are (the keeper is the serial part: it does not
-    /// re-encode).
-    pub body: Vec<u8>,
     pub reply: oneshot::Sender<Result<Accepted, Reject>>,
 }
 
@@ -169,8 +166,13 @@ struct Core {
     refreshed: Instant,
     /// The model in memory is not the round's: the next refresh reads the store's latest.
     reload: bool,
-    /// The release `decide` made, applied once its transaction commits.
-    pending: Option<(Params, StoredModel)>,
+    /// No settling before this: another replica is settling, or this one kept the round open
+    /// (its helper did not answer); without it a round past its deadline is retried every
+    /// millisecond.
+    settle_after: Instant,
+    /// The release `decide` made (the new parameters, the model, the rounds released with it),
+    /// applied once its transaction commits.
+    pending: Option<(Params, StoredModel, u64)>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
 }
@@ -229,6 +231,7 @@ impl Keeper {
             released,
             refreshed: Instant::now(),
             reload: false,
+            settle_after: Instant::now(),
             pending: None,
             snapshot: tx,
             metrics,
@@ -272,7 +275,7 @@ impl Keeper {
             }
             // A full round whose helper did not answer is retried here, and a round past its
             // deadline abandoned.
-            if let Some(round) = self.core.round.filter(|r| self.core.is_due(r)) {
+            if let Some(round) = self.core.round.filter(|r| self.core.is_due(r) && Instant::now() >= self.core.settle_after) {
                 self.settle(round);
             }
         }
@@ -291,7 +294,9 @@ impl Keeper {
     fn try_refresh(&mut self) -> DbResult<()> {
         let open = self.store.open_round()?;
         let core = &mut self.core;
-        if open.map(|r| r.id) == core.round.map(|r| r.id) && !core.reload {
+        // Only the count moved (other replicas' uploads): nothing to republish.
+        let same = |r: Option<RoundRow>| r.map(|r| RoundRow { accepted: 0, ..r });
+        if same(open) == same(core.round) && !core.reload {
             core.round = open;
             core.metrics.round_holds(open.map_or(0, |r| r.accepted));
             return Ok(());
@@ -419,7 +424,7 @@ impl Keeper {
         }
         let round = RoundRow { accepted, ..round };
         core.round = Some(round);
-        if core.is_due(&round) {
+        if core.is_due(&round) && Instant::now() >= core.settle_after {
             self.settle(round);
         }
     }
@@ -451,11 +456,11 @@ impl Keeper {
         let pending = core.pending.take();
         match settled {
             Ok(Settled::Released { next }) => {
-                let (params, model) = pending.expect("a release decided");
+                let (params, model, released) = pending.expect("a release decided");
                 tracing::info!(round = round.id, model_version = model.version, "round closed, model published");
                 core.params = params;
                 core.model = Arc::new(PublishedModel::from(model));
-                core.released += 1;
+                core.released = released;
                 core.begin(next);
                 core.metrics.round_closed();
                 if next.is_none() {
@@ -466,8 +471,14 @@ impl Keeper {
                 core.begin(Some(next));
                 core.metrics.round_abandoned();
             }
-            Ok(Settled::Kept) => {}
-            Ok(Settled::Elsewhere) => self.refresh(),
+            Ok(Settled::Kept) => {
+                let helper_back = core.leader.as_ref().map_or(0, |l| l.retry_at);
+                core.settle_after = Instant::now() + TICK.max(Duration::from_millis(helper_back.saturating_sub(now_ms()) as u64));
+            }
+            Ok(Settled::Elsewhere) => {
+                core.settle_after = Instant::now() + TICK;
+                self.refresh();
+            }
             // The round stays open with its partials; the next batch or tick retries.
             Err(e) => {
                 tracing::error!(error = %e, round = round.id, "settling the round failed");
@@ -495,9 +506,11 @@ impl Core {
         let abandon = move || Settlement::Abandon { next_deadline_ms, now_ms: now };
         if round.model_version != self.model.version {
             // The store's model is not the one in memory (another replica published, or the
-            // database went back): the next refresh loads it, and the round is settled then.
+            // database went back): the next refresh loads it, and the round is settled then. A
+            // round on a model that is not the store's latest (a restore) trains nothing: it
+            // ends at its deadline.
             self.reload = true;
-            return Settlement::Keep;
+            return if past { abandon() } else { Settlement::Keep };
         }
         if round.accepted < self.config.round.min_clients {
             if !past {
@@ -530,7 +543,7 @@ impl Core {
         let (onnx, manifest) = ModelPack::write(&params, &self.features, version);
         let model = StoredModel { version, sha256: sha256_hex(&onnx), onnx, manifest };
         let next_deadline_ms = (c.released + 1 < self.budget.rounds_allowed).then(|| deadline_from(&self.config, now));
-        self.pending = Some((params, model.clone()));
+        self.pending = Some((params, model.clone(), c.released + 1));
         Settlement::Release { model, optimizer, next_deadline_ms, now_ms: now }
     }
 

@@ -237,10 +237,10 @@ impl Config {
                 std::path::absolute(path).map_err(|e| ConfigError::Invalid(format!("database = {path:?}: {e}")))?,
             );
         }
-        if config.replica.is_empty() {
-            config.replica = format!("{}-{}", rustix::system::uname().nodename().to_string_lossy(), std::process::id());
-        }
         config.validate()?;
+        if config.replica.is_empty() {
+            config.replica = default_replica(&rustix::system::uname().nodename().to_string_lossy(), std::process::id());
+        }
         Ok(config)
     }
 
@@ -288,6 +288,18 @@ impl Config {
             _ => Ok(()),
         }
     }
+}
+
+/// `<hostname>-<pid>` as a metrics label allows it: other characters made `-`, the host name
+/// cut so the whole fits in 64.
+fn default_replica(hostname: &str, pid: u32) -> String {
+    let suffix = format!("-{pid}");
+    let host: String = hostname
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._:-".contains(c) { c } else { '-' })
+        .take(64 - suffix.len())
+        .collect();
+    format!("{host}{suffix}")
 }
 
 /// `listen` is an IP socket address (`0.0.0.0:8000`, `[::1]:8000`) or a DNS name and port
@@ -397,6 +409,17 @@ mod tests {
             .into_iter()
             .map(|(key, value)| (variable(&format!("{section}.{key}")), value))
             .collect()
+    }
+
+    #[test]
+    fn the_default_replica_name_is_always_a_valid_label() {
+        let long = "h".repeat(64);
+        for host in ["web-1.example", long.as_str(), "under_score and space", ""] {
+            let name = default_replica(host, u32::MAX);
+            assert!(name.len() <= 64 && name.ends_with("-4294967295"), "{name}");
+            let config = Config { replica: name.clone(), ..Config::default() };
+            config.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub const HELPER_ROUTES: &[(&str, &str)] = &[("get", "/v1/helper_config"), ("pos
 pub struct App {
     /// This replica's name (the `replica` setting).
     pub replica: Arc<str>,
+    pub ready: Arc<Readiness>,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub queue: SyncSender<Submission>,
     pub metrics: Arc<Metrics>,
@@ -83,6 +84,7 @@ pub struct HelperApp {
     pub helper: Arc<crate::helper::Helper>,
     /// This replica's name (the `replica` setting).
     pub replica: Arc<str>,
+    pub ready: Arc<Readiness>,
     pub body: BodyLimits,
     /// One batch is opened at a time: each costs n × d PRG words of CPU.
     pub batches: Arc<Semaphore>,
@@ -117,9 +119,13 @@ pub fn helper_router(app: HelperApp) -> Router {
             "/readyz",
             get(|State(app): State<HelperApp>| async move {
                 let helper = app.helper.clone();
-                let answers = tokio::task::spawn_blocking(move || helper.ping().map_err(|e| e.to_string()));
-                let problem = app.helper.store_health().problem();
-                readiness(&app.replica, problem, answers).await
+                let ping = || {
+                    tokio::task::spawn_blocking(move || {
+                        helper.ping().inspect_err(|e| tracing::error!(error = %e, "the helper's database did not answer")).is_ok()
+                    })
+                };
+                let answers = app.ready.database_answers(ping).await;
+                readiness(&app.replica, app.helper.store_health().problem(), answers)
             }),
         )
         .fallback(|| async { reject(Reject::new(Reason::NotFound, "no such resource")) })
@@ -342,6 +348,32 @@ async fn health(State(app): State<App>) -> Response {
 
 /// How long `/readyz` waits for the database's answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an answer of the database serves further `/readyz` calls.
+const READY_CACHE: Duration = Duration::from_secs(1);
+
+/// Whether the database answered lately. `/readyz` is reachable by anyone who can reach the
+/// server (through the proxy too): a flood of calls costs one ping per [`READY_CACHE`], never a
+/// queue of pings on the connection request handlers share.
+#[derive(Default)]
+pub struct Readiness {
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+}
+
+impl Readiness {
+    /// Whether the database answers: the last answer if recent, else `ping`'s within
+    /// [`READY_TIMEOUT`] (a failure is logged where it happens, never sent to the caller).
+    async fn database_answers(&self, ping: impl FnOnce() -> tokio::task::JoinHandle<bool>) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, answered)) = *last
+            && at.elapsed() < READY_CACHE
+        {
+            return answered;
+        }
+        let answered = matches!(tokio::time::timeout(READY_TIMEOUT, ping()).await, Ok(Ok(true)));
+        *last = Some((Instant::now(), answered));
+        answered
+    }
+}
 
 /// `/readyz`: what `/healthz` says, and whether the database answers a query now.
 async fn ready(State(app): State<App>) -> Response {
@@ -350,30 +382,25 @@ async fn ready(State(app): State<App>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
     let reader = app.reader.clone();
-    let answers = tokio::spawn(async move { reader.run(|db| db.ping()).await.map_err(|r| r.detail) });
-    readiness(&app.replica, app.store.problem(), answers).await
+    let ping = || tokio::spawn(async move { reader.run(|db| db.ping()).await.is_ok() });
+    readiness(&app.replica, app.store.problem(), app.ready.database_answers(ping).await)
 }
 
-/// The answer of `/readyz` from the store's health and a ping in flight.
-async fn readiness(
-    replica: &str,
-    problem: Option<crate::store_health::Problem>,
-    ping: tokio::task::JoinHandle<Result<(), String>>,
-) -> Response {
+/// The answer of `/readyz` from the store's health and whether the database answers.
+fn readiness(replica: &str, problem: Option<crate::store_health::Problem>, answers: bool) -> Response {
     let unready = |status: &str, detail: String| {
         let body = serde_json::json!({"status": status, "detail": detail, "replica": replica});
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
     };
-    if let Some(p) = problem {
-        return unready(p.status(), p.detail);
-    }
-    match tokio::time::timeout(READY_TIMEOUT, ping).await {
-        Ok(Ok(Ok(()))) => {
+    match problem {
+        Some(p) => unready(p.status(), p.detail),
+        None if answers => {
             (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready", "replica": replica}))).into_response()
         }
-        Ok(Ok(Err(e))) => unready("database_unreachable", e.to_string()),
-        Ok(Err(e)) => unready("database_unreachable", e.to_string()),
-        Err(_) => unready("database_unreachable", format!("no answer within {} s", READY_TIMEOUT.as_secs())),
+        None => unready(
+            "database_unreachable",
+            format!("the database did not answer within {} s; retry later", READY_TIMEOUT.as_secs()),
+        ),
     }
 }
 
@@ -442,7 +469,7 @@ async fn accept_upload(app: &App, head: Instant, headers: &HeaderMap, body: Body
         Upload::Plain(u) => validate::check(u, &round.expect)?,
     }
     let (reply, verdict) = oneshot::channel();
-    app.queue.try_send(Submission { upload, body: bytes, reply }).map_err(|e| match e {
+    app.queue.try_send(Submission { upload, reply }).map_err(|e| match e {
         TrySendError::Full(_) => Reject::new(Reason::Busy, "too many uploads in flight; retry shortly"),
         TrySendError::Disconnected(_) => Reject::new(Reason::StorageUnavailable, "the aggregator is shutting down"),
     })?;

@@ -107,6 +107,7 @@ impl Prepared {
         let models = Arc::new(model_cache::ModelCache::new(snapshot.clone(), reader.clone(), config.model_cache_versions));
         let app = http::App {
             replica: config.replica.as_str().into(),
+            ready: Arc::default(),
             snapshot,
             queue,
             metrics,
@@ -140,6 +141,7 @@ async fn serve_helper(
     let app = http::HelperApp {
         helper,
         replica: config.replica.as_str().into(),
+        ready: Arc::default(),
         body: http::BodyLimits::of(&config),
         batches: Arc::new(tokio::sync::Semaphore::new(1)),
     };

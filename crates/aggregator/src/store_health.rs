@@ -92,7 +92,7 @@ impl StoreHealth {
         StoreHealth { location, identity, files, state: Mutex::new(state) }
     }
 
-    /// The store opened; a further connection checks it with [`crate::store_file::check_identity`].
+    /// The store opened; a further connection checks that it is this one.
     pub fn identity(&self) -> &Identity {
         &self.identity
     }

@@ -60,3 +60,27 @@ fn a_replica_is_unready_while_postgres_is_down_and_serves_again_after() {
     wait_for(&server.url("/healthz"), "healthy again", |s, _| s == 200);
     assert_eq!(server.metric("hearth_round_updates"), 2.0);
 }
+
+/// Stopping a PostgreSQL-backed server the usual way (SIGTERM) drains and exits cleanly, for
+/// the rounds roles and the helper. (The synchronous client's connections, dropped on an async
+/// worker with the router, panicked: exit status 101 for a single server.)
+#[test]
+fn servers_on_postgres_stop_cleanly() {
+    let root = scratch_on("pg-shutdown", Backend::Postgres);
+    let (hdir, sdir) = (root.join("helper"), root.join("single"));
+    for (dir, name) in [(&hdir, "shutdown-helper"), (&sdir, "shutdown-single")] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("database.url"), postgres_database(name)).unwrap();
+    }
+    let helper = Server::start(&hdir, &helper_config(10, 4.0));
+    let single = Server::start(&sdir, &config(&small_pack(&sdir), 10, ""));
+    // Both connections in use: the request handlers' one too.
+    for server in [&helper, &single] {
+        assert_eq!(get(&server.url("/readyz")).0, 200);
+    }
+    for (server, dir) in [(single, &sdir), (helper, &hdir)] {
+        let status = server.terminate();
+        let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap();
+        assert!(status.success() && !log.contains("panicked"), "{status}: {log}");
+    }
+}

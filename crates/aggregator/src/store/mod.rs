@@ -31,7 +31,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 /// Where a role's database is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Database {
     /// An SQLite file, absolute (resolved when the configuration is loaded).
     Sqlite(PathBuf),
@@ -40,9 +40,11 @@ pub enum Database {
 }
 
 impl Database {
-    /// A `postgres://` or `postgresql://` URL is PostgreSQL; anything else a file path.
+    /// A `postgres://` or `postgresql://` URL (the scheme in any case) is PostgreSQL; anything
+    /// else a file path.
     pub fn parse(s: &str) -> Database {
-        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        let scheme = s.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+        if matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
             Database::Postgres(s.into())
         } else {
             Database::Sqlite(s.into())
@@ -54,6 +56,16 @@ impl Database {
         match self {
             Database::Sqlite(p) => p.display().to_string(),
             Database::Postgres(url) => postgres::redacted(url),
+        }
+    }
+}
+
+/// Never prints a password (the configuration is logged with `{:?}` in places).
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            Database::Postgres(url) => f.debug_tuple("Postgres").field(&postgres::redacted(url)).finish(),
         }
     }
 }

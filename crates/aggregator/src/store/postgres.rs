@@ -128,7 +128,9 @@ pub fn redacted(url: &str) -> String {
     let mut out = url.to_string();
     if let Some(scheme_end) = out.find("://") {
         let rest = scheme_end + 3;
-        if let Some(at) = out[rest..].find('@').map(|i| rest + i)
+        // The user info ends at the authority's last `@` (a password may hold a raw `@`).
+        let authority_end = out[rest..].find(['/', '?']).map_or(out.len(), |i| rest + i);
+        if let Some(at) = out[rest..authority_end].rfind('@').map(|i| rest + i)
             && let Some(colon) = out[rest..at].find(':').map(|i| rest + i)
         {
             out.replace_range(colon + 1..at, "***");
@@ -155,6 +157,11 @@ fn connect(url: &str) -> Result<Client, postgres::Error> {
     config.keepalives_idle(Duration::from_secs(10));
     config.keepalives_interval(Duration::from_secs(5));
     config.keepalives_retries(3);
+    // Keepalives only probe an idle connection: a query sent into a partition would wait for
+    // TCP's retransmissions (about 15 minutes). Unacknowledged data fails the call after this.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(25));
+    }
     config.connect(NoTls)
 }
 
@@ -184,7 +191,8 @@ pub fn create(
         .query_one(
             "SELECT string_agg(table_name, ', ') FROM information_schema.tables
              WHERE table_schema = current_schema()
-               AND table_name IN ('store_identity', 'models', 'rounds', 'updates', 'partials', 'helper_key', 'reports', 'releases')",
+               AND table_name IN ('store_identity', 'models', 'rounds', 'updates', 'partials', 'optimizer_state',
+                                  'helper_key', 'reports', 'releases')",
             &[],
         )
         .map_err(&err)?
@@ -246,7 +254,7 @@ fn open(url: &str, role: Role) -> Result<(Client, Identity), StoreError> {
         return Err(StoreError::NewerSchema { store: redacted(url), found: version.into(), known: SCHEMA_VERSION.into() });
     }
     if version < SCHEMA_VERSION {
-        migrate(&mut client, role).map_err(&err)?;
+        migrate(&mut client, role, url)?;
     }
     touch(&mut client).map_err(|e| StoreError::ReadOnly { store: redacted(url), why: format!("a test write failed: {e}") })?;
     tracing::info!(store = %identity, location = %redacted(url), "database opened");
@@ -267,18 +275,23 @@ fn read_identity(client: &mut Client) -> Result<Option<(Identity, i32)>, postgre
 }
 
 /// Runs the migrations from the stored version on, one transaction each, under the schema
-/// lock (replicas starting together migrate once).
-fn migrate(client: &mut Client, role: Role) -> Result<(), postgres::Error> {
+/// lock (replicas starting together migrate once); refuses a version a newer replica wrote
+/// meanwhile.
+fn migrate(client: &mut Client, role: Role, url: &str) -> Result<(), StoreError> {
+    let err = store_err(url);
     loop {
-        let mut tx = client.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
-        let version: i32 = tx.query_one("SELECT schema_version FROM store_identity WHERE id = 1", &[])?.get(0);
+        let mut tx = client.transaction().map_err(&err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(&err)?;
+        let version: i32 = tx.query_one("SELECT schema_version FROM store_identity WHERE id = 1", &[]).map_err(&err)?.get(0);
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema { store: redacted(url), found: version.into(), known: SCHEMA_VERSION.into() });
+        }
         let Some(step) = usize::try_from(version - 1).ok().and_then(|i| MIGRATIONS.get(i)) else {
-            return tx.commit();
+            return tx.commit().map_err(&err);
         };
-        step(&mut tx, role)?;
-        tx.execute("UPDATE store_identity SET schema_version = $1 WHERE id = 1", &[&(version + 1)])?;
-        tx.commit()?;
+        step(&mut tx, role).map_err(&err)?;
+        tx.execute("UPDATE store_identity SET schema_version = $1 WHERE id = 1", &[&(version + 1)]).map_err(&err)?;
+        tx.commit().map_err(&err)?;
         tracing::info!("database migrated from schema version {version} to {}", version + 1);
     }
 }
@@ -328,6 +341,19 @@ impl Conn {
             self.client = None;
         }
         Ok(result?)
+    }
+}
+
+impl Drop for Conn {
+    /// The synchronous client closes its connection on a runtime of its own, which panics when
+    /// dropped on an async worker (the request handlers' connection goes with the router when the
+    /// server stops): there it is closed on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let _ = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(client));
+        }
     }
 }
 
@@ -608,7 +634,9 @@ impl HelperStore for PgHelper {
     }
 
     fn record(&mut self, round_id: u64, ids: &[[u8; 16]], release: &Release, now_ms: i64) -> DbResult<bool> {
-        let ids: Vec<&[u8]> = ids.iter().map(|id| &id[..]).collect();
+        // In one order, so two batches sharing ids wait on each other instead of deadlocking.
+        let mut ids: Vec<&[u8]> = ids.iter().map(|id| &id[..]).collect();
+        ids.sort_unstable();
         let round = round_id as i64;
         let result = self.conn.run(|c| {
             let mut tx = c.transaction()?;
@@ -640,5 +668,7 @@ mod tests {
             "postgres://hearth@db/leader?password=***&sslmode=disable"
         );
         assert_eq!(redacted("postgresql://db/leader"), "postgresql://db/leader");
+        assert_eq!(redacted("postgres://hearth:p@ss@db/leader"), "postgres://hearth:***@db/leader");
+        assert_eq!(redacted("postgres://hearth@db/a@b"), "postgres://hearth@db/a@b");
     }
 }

@@ -476,4 +476,78 @@ mod tests {
         assert_eq!(sum.sums(), expected.as_slice());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn a_leader_store_of_version_1_keeps_its_open_rounds_shares_as_one_partial_and_its_seeds() {
+        use hearth_core::privacy::seal::{HelperKey, KeyPair};
+        use hearth_core::privacy::shares::{Binding, SecAggTask, ShareSum, build_report};
+
+        let dir = std::env::temp_dir().join(format!("hearth-store-upgrade-leader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hearth.db");
+        version_1(&path, ROUNDS_TABLES_V2);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("INSERT INTO models VALUES (1, x'00', '{}', 'ab', 0, NULL)", []).unwrap();
+        conn.execute(
+            "INSERT INTO rounds (id, model_version, state, opened_ms, deadline_ms, accepted) VALUES (1, 1, 'closed', 0, 9, 1)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO rounds (id, model_version, state, opened_ms, deadline_ms, accepted) VALUES (2, 1, 'open', 0, 9, 3)",
+            [],
+        )
+        .unwrap();
+        // The ended round's report: its id stays, it has no body and gets no seed.
+        let ended = [1u8; 16];
+        conn.execute("INSERT INTO updates (nonce, round_id, body) VALUES (?1, 1, NULL)", [&ended[..]]).unwrap();
+        let key = HelperKey::from_config(&KeyPair::from_secret(1, &[7; 32]).config()).unwrap();
+        let secagg = SecAggTask { clients: 3, leader_noise: 2.0, helper_noise: 2.0 };
+        let params = 40;
+        let binding = Binding { round_id: 2, model_version: 1, params: params as u64, clip_norm: 1.0, local_noise: 0.0, secagg };
+        let mut expected = ShareSum::new(params);
+        let mut reports = Vec::new();
+        for i in 0..3 {
+            let delta: Vec<f32> = (0..params).map(|j| ((i * params + j) % 7) as f32 * 0.01 - 0.03).collect();
+            let report = build_report(delta, &binding, &key, &mut Sampler::os()).unwrap().report;
+            expected.add(report.share.iter().copied());
+            conn.execute(
+                "INSERT INTO updates (nonce, round_id, body) VALUES (?1, 2, ?2)",
+                params![&report.report_id[..], report.encode()],
+            )
+            .unwrap();
+            reports.push(report);
+        }
+        drop(conn);
+
+        let (mut store, _) = SqliteRounds::open(&path, Role::Leader).unwrap();
+        let version: i64 = store.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(store.open_round().unwrap().map(|r| (r.id, r.accepted)), Some((2, 3)));
+        assert!(store.was_accepted(&ended).unwrap());
+        // Each report's seed is what the keeper stores for a report it accepts today, in the
+        // column the release reads it from.
+        for report in &reports {
+            assert!(store.was_accepted(&report.report_id).unwrap());
+            let seed: Vec<u8> = store
+                .conn
+                .query_row("SELECT seed FROM updates WHERE nonce = ?1", [&report.report_id[..]], |r| r.get(0))
+                .unwrap();
+            assert_eq!(seed, SealedSeed::stored(report));
+        }
+        let seeded: i64 = store.conn.query_row("SELECT COUNT(*) FROM updates WHERE seed IS NOT NULL", [], |r| r.get(0)).unwrap();
+        assert_eq!(seeded, 3, "only the open round's reports keep a seed");
+        let mut decided = None;
+        store
+            .settle(2, &mut |c| {
+                decided = Some((c.partials.clone(), c.seeds.len()));
+                Settlement::Keep
+            })
+            .unwrap();
+        let (partials, seeds) = decided.unwrap();
+        assert_eq!((partials.len(), partials[0].0, seeds), (1, 3, 3));
+        let Sum::Shares(sum) = Sum::decode(Role::Leader, params, 3, &partials[0].1).unwrap() else { unreachable!() };
+        assert_eq!((sum.count(), sum.values()), (expected.count(), expected.values()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

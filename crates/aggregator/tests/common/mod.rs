@@ -204,6 +204,13 @@ impl Server {
         self.sigkill();
     }
 
+    /// SIGTERM, as an orchestrator stops a server, and its exit status once it has drained.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        self.child.wait().unwrap()
+    }
+
     pub fn task(&self) -> RoundTask {
         let (status, _, body) = get(&self.url("/v1/round"));
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
