@@ -197,9 +197,17 @@ impl Helper {
         write_values(&sum.values(), &mut share);
         let release = Release { batch_digest: digest, share };
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        // Re-checked under the lock: two concurrent batches for one round release once.
-        if store.release(b.round_id).map_err(storage)?.is_some() || store.seen(&ids).map_err(storage)? > 0 {
-            return Err(Reject::new(Reason::RoundAlreadyAggregated, format!("round {} was released meanwhile", b.round_id)));
+        // Re-checked under the lock: two concurrent batches for one round release once, and the
+        // same batch sent twice at once (a leader's retry) gets that one release.
+        if let Some(released) = store.release(b.round_id).map_err(storage)? {
+            return if released.batch_digest == release.batch_digest {
+                Ok(released.share)
+            } else {
+                Err(Reject::new(Reason::RoundAlreadyAggregated, format!("round {} was released meanwhile", b.round_id)))
+            };
+        }
+        if store.seen(&ids).map_err(storage)? > 0 {
+            return Err(Reject::new(Reason::RepeatedReport, "reports of the batch were counted meanwhile in another release"));
         }
         let recorded = store.record(b.round_id, &ids, &release, crate::aggregate::now_ms()).map_err(|e| {
             self.health.write_failed(&e);

@@ -3,7 +3,10 @@
 //! after. Under concurrent upload load, 20 SIGKILLs of a random replica and one crash restart of
 //! PostgreSQL itself lose no acknowledged update and count none twice (the round's counter, its
 //! ids and its partial sums agree, and the released model moves by exactly the mean of what is
-//! stored), release no round below K, and the replicas that were up kept answering.
+//! stored), release no round below K, and the replicas that were up kept answering. With a K
+//! the load reaches every few hundred milliseconds, rounds that close while replicas are killed
+//! each hold at least K and end at the batch that reached it, every acknowledged update is in
+//! the round it named, and each released model moved by exactly its round's stored updates.
 
 mod common;
 
@@ -34,6 +37,13 @@ const SEED: u64 = 18;
 const MAX_GAP: Duration = Duration::from_secs(15);
 /// A client's pause after an upload that was not accepted.
 const BACKOFF: Duration = Duration::from_millis(100);
+/// K while replicas are killed in `rounds_close_at_k_while_replicas_are_killed`: the load
+/// reaches it several times over the kills.
+const ROUND_K: u64 = 30;
+const ROUND_KILLS: usize = 8;
+/// Uploads one store transaction holds at most (`aggregate::MAX_BATCH`): a single server's round
+/// is released at the batch that brings it to K, so it holds fewer than K + this.
+const MAX_BATCH: u64 = 64;
 
 /// `REPLICAS` server directories under `root`, each naming the database `url` (as
 /// [`scratch_on`] names one), so that their servers are replicas of one store.
@@ -198,8 +208,9 @@ struct Slot {
 type Fleet = Arc<Mutex<Vec<Slot>>>;
 
 /// One client: uploads fresh honest updates to the replicas that are up, in turn, until `stop`;
-/// every attempt and its outcome.
-fn client(c: u64, fleet: Fleet, stop: Arc<AtomicBool>, task: RoundTask, params: usize) -> Vec<(Update, Outcome)> {
+/// every attempt and its outcome. Its updates are for `task` until one is refused for naming a
+/// round other than the replica's: then for the round that replica serves, as a device does.
+fn client(c: u64, fleet: Fleet, stop: Arc<AtomicBool>, mut task: RoundTask, params: usize) -> Vec<(Update, Outcome)> {
     let agent: ureq::Agent =
         ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(30))).build().into();
     let mut out = Vec::new();
@@ -226,6 +237,12 @@ fn client(c: u64, fleet: Fleet, stop: Arc<AtomicBool>, task: RoundTask, params: 
             Err(_) => Outcome::NoAnswer,
         };
         let refused = outcome != Outcome::Acked;
+        if let Outcome::Refused(code) = &outcome
+            && matches!(code.as_str(), "wrong_round" | "stale_model" | "busy")
+            && let Some(t) = open_round(&agent, &url)
+        {
+            task = t;
+        }
         out.push((u, outcome));
         // As a device does: retry later, not at once.
         if refused {
@@ -233,6 +250,61 @@ fn client(c: u64, fleet: Fleet, stop: Arc<AtomicBool>, task: RoundTask, params: 
         }
     }
     out
+}
+
+/// The task `url` serves, if it answers.
+fn open_round(agent: &ureq::Agent, url: &str) -> Option<RoundTask> {
+    let mut resp = agent.get(format!("{url}/v1/round")).call().ok().filter(|r| r.status().as_u16() == 200)?;
+    serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
+}
+
+/// `CLIENTS` clients uploading to `fleet` until `stop`, from `task` on.
+fn start_clients(
+    fleet: &Fleet,
+    stop: &Arc<AtomicBool>,
+    task: &RoundTask,
+    params: usize,
+) -> Vec<std::thread::JoinHandle<Vec<(Update, Outcome)>>> {
+    (0..CLIENTS)
+        .map(|c| {
+            let (fleet, stop, task) = (fleet.clone(), stop.clone(), task.clone());
+            std::thread::spawn(move || client(c, fleet, stop, task, params))
+        })
+        .collect()
+}
+
+/// A fleet entry per server, all up since now.
+fn fleet_of(servers: &[Server]) -> Fleet {
+    let now = Instant::now();
+    Arc::new(Mutex::new(servers.iter().map(|s| Slot { url: Some(s.url.clone()), epoch: 0, since: now }).collect()))
+}
+
+/// SIGKILLs replica `victim` (out of the fleet first) and starts it again with `toml`, back in
+/// the fleet once healthy; how long the restart took.
+fn kill_and_restart(servers: &mut [Server], victim: usize, dirs: &[PathBuf], toml: &str, fleet: &Fleet) -> Duration {
+    {
+        let mut fleet = fleet.lock().unwrap();
+        fleet[victim].url = None;
+        fleet[victim].epoch += 1;
+    }
+    servers[victim].sigkill();
+    let t = Instant::now();
+    servers[victim] = Server::start(&dirs[victim], toml);
+    let took = t.elapsed();
+    let mut fleet = fleet.lock().unwrap();
+    let epoch = fleet[victim].epoch + 1;
+    fleet[victim] = Slot { url: Some(servers[victim].url.clone()), epoch, since: Instant::now() };
+    took
+}
+
+/// A pause of 150 to 850 ms between faults.
+fn pause(g: &mut Gaussian) {
+    std::thread::sleep(Duration::from_millis(150 + (g.uniform() * 700.0) as u64));
+}
+
+/// A replica drawn at random.
+fn victim(g: &mut Gaussian) -> usize {
+    ((g.uniform() * REPLICAS as f64) as usize).min(REPLICAS - 1)
 }
 
 /// Polls replica `i`'s `/healthz` every 50 ms until `stop`; the longest time it went without
@@ -288,15 +360,9 @@ fn sigkill_of_replicas_and_a_postgres_restart_lose_no_acknowledged_update() {
     let params = before.params.values.len();
 
     let now = Instant::now();
-    let fleet: Fleet =
-        Arc::new(Mutex::new(servers.iter().map(|s| Slot { url: Some(s.url.clone()), epoch: 0, since: now }).collect()));
+    let fleet = fleet_of(&servers);
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let (fleet, stop, task) = (fleet.clone(), stop.clone(), task.clone());
-            std::thread::spawn(move || client(c, fleet, stop, task, params))
-        })
-        .collect();
+    let clients = start_clients(&fleet, &stop, &task, params);
     let probes: Vec<_> = (0..REPLICAS)
         .map(|i| {
             let (fleet, stop) = (fleet.clone(), stop.clone());
@@ -307,26 +373,15 @@ fn sigkill_of_replicas_and_a_postgres_restart_lose_no_acknowledged_update() {
     let mut g = Gaussian::new(SEED);
     let (mut restarts, mut pg_restart) = (Duration::ZERO, Duration::ZERO);
     for kill in 0..KILLS {
-        std::thread::sleep(Duration::from_millis(150 + (g.uniform() * 700.0) as u64));
+        pause(&mut g);
         if kill == KILLS / 2 {
             let t = Instant::now();
             cluster.restart();
             pg_restart = t.elapsed();
-            std::thread::sleep(Duration::from_millis(150 + (g.uniform() * 700.0) as u64));
+            pause(&mut g);
         }
-        let victim = ((g.uniform() * REPLICAS as f64) as usize).min(REPLICAS - 1);
-        {
-            let mut fleet = fleet.lock().unwrap();
-            fleet[victim].url = None;
-            fleet[victim].epoch += 1;
-        }
-        servers[victim].sigkill();
-        let t = Instant::now();
-        servers[victim] = Server::start(&dirs[victim], &load_toml);
-        restarts += t.elapsed();
-        let mut fleet = fleet.lock().unwrap();
-        let epoch = fleet[victim].epoch + 1;
-        fleet[victim] = Slot { url: Some(servers[victim].url.clone()), epoch, since: Instant::now() };
+        let victim = victim(&mut g);
+        restarts += kill_and_restart(&mut servers, victim, &dirs, &load_toml, &fleet);
     }
     stop.store(true, Ordering::Relaxed);
     let attempts: Vec<(Update, Outcome)> = clients.into_iter().flat_map(|h| h.join().unwrap()).collect();
@@ -439,6 +494,135 @@ fn sigkill_of_replicas_and_a_postgres_restart_lose_no_acknowledged_update() {
         landed[1],
         members.len(),
         restarts.as_millis() / KILLS as u128,
+        started.elapsed().as_millis()
+    );
+}
+
+/// A round as the database holds it, with its model: (id, state, accepted, model_version).
+type RoundOf = (i64, String, i64, i64);
+
+#[test]
+fn rounds_close_at_k_while_replicas_are_killed() {
+    let started = Instant::now();
+    let root = scratch("replicas-rounds");
+    let url = postgres_database("replicas_rounds");
+    let dirs = replica_dirs(&root, &url);
+    let toml = config(&small_pack(&root), ROUND_K, "");
+    let mut servers = start_all(&dirs, &toml);
+    let task = servers[0].task();
+    let params = fetch_pack(&servers[0]).0.params.values.len();
+
+    let load = Instant::now();
+    let fleet = fleet_of(&servers);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = start_clients(&fleet, &stop, &task, params);
+    let mut g = Gaussian::new(SEED + 1);
+    for _ in 0..ROUND_KILLS {
+        pause(&mut g);
+        let victim = victim(&mut g);
+        kill_and_restart(&mut servers, victim, &dirs, &toml, &fleet);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let attempts: Vec<(Update, Outcome)> = clients.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let load_took = load.elapsed();
+
+    // The rounds: every ended one released (no deadline passed), from at least K and ended at
+    // the batch that reached K; one open round after them; a model per release.
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let rounds: Vec<RoundOf> = db
+        .query("SELECT id, state, accepted, model_version FROM rounds ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let (open, closed) = rounds.split_last().unwrap();
+    assert_eq!(open.1, "open", "{rounds:?}");
+    assert!(closed.len() >= 2, "fewer than two rounds closed during the kills: {rounds:?}");
+    for (i, (id, state, accepted, model)) in closed.iter().enumerate() {
+        assert_eq!(state, "closed", "round {id}: {rounds:?}");
+        let k = ROUND_K as i64;
+        assert!((k..k + MAX_BATCH as i64).contains(accepted), "round {id} released with {accepted} uploads (K = {k})");
+        assert_eq!(*model, 1 + i as i64, "round {id} trained another model than the one before it released");
+    }
+    assert_eq!(open.3, 1 + closed.len() as i64, "the open round trains the last release");
+
+    // The ids: each round holds exactly as many as it counted, together every stored id.
+    let stored: HashMap<[u8; 16], i64> = db
+        .query("SELECT id, round_id FROM updates", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, Vec<u8>>(0).try_into().unwrap(), r.get(1)))
+        .collect();
+    let mut per_round: HashMap<i64, i64> = HashMap::new();
+    stored.values().for_each(|r| *per_round.entry(*r).or_default() += 1);
+    for (id, _, accepted, _) in &rounds {
+        assert_eq!(per_round.remove(id).unwrap_or(0), *accepted, "round {id}: its counter disagrees with its ids");
+    }
+    assert!(per_round.is_empty(), "ids of rounds that do not exist: {per_round:?}");
+    assert_eq!(rounds.iter().map(|r| r.2).sum::<i64>(), stored.len() as i64);
+
+    // The partial sums: only the open round's, holding what it counted.
+    let partials: Vec<(i64, i64)> = db
+        .query("SELECT round_id, SUM(count)::BIGINT FROM partials GROUP BY round_id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected = if open.2 > 0 { vec![(open.0, open.2)] } else { Vec::new() };
+    assert_eq!(partials, expected, "partial sums of rounds other than the open one, or not adding up");
+
+    // The uploads: every acknowledged one is stored in the round it named; no refused one is.
+    let mut sent: HashMap<[u8; 16], Update> = HashMap::new();
+    let (mut acked, mut no_answer, mut refused) = (0u64, 0u64, HashMap::<String, u64>::new());
+    for (u, outcome) in attempts {
+        match &outcome {
+            Outcome::Acked => {
+                acked += 1;
+                assert_eq!(stored.get(&u.nonce), Some(&(u.round_id as i64)), "an acknowledged upload is not in its round");
+            }
+            Outcome::NoAnswer => no_answer += 1,
+            Outcome::Refused(code) => {
+                *refused.entry(code.clone()).or_default() += 1;
+                // A 503 after a failed commit may hide a commit (the refusal says retry later).
+                if code != "storage_unavailable" {
+                    assert!(!stored.contains_key(&u.nonce), "a refused upload ({code}) was stored");
+                }
+            }
+        }
+        assert!(sent.insert(u.nonce, u).is_none(), "a nonce was sent twice");
+    }
+    assert!(no_answer > 0, "the load never overlapped a kill");
+
+    // Each release moved the model by exactly the mean of its round's stored updates.
+    let mut members: HashMap<i64, Vec<Update>> = HashMap::new();
+    for (id, round) in &stored {
+        members.entry(*round).or_default().push(sent.get(id).expect("only sent uploads are stored").clone());
+    }
+    let models: Vec<(i64, Option<i64>, Vec<u8>, String)> = db
+        .query("SELECT version, from_round, onnx, manifest FROM models ORDER BY version", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(models.len(), 1 + closed.len(), "a model per released round");
+    for (pair, round) in models.windows(2).zip(closed) {
+        let (before, after) = (&pair[0], &pair[1]);
+        assert_eq!(after.1, Some(round.0), "model {} is not from round {}", after.0, round.0);
+        let (before, after) = (pack_at(&before.2, before.3.as_bytes()), pack_at(&after.2, after.3.as_bytes()));
+        assert_fedavg(&before.params, &after.params, 0.01, &mean(&members[&round.0]));
+    }
+
+    // Every replica serves the last release.
+    let latest = models.len() as u64;
+    for s in &servers {
+        wait_for(s, SEE_RELEASE_WITHIN, |_, h| h["model_version"] == latest);
+    }
+    eprintln!(
+        "replicas: {ROUND_KILLS} kills in {} ms of load at K = {ROUND_K}: {} rounds released holding {:?}; \
+         {acked} acknowledged, {no_answer} without an answer, refused {refused:?}; test took {} ms",
+        load_took.as_millis(),
+        closed.len(),
+        closed.iter().map(|r| r.2).collect::<Vec<_>>(),
         started.elapsed().as_millis()
     );
 }

@@ -529,10 +529,8 @@ mod tests {
         // column the release reads it from.
         for report in &reports {
             assert!(store.was_accepted(&report.report_id).unwrap());
-            let seed: Vec<u8> = store
-                .conn
-                .query_row("SELECT seed FROM updates WHERE nonce = ?1", [&report.report_id[..]], |r| r.get(0))
-                .unwrap();
+            let seed: Vec<u8> =
+                store.conn.query_row("SELECT seed FROM updates WHERE nonce = ?1", [&report.report_id[..]], |r| r.get(0)).unwrap();
             assert_eq!(seed, SealedSeed::stored(report));
         }
         let seeded: i64 = store.conn.query_row("SELECT COUNT(*) FROM updates WHERE seed IS NOT NULL", [], |r| r.get(0)).unwrap();
