@@ -7,8 +7,10 @@
 #
 # `train`: only the device's side (native and browser training, upload builds and sizes:
 # train.json). `aggregator`: only the load generators (plaintext single server and secure-
-# aggregation leader + helper: aggregator.json; slow, idle and download floods beside honest
-# uploads: attack.json), no browser. Without either, everything.
+# aggregation leader + helper, on SQLite and on a throwaway PostgreSQL cluster with one replica
+# and with three behind nginx, then PostgreSQL's work per upload and a sizing estimate:
+# aggregator.json; slow, idle and download floods beside honest uploads: attack.json), no
+# browser. Without either, everything.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 

@@ -1,5 +1,5 @@
 //! `xtask bench-aggregator`: the upload load generator. Starts the release `hearth-aggregator`
-//! on a fresh database for each load level and drives it from this (separate) process with
+//! on fresh databases for each load level and drives it from this (separate) process with
 //! closed-loop clients on loopback; writes target/bench/aggregator.json.
 //!
 //! Two paths, side by side at each level, under the same rounds of K uploads (`--min-clients`,
@@ -20,8 +20,19 @@
 //!   adds no correlated noise that the leader's plausibility check would rightly refuse, and
 //!   neither server's work depends on the devices' noise.
 //!
+//! Each path runs on each backend (`--backend`): SQLite, one process per role on its own file;
+//! and PostgreSQL (one throwaway cluster for the run, a fresh database per role and level), with
+//! one replica of the front role (`single` or `leader`), then three behind nginx, the leader's
+//! helper one replica on a database of its own. Every process's peak RSS is a record (`process`:
+//! `replica-N`, `helper`, `nginx`, `postgres`: the cluster's processes' summed PSS, sampled).
+//! A PostgreSQL run then shows that the database's work per upload stays flat as rounds
+//! accumulate, and scales its cost per upload to a sizing estimate (see [`dbcost`]).
+//!
 //! Separately, the helper's own cost: `/v1/aggregate` for one batch of 100 reports (the bench's
 //! secure round, whatever `--min-clients`).
+
+mod dbcost;
+mod replicas;
 
 use crate::bench::{BENCH_SECAGG, bench_secagg_task, commit, write_records};
 use crate::load_pack;
@@ -32,7 +43,9 @@ use hearth_core::privacy::privatize::build_update;
 use hearth_core::privacy::seal::{HelperKey, SEED_LEN, hex};
 use hearth_core::privacy::shares::{Binding, MASK, Report, SecAggTask, build_report, expand};
 use hearth_core::privacy::wire::{Encoding, Update};
+use replicas::{Nginx, Pg, PssPeak, start_replicas};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -52,6 +65,10 @@ const HELPER_BATCHES: usize = 5;
 pub(crate) const WARM_UP: Duration = Duration::from_secs(1);
 /// A persistent client's pause after a failed upload (see [`drive`]), as a device would back off.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Where the run's PostgreSQL cluster lives (short: its unix socket path must fit 107 bytes).
+const PG_DIR: &str = "target/bench/pg";
+/// The front role's replicas on PostgreSQL: one alone, then several behind nginx.
+const PG_REPLICAS: [usize; 2] = [1, 3];
 
 /// What one load level runs against.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,13 +81,52 @@ enum Target {
     Leader,
 }
 
+/// The database backends `--backend` takes.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq)]
+enum BackendArg {
+    Sqlite,
+    Postgres,
+}
+
+/// Where one load level's servers keep their state.
+#[derive(Clone, Copy)]
+enum Deploy<'a> {
+    /// One process per role, each on its own SQLite file.
+    Sqlite,
+    /// `replicas` processes of the front role sharing one PostgreSQL database, behind nginx when
+    /// there are several; a leader's helper is one more process on a database of its own.
+    Postgres { pg: &'a Pg, nginx: &'a Path, replicas: usize },
+}
+
+impl Deploy<'_> {
+    fn backend(&self) -> &'static str {
+        match self {
+            Deploy::Sqlite => "sqlite",
+            Deploy::Postgres { .. } => "postgres",
+        }
+    }
+
+    fn replicas(&self) -> usize {
+        match self {
+            Deploy::Sqlite => 1,
+            Deploy::Postgres { replicas, .. } => *replicas,
+        }
+    }
+}
+
+/// One process's peak RSS after a level.
+struct Process {
+    /// `replica-N` (the front role's), `helper`, `nginx`, `postgres` or `http-sink`.
+    name: String,
+    role: &'static str,
+    peak_rss: u64,
+}
+
 struct Run {
     accepted: u64,
     busy: u64,
     latencies_ms: Vec<f64>,
-    peak_rss: u64,
-    /// The helper's peak RSS (a leader's run only).
-    helper_rss: Option<u64>,
+    processes: Vec<Process>,
     rounds: u64,
 }
 
@@ -97,6 +153,14 @@ pub struct Args {
         value_parser = clap::value_parser!(u64).range(10..=10_000)
     )]
     min_clients: Vec<u64>,
+    /// The backends each level runs on: sqlite (one process per role), postgres (a throwaway
+    /// cluster: one replica, then three behind nginx; then the database's work per upload as
+    /// rounds accumulate, and a sizing estimate).
+    #[arg(long, value_name = "BACKEND", value_enum, value_delimiter = ',', num_args = 1.., default_values = ["sqlite", "postgres"])]
+    backend: Vec<BackendArg>,
+    /// The reverse proxy in front of several PostgreSQL replicas.
+    #[arg(long, value_name = "BIN", default_value = "/usr/sbin/nginx")]
+    nginx: PathBuf,
 }
 
 pub(crate) fn positive_seconds(s: &str) -> Result<f64, String> {
@@ -107,13 +171,22 @@ pub(crate) fn positive_seconds(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: Args) -> Result<(), String> {
-    let Args { out, server, seconds, min_clients } = args;
+    let Args { out, server, seconds, min_clients, backend, nginx } = args;
     let params = load_pack(Path::new("models/default"))?.params.values.len();
     let commit = commit();
+    let started = Instant::now();
+    let pg = if backend.contains(&BackendArg::Postgres) { Some(Pg::start(Path::new(PG_DIR))?) } else { None };
+    let mut deploys = Vec::new();
+    if backend.contains(&BackendArg::Sqlite) {
+        deploys.push(Deploy::Sqlite);
+    }
+    if let Some(pg) = &pg {
+        deploys.extend(PG_REPLICAS.map(|replicas| Deploy::Postgres { pg, nginx: &nginx, replicas }));
+    }
     let mut records = Vec::new();
     for k in min_clients {
         println!("rounds of K = {k}:");
-        records.extend(rounds_of(&server, k, seconds, params, &commit)?);
+        records.extend(rounds_of(&server, &deploys, k, seconds, params, &commit)?);
     }
 
     let (batch_ms, rss) = helper_batches(&server, params)?;
@@ -128,7 +201,7 @@ pub fn run(args: Args) -> Result<(), String> {
         batch_ms.iter().map(|m| format!("{m:.0}")).collect::<Vec<_>>().join(", "),
         mib(rss)
     );
-    let helper = json!({"path": "secagg", "role": "helper", "backend": "sqlite", "replicas": 1, "params": params, "reports": BENCH_SECAGG.clients, "commit": commit});
+    let helper = json!({"path": "secagg", "role": "helper", "backend": "sqlite", "replicas": 1, "process": "helper", "params": params, "reports": BENCH_SECAGG.clients, "commit": commit});
     for (metric, value, unit) in [("aggregate_ms", median, "ms"), ("peak_rss", rss as f64, "bytes")] {
         let mut r = helper.clone();
         r["metric"] = json!(metric);
@@ -136,89 +209,113 @@ pub fn run(args: Args) -> Result<(), String> {
         r["unit"] = json!(unit);
         records.push(r);
     }
+    // Rounds of the bench's K close within each window, so that the windows span rounds.
+    if let Some(pg) = &pg {
+        for replicas in PG_REPLICAS {
+            records.extend(dbcost::run(&server, pg, &nginx, replicas, BENCH_SECAGG.clients, params, &commit)?);
+        }
+    }
+    println!("bench-aggregator took {:.0} s", started.elapsed().as_secs_f64());
     write_records(&out, records)
 }
 
-/// Every load level against every target, rounds of `k`; the records, with each path and
-/// role's peak RSS over the levels.
-fn rounds_of(server: &Path, k: u64, seconds: f64, params: usize, commit: &str) -> Result<Vec<Value>, String> {
+/// Every load level against every target on every deployment, rounds of `k`; the records, with
+/// each deployment, path, role and process's peak RSS over the levels.
+fn rounds_of(server: &Path, deploys: &[Deploy], k: u64, seconds: f64, params: usize, commit: &str) -> Result<Vec<Value>, String> {
     let mut records = Vec::new();
-    // Peak RSS over the levels, per (path, role).
-    let mut peaks = [("plaintext", "single", 0u64), ("secagg", "leader", 0), ("secagg", "helper", 0)];
-    // The paths side by side at each level, so both see the same machine.
-    let targets =
-        [Target::Single(Encoding::F32), Target::Leader, Target::Single(Encoding::QuantizedI16), Target::Sink(Encoding::F32)];
+    // Peak RSS over the levels of the f32 and report runs, per (backend, replicas, path, role,
+    // process).
+    let mut peaks: BTreeMap<(&str, usize, &str, &str, String), u64> = BTreeMap::new();
     for clients in LEVELS {
-        let mut plaintext_rate = f64::NAN;
-        for target in targets {
-            let r = level(server, clients, target, k, Duration::from_secs_f64(seconds))?;
-            let mut lat = r.latencies_ms.clone();
-            lat.sort_by(f64::total_cmp);
-            let pct = |p: f64| lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(f64::NAN);
-            let rate = r.accepted as f64 / seconds;
-            let (engine, format, path, role) = match target {
-                Target::Single(e) => ("hearth-aggregator", e.name(), "plaintext", "single"),
-                Target::Sink(e) => ("http-sink", e.name(), "plaintext", "single"),
-                Target::Leader => ("hearth-aggregator", "report", "secagg", "leader"),
+        // The paths side by side at each level, so that all see the same machine.
+        for &deploy in deploys {
+            let targets: &[Target] = match deploy {
+                Deploy::Sqlite => &[
+                    Target::Single(Encoding::F32),
+                    Target::Leader,
+                    Target::Single(Encoding::QuantizedI16),
+                    Target::Sink(Encoding::F32),
+                ],
+                // The quantized encoding only where it is cheap: it differs from f32 in the
+                // replica's decoding, not in the database's work.
+                Deploy::Postgres { replicas: 1, .. } => {
+                    &[Target::Single(Encoding::F32), Target::Leader, Target::Single(Encoding::QuantizedI16)]
+                }
+                Deploy::Postgres { .. } => &[Target::Single(Encoding::F32), Target::Leader],
             };
-            println!(
-                "{engine:>17} {role:>6} {format:>9} {clients:>3} clients: {rate:7.1} accepted/s, p50 {:6.1} ms, p99 {:6.1} ms, {} busy, {} rounds closed, peak RSS {:.0} MiB{}",
-                pct(0.5),
-                pct(0.99),
-                r.busy,
-                r.rounds,
-                mib(r.peak_rss),
-                r.helper_rss.map(|h| format!(" (helper {:.0} MiB)", mib(h))).unwrap_or_default()
-            );
-            // The aggregator's f32 and report records are the format's; the others say how they differ.
-            let base = json!({
-                "clients": clients, "params": params, "path": path, "role": role, "min_clients": k,
-                "backend": if matches!(target, Target::Sink(_)) { "none" } else { "sqlite" },
-                "replicas": 1, "commit": commit,
-            });
-            let with = |metric: &str, value: f64, unit: &str| {
-                let mut rec = base.clone();
-                rec["metric"] = json!(metric);
-                rec["value"] = json!(value);
-                rec["unit"] = json!(unit);
+            let mut plaintext_rate = f64::NAN;
+            for &target in targets {
+                let r = level(server, clients, target, deploy, k, Duration::from_secs_f64(seconds))?;
+                let mut lat = r.latencies_ms.clone();
+                lat.sort_by(f64::total_cmp);
+                let pct = |p: f64| lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(f64::NAN);
+                let rate = r.accepted as f64 / seconds;
+                let (engine, format, path, role) = match target {
+                    Target::Single(e) => ("hearth-aggregator", e.name(), "plaintext", "single"),
+                    Target::Sink(e) => ("http-sink", e.name(), "plaintext", "single"),
+                    Target::Leader => ("hearth-aggregator", "report", "secagg", "leader"),
+                };
+                let backend = if matches!(target, Target::Sink(_)) { "none" } else { deploy.backend() };
+                let replicas = deploy.replicas();
+                println!(
+                    "{engine:>17} {backend:>8}×{replicas} {role:>6} {format:>9} {clients:>3} clients: {rate:7.1} accepted/s, p50 {:6.1} ms, p99 {:6.1} ms, {} busy, {} rounds closed, peak RSS {}",
+                    pct(0.5),
+                    pct(0.99),
+                    r.busy,
+                    r.rounds,
+                    r.processes.iter().map(|p| format!("{} {:.0} MiB", p.name, mib(p.peak_rss))).collect::<Vec<_>>().join(", ")
+                );
+                // The aggregator's f32 and report records are the format's; the others say how
+                // they differ.
+                let base = json!({
+                    "clients": clients, "params": params, "path": path, "role": role, "min_clients": k,
+                    "backend": backend, "replicas": replicas, "commit": commit,
+                });
+                let with = |metric: &str, value: f64, unit: &str| {
+                    let mut rec = base.clone();
+                    rec["metric"] = json!(metric);
+                    rec["value"] = json!(value);
+                    rec["unit"] = json!(unit);
+                    match target {
+                        Target::Single(Encoding::QuantizedI16) => rec["encoding"] = json!(format),
+                        Target::Sink(_) => rec["engine"] = json!(engine),
+                        _ => {}
+                    }
+                    rec
+                };
+                records.push(with("accepted_per_s", rate, "per_s"));
+                records.push(with("latency_p50", pct(0.5), "ms"));
+                records.push(with("latency_p99", pct(0.99), "ms"));
+                for p in &r.processes {
+                    let mut rec = with("peak_rss", p.peak_rss as f64, "bytes");
+                    rec["role"] = json!(p.role);
+                    rec["process"] = json!(p.name);
+                    records.push(rec);
+                    if matches!(target, Target::Single(Encoding::F32) | Target::Leader) {
+                        let peak = peaks.entry((backend, replicas, path, p.role, p.name.clone())).or_default();
+                        *peak = (*peak).max(p.peak_rss);
+                    }
+                }
+                records.push(with("busy_per_s", r.busy as f64 / seconds, "per_s"));
+                records.push(with("closes_per_s", r.rounds as f64 / seconds, "per_s"));
                 match target {
-                    Target::Single(Encoding::QuantizedI16) => rec["encoding"] = json!(format),
-                    Target::Sink(_) => rec["engine"] = json!(engine),
+                    Target::Single(Encoding::F32) => plaintext_rate = rate,
+                    Target::Leader => {
+                        // The budget: the leader's throughput against plaintext's, same level,
+                        // same deployment, same run.
+                        let ratio = rate / plaintext_rate;
+                        records.push(with("accepted_ratio", ratio, "ratio"));
+                        println!("{:>17} leader / single f32 at {clients} clients: {:.0}%", "", ratio * 100.0);
+                    }
                     _ => {}
                 }
-                rec
-            };
-            records.push(with("accepted_per_s", rate, "per_s"));
-            records.push(with("latency_p50", pct(0.5), "ms"));
-            records.push(with("latency_p99", pct(0.99), "ms"));
-            records.push(with("peak_rss", r.peak_rss as f64, "bytes"));
-            records.push(with("busy_per_s", r.busy as f64 / seconds, "per_s"));
-            records.push(with("closes_per_s", r.rounds as f64 / seconds, "per_s"));
-            match target {
-                Target::Single(Encoding::F32) => {
-                    peaks[0].2 = peaks[0].2.max(r.peak_rss);
-                    plaintext_rate = rate;
-                }
-                Target::Leader => {
-                    let helper = r.helper_rss.unwrap_or(0);
-                    peaks[1].2 = peaks[1].2.max(r.peak_rss);
-                    peaks[2].2 = peaks[2].2.max(helper);
-                    let mut rec = with("peak_rss", helper as f64, "bytes");
-                    rec["role"] = json!("helper");
-                    records.push(rec);
-                    // The budget: the leader's throughput against plaintext's, same level, same run.
-                    let ratio = rate / plaintext_rate;
-                    records.push(with("accepted_ratio", ratio, "ratio"));
-                    println!("{:>17} leader / single f32 at {clients} clients: {:.0}%", "", ratio * 100.0);
-                }
-                _ => {}
             }
         }
     }
-    for (path, role, peak) in peaks {
+    for ((backend, replicas, path, role, process), peak) in peaks {
         records.push(json!({
             "metric": "peak_rss", "value": peak, "unit": "bytes", "params": params, "path": path, "role": role,
-            "backend": "sqlite", "replicas": 1, "min_clients": k, "commit": commit,
+            "process": process, "backend": backend, "replicas": replicas, "min_clients": k, "commit": commit,
         }));
     }
     Ok(records)
@@ -228,45 +325,151 @@ pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1048576.0
 }
 
-/// One load level against fresh servers (the aggregator, its helper too, or the sink).
-fn level(binary: &Path, clients: usize, target: Target, k: u64, measure: Duration) -> Result<Run, String> {
+/// The processes of one level, stopped (and their PostgreSQL databases dropped) by
+/// [`Fleet::stop`].
+#[derive(Default)]
+struct Fleet {
+    /// The front role's processes (the sink's, or the replicas'), with their URLs.
+    front: Vec<(Child, String)>,
+    helper: Option<Child>,
+    nginx: Option<Nginx>,
+    databases: Vec<String>,
+}
+
+impl Fleet {
+    /// Starts what `target` needs on `deploy`; the URL the clients send to, and the helper's.
+    fn start(
+        &mut self,
+        binary: &Path,
+        dir: &Path,
+        target: Target,
+        deploy: Deploy,
+        k: u64,
+    ) -> Result<(String, Option<String>), String> {
+        let (env, helper_url) = match target {
+            Target::Sink(encoding) => {
+                let sink = start_sink(encoding)?;
+                let url = sink.1.clone();
+                self.front.push(sink);
+                return Ok((url, None));
+            }
+            Target::Single(encoding) => (single_env(encoding, k), None),
+            Target::Leader => {
+                let helper_dir = dir.join("helper");
+                let (child, url) = match deploy {
+                    Deploy::Sqlite => start(binary, &helper_dir, &helper_env(k), None)?,
+                    Deploy::Postgres { pg, .. } => {
+                        let db = pg.database("bench_helper");
+                        self.databases.push(db.clone());
+                        start_replicas(binary, &helper_dir, &db, &helper_env(k), 1)?.remove(0)
+                    }
+                };
+                self.helper = Some(child);
+                (leader_env(&url, k), Some(url))
+            }
+        };
+        let url = match deploy {
+            Deploy::Sqlite => {
+                let server = start(binary, dir, &env, None)?;
+                let url = server.1.clone();
+                self.front.push(server);
+                url
+            }
+            Deploy::Postgres { pg, nginx, replicas } => {
+                let db = pg.database(if target == Target::Leader { "bench_leader" } else { "bench_single" });
+                self.databases.push(db.clone());
+                self.front.extend(start_replicas(binary, dir, &db, &env, replicas)?);
+                let urls: Vec<String> = self.front.iter().map(|(_, u)| u.clone()).collect();
+                if replicas > 1 {
+                    let proxy = Nginx::start(nginx, &dir.join("nginx"), &urls)?;
+                    let url = proxy.url.clone();
+                    self.nginx = Some(proxy);
+                    url
+                } else {
+                    urls[0].clone()
+                }
+            }
+        };
+        Ok((url, helper_url))
+    }
+
+    /// Kills every process and drops the databases.
+    fn stop(self, deploy: Deploy) -> Result<(), String> {
+        drop(self.nginx);
+        for mut child in self.front.into_iter().map(|(c, _)| c).chain(self.helper) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Deploy::Postgres { pg, .. } = deploy {
+            for db in &self.databases {
+                pg.drop_database(db)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One load level against fresh servers (the aggregator's replicas, its helper too, or the
+/// sink).
+fn level(binary: &Path, clients: usize, target: Target, deploy: Deploy, k: u64, measure: Duration) -> Result<Run, String> {
     let dir = PathBuf::from(format!("target/bench/aggregator-run/{clients}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut helper = None;
-    let server = match target {
-        Target::Sink(encoding) => start_sink(encoding)?,
-        Target::Single(encoding) => start(binary, &dir, &single_env(encoding, k), None)?,
-        Target::Leader => {
-            let h = start(binary, &dir.join("helper"), &helper_env(k), None)?;
-            let env = leader_env(&h.1, k);
-            helper = Some(h);
-            start(binary, &dir, &env, None)?
-        }
+    let mut fleet = Fleet::default();
+    let started = fleet.start(binary, &dir, target, deploy, k);
+    let pss = match deploy {
+        Deploy::Postgres { pg, .. } => Some(PssPeak::start(pg)),
+        Deploy::Sqlite => None,
     };
-    let url = server.1.clone();
-    let result = match &helper {
-        Some((_, helper_url)) => drive_reports(&url, helper_url, clients, k, measure),
-        None => {
-            let from = Instant::now() + WARM_UP;
-            drive(&url, clients, from..from + measure, false)
+    let role = if target == Target::Leader { "leader" } else { "single" };
+    let result = started.map(|(url, helper_url)| {
+        let driven = match &helper_url {
+            Some(helper_url) => drive_reports(&url, helper_url, clients, k, measure),
+            None => {
+                let from = Instant::now() + WARM_UP;
+                drive(&url, clients, from..from + measure, false)
+            }
+        };
+        let front = if matches!(target, Target::Sink(_)) { "http-sink" } else { "replica" };
+        let mut processes: Vec<Process> = fleet
+            .front
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| Process {
+                name: if front == "replica" { format!("replica-{i}") } else { front.to_string() },
+                role,
+                peak_rss: peak_rss(c.id()),
+            })
+            .collect();
+        if let Some(h) = &fleet.helper {
+            processes.push(Process { name: "helper".into(), role: "helper", peak_rss: peak_rss(h.id()) });
         }
-    };
-    let helper_rss = helper.as_ref().map(|h| peak_rss(h.0.id()));
-    let peak_rss = peak_rss(server.0.id());
-    let rounds = metric(&url, "hearth_rounds_closed_total").unwrap_or(0.0) as u64;
-    let abandoned = metric(&url, "hearth_rounds_abandoned_total").unwrap_or(0.0) as u64;
-    for (mut child, _) in [Some(server), helper].into_iter().flatten() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+        if let Some(n) = &fleet.nginx {
+            processes.push(Process { name: "nginx".into(), role, peak_rss: n.peak_rss() });
+        }
+        // Each replica counts the rounds it settled itself (the sink none).
+        let count = |name: &str| fleet.front.iter().filter_map(|(_, u)| metric(u, name)).sum::<f64>() as u64;
+        let (rounds, abandoned) = (count("hearth_rounds_closed_total"), count("hearth_rounds_abandoned_total"));
+        (driven, processes, rounds, abandoned)
+    });
+    let postgres_pss = pss.map(PssPeak::stop);
+    let stopped = fleet.stop(deploy);
     let _ = std::fs::remove_dir_all(&dir);
-    let (accepted, busy, latencies_ms) = result?;
+    let (driven, mut processes, rounds, abandoned) = result?;
+    stopped?;
+    let (accepted, busy, latencies_ms) = driven?;
+    if let Some(peak) = postgres_pss {
+        processes.push(Process { name: "postgres".into(), role, peak_rss: peak });
+    }
     if abandoned > 0 {
         // Honest uploads never make a round release nothing: the figures would not be the path's.
-        return Err(format!("{target:?} at {clients} clients: {abandoned} rounds abandoned (see the server's log)"));
+        return Err(format!(
+            "{target:?} on {} × {} at {clients} clients: {abandoned} rounds abandoned (see the server's log)",
+            deploy.backend(),
+            deploy.replicas()
+        ));
     }
-    Ok(Run { accepted, busy, latencies_ms, peak_rss, helper_rss, rounds })
+    Ok(Run { accepted, busy, latencies_ms, processes, rounds })
 }
 
 fn start_sink(encoding: Encoding) -> Result<(Child, String), String> {
