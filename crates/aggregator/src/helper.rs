@@ -165,19 +165,8 @@ impl Helper {
         let ids: Vec<[u8; 16]> = seeds.iter().map(|s| s.0).collect();
         let digest = batch_digest(b, &ids);
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(released) = store.release(b.round_id).map_err(storage)? {
-            return if released.batch_digest == digest {
-                Ok(released.share)
-            } else {
-                Err(Reject::new(Reason::RoundAlreadyAggregated, format!("round {} was released for another batch", b.round_id)))
-            };
-        }
-        let seen = store.seen(&ids).map_err(storage)?;
-        if seen > 0 {
-            return Err(Reject::new(
-                Reason::RepeatedReport,
-                format!("{seen} of the batch's reports were counted in an earlier release"),
-            ));
+        if let Some(share) = decided(store.as_mut(), b.round_id, &digest, &ids)? {
+            return Ok(share);
         }
         drop(store);
         // Opening and expanding is the expensive part (n × d ChaCha20 words); no lock is held.
@@ -199,15 +188,8 @@ impl Helper {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         // Re-checked under the lock: two concurrent batches for one round release once, and the
         // same batch sent twice at once (a leader's retry) gets that one release.
-        if let Some(released) = store.release(b.round_id).map_err(storage)? {
-            return if released.batch_digest == release.batch_digest {
-                Ok(released.share)
-            } else {
-                Err(Reject::new(Reason::RoundAlreadyAggregated, format!("round {} was released meanwhile", b.round_id)))
-            };
-        }
-        if store.seen(&ids).map_err(storage)? > 0 {
-            return Err(Reject::new(Reason::RepeatedReport, "reports of the batch were counted meanwhile in another release"));
+        if let Some(share) = decided(store.as_mut(), b.round_id, &release.batch_digest, &ids)? {
+            return Ok(share);
         }
         let recorded = store.record(b.round_id, &ids, &release, crate::aggregate::now_ms()).map_err(|e| {
             self.health.write_failed(&e);
@@ -216,13 +198,9 @@ impl Helper {
         if !recorded {
             // Another replica recorded this round (or one of these ids) first: the same batch
             // gets what it released, never a second noise draw.
-            return match store.release(b.round_id).map_err(storage)? {
-                Some(r) if r.batch_digest == release.batch_digest => Ok(r.share),
-                _ => Err(Reject::new(
-                    Reason::RoundAlreadyAggregated,
-                    format!("round {} was released by another replica", b.round_id),
-                )),
-            };
+            return decided(store.as_mut(), b.round_id, &release.batch_digest, &ids)?.ok_or_else(|| {
+                Reject::new(Reason::RoundAlreadyAggregated, format!("round {} was released by another replica", b.round_id))
+            });
         }
         // Nothing is released from a store that was lost meanwhile.
         self.health.write_succeeded();
@@ -232,6 +210,33 @@ impl Helper {
         }
         tracing::info!(round = b.round_id, reports = n, "aggregate share released");
         Ok(release.share)
+    }
+}
+
+/// What was decided before for this batch: the share released for it (the same batch again),
+/// a refusal (another batch released for its round, or its reports counted in another release),
+/// or nothing yet. A release that another replica records between the two reads shows as seen
+/// ids without a release, so the release is read again before refusing.
+fn decided(store: &mut dyn HelperStore, round: u64, digest: &str, ids: &[[u8; 16]]) -> Result<Option<Vec<u8>>, Reject> {
+    let same_batch = |r: Release| {
+        if r.batch_digest == digest {
+            Ok(Some(r.share))
+        } else {
+            Err(Reject::new(Reason::RoundAlreadyAggregated, format!("round {round} was released for another batch")))
+        }
+    };
+    if let Some(r) = store.release(round).map_err(storage)? {
+        return same_batch(r);
+    }
+    let seen = store.seen(ids).map_err(storage)?;
+    if seen == 0 {
+        return Ok(None);
+    }
+    match store.release(round).map_err(storage)? {
+        Some(r) => same_batch(r),
+        None => {
+            Err(Reject::new(Reason::RepeatedReport, format!("{seen} of the batch's reports were counted in an earlier release")))
+        }
     }
 }
 

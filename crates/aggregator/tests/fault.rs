@@ -8,10 +8,10 @@
 mod common;
 
 use common::*;
-use hearth_aggregator::noise::{Drawer, TEST_SEED_VARIABLE};
+use hearth_aggregator::noise::TEST_SEED_VARIABLE;
 use hearth_core::model::params::Gaussian;
 use hearth_core::privacy::seal::HelperKey;
-use hearth_core::privacy::shares::{Binding, centred};
+use hearth_core::privacy::shares::Binding;
 use hearth_core::privacy::wire::{Encoding, Update};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -288,18 +288,11 @@ fn sigkill_of_leader_or_helper_loses_no_acknowledged_report_and_releases_once() 
     assert_eq!(after.manifest.model_version, 2);
 
     let plan = binding.plan().unwrap();
-    let (noise_l, noise_h) =
-        (seeded_noise(&plan, Drawer::Leader, task.round_id, SEED), seeded_noise(&plan, Drawer::Helper, task.round_id, SEED));
-    let mut sum = vec![0i64; plan.params];
-    for id in &in_db {
-        let Adds::Grid(g) = &sent[id].adds else { unreachable!("a leader takes reports") };
-        sum.iter_mut().zip(g).for_each(|(s, v)| *s += v);
-    }
-    let mean: Vec<f64> = (0..plan.params)
-        .map(|j| {
-            f64::from(centred((sum[j] as u32).wrapping_add(noise_l[j]).wrapping_add(noise_h[j]))) * plan.step / LEADER_K as f64
-        })
-        .collect();
+    let grids = in_db.iter().map(|id| match &sent[id].adds {
+        Adds::Grid(g) => g,
+        Adds::Plain(_) => unreachable!("a leader takes reports"),
+    });
+    let mean = expected_secure_mean(&plan, grids, task.round_id, SEED, LEADER_K);
     assert_fedavg(&before.params, &after.params, 0.01, &mean);
     eprintln!(
         "{LEADER_KILLS} leader kills: {acked} acknowledged, {lost} lost in flight ({landed} stored before the kill), {refused} refused"

@@ -7,9 +7,9 @@ mod common;
 
 use common::*;
 use hearth_aggregator::helper::{AggregateRequest, SealedSeed};
-use hearth_aggregator::noise::{Drawer, TEST_SEED_VARIABLE};
+use hearth_aggregator::noise::TEST_SEED_VARIABLE;
 use hearth_core::privacy::seal::HelperKey;
-use hearth_core::privacy::shares::{Binding, SecAggTask, centred, read_values};
+use hearth_core::privacy::shares::{Binding, SecAggTask, read_values};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
@@ -146,16 +146,8 @@ fn two_leader_replicas_release_exactly_k_reports_once() {
     // two writers' partial sums were merged, none missed or doubled.
     let (after, etag) = fetch_pack(&leaders[0]);
     assert_eq!(fetch_pack(&leaders[1]).1, etag, "both leaders serve the released model");
-    let (noise_l, noise_h) =
-        (seeded_noise(&plan, Drawer::Leader, task.round_id, SEED), seeded_noise(&plan, Drawer::Helper, task.round_id, SEED));
-    let grids: Vec<&Vec<i64>> = reports.iter().filter(|(r, _)| acked.contains(&r.report_id)).map(|(_, g)| g).collect();
-    let mean: Vec<f64> = (0..d)
-        .map(|j| {
-            let sum: i64 = grids.iter().map(|g| g[j]).sum();
-            let total = (sum as u32).wrapping_add(noise_l[j]).wrapping_add(noise_h[j]);
-            f64::from(centred(total)) * plan.step / K as f64
-        })
-        .collect();
+    let grids = reports.iter().filter(|(r, _)| acked.contains(&r.report_id)).map(|(_, g)| g);
+    let mean = expected_secure_mean(&plan, grids, task.round_id, SEED, K);
     assert_fedavg(&before.params, &after.params, LR, &mean);
 
     // The leaders' database: one closed round of exactly the acknowledged ids, its seeds and

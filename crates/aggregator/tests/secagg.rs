@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use hearth_aggregator::helper::{AggregateRequest, SealedSeed};
-use hearth_aggregator::noise::{Drawer, TEST_SEED_VARIABLE};
+use hearth_aggregator::noise::TEST_SEED_VARIABLE;
 use hearth_core::device::engine::Engine;
 use hearth_core::device::event::{AdRef, Event, EventKind};
 use hearth_core::device::profile::{Profile, ProfileConfig};
@@ -13,7 +13,7 @@ use hearth_core::learning::round::{HelperConfig, RoundTask};
 use hearth_core::privacy::accountant::seen_epsilon;
 use hearth_core::privacy::noise::Sampler;
 use hearth_core::privacy::seal::{HelperKey, KeyPair};
-use hearth_core::privacy::shares::{Binding, Report, SecAggTask, build_report, centred, read_values};
+use hearth_core::privacy::shares::{Binding, Report, SecAggTask, build_report, read_values};
 
 const K: u64 = 10;
 const LR: f64 = 0.01;
@@ -96,15 +96,7 @@ fn a_round_through_both_servers_moves_the_model_by_the_sum_plus_both_noises(back
     let (after, _) = fetch_pack(&leader);
 
     // What the release must be: Σ grid + leader noise + helper noise, mod 2^24, centred, × γ / n.
-    let (noise_l, noise_h) =
-        (seeded_noise(&plan, Drawer::Leader, task.round_id, SEED), seeded_noise(&plan, Drawer::Helper, task.round_id, SEED));
-    let mean: Vec<f64> = (0..d)
-        .map(|j| {
-            let sum: i64 = grids.iter().map(|g| g[j]).sum();
-            let total = (sum as u32).wrapping_add(noise_l[j]).wrapping_add(noise_h[j]);
-            f64::from(centred(total)) * plan.step / K as f64
-        })
-        .collect();
+    let mean = expected_secure_mean(&plan, &grids, task.round_id, SEED, K);
     assert_fedavg(&before.params, &after.params, LR, &mean);
     // And the noise is really there: the model moved by more than the updates alone would move it.
     let signal: f64 = (0..d).map(|j| (grids.iter().map(|g| g[j]).sum::<i64>() as f64 * plan.step / K as f64).powi(2)).sum();

@@ -425,6 +425,30 @@ pub fn seeded_noise(
     n.values()
 }
 
+/// The mean a secure round of `k` reports must release when the servers ran with
+/// `HEARTH_TEST_NOISE_SEED = seed`: Σ grid + leader noise + helper noise, mod 2^B, centred,
+/// × step / k.
+pub fn expected_secure_mean<'a>(
+    plan: &hearth_core::privacy::shares::Plan,
+    grids: impl IntoIterator<Item = &'a Vec<i64>>,
+    round: u64,
+    seed: u64,
+    k: u64,
+) -> Vec<f64> {
+    use hearth_aggregator::noise::Drawer;
+    let mut sum = vec![0i64; plan.params];
+    for g in grids {
+        sum.iter_mut().zip(g).for_each(|(s, v)| *s += v);
+    }
+    let (leader, helper) = (seeded_noise(plan, Drawer::Leader, round, seed), seeded_noise(plan, Drawer::Helper, round, seed));
+    (0..plan.params)
+        .map(|j| {
+            let total = (sum[j] as u32).wrapping_add(leader[j]).wrapping_add(helper[j]);
+            f64::from(hearth_core::privacy::shares::centred(total)) * plan.step / k as f64
+        })
+        .collect()
+}
+
 impl Server {
     /// The server process's id, to read its memory and descriptors under /proc.
     pub fn pid(&self) -> u32 {
