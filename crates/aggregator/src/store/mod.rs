@@ -150,6 +150,15 @@ pub enum StoreError {
     Random(hearth_core::HearthError),
 }
 
+/// The optimizer state's moment vectors as both backends store them: little-endian f32s.
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn f32_values(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
 /// A published model pack as stored.
 #[derive(Debug, Clone)]
 pub struct StoredModel {

@@ -18,7 +18,7 @@
 
 use super::{
     Batch, Contents, DbError, DbResult, HelperStore, Identity, ModelReader, PartialOf, Release, RoundRow, RoundStore, Settled,
-    Settlement, StoreError, Stored, StoredModel, Verdict, role_name, role_named,
+    Settlement, StoreError, Stored, StoredModel, Verdict, f32_bytes, f32_values, role_name, role_named,
 };
 use crate::config::Role;
 use crate::store_health::StoreHealth;
@@ -409,14 +409,6 @@ fn end_round(tx: &mut Transaction, round: i64, state: &str, now_ms: i64) -> Resu
     tx.execute("UPDATE updates SET seed = NULL WHERE round_id = $1 AND seed IS NOT NULL", &[&round])?;
     tx.execute("DELETE FROM partials WHERE round_id = $1", &[&round])?;
     Ok(())
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn f32_values(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 impl RoundStore for PgRounds {

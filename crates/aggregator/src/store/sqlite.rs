@@ -6,7 +6,7 @@
 use super::sqlite_file::{self, Schema};
 use super::{
     Batch, Contents, DbResult, Identity, ModelReader, PartialOf, RoundRow, RoundStore, Settled, Settlement, StoreError, Stored,
-    StoredModel, Verdict,
+    StoredModel, Verdict, f32_bytes, f32_values,
 };
 use crate::config::Role;
 use crate::helper::SealedSeed;
@@ -401,14 +401,6 @@ fn end_round(conn: &Connection, round: u64, state: &str, now_ms: i64) -> rusqlit
     conn.execute("UPDATE updates SET seed = NULL WHERE round_id = ?1 AND seed IS NOT NULL", [round])?;
     conn.execute("DELETE FROM partials WHERE round_id = ?1", [round])?;
     Ok(())
-}
-
-pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-pub fn f32_values(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 fn was_accepted(conn: &Connection, id: &[u8; 16]) -> rusqlite::Result<bool> {
