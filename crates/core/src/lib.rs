@@ -10,6 +10,7 @@
 //! | [`device`] | `event`, `profile`, `catalog`, `rank`, `explain`, `engine` | [`Event`](device::event::Event), [`Profile`](device::profile::Profile), [`Catalog`](device::catalog::Catalog), [`Engine`](device::engine::Engine) |
 //! | [`learning`] | `train`, `round`, `server` | [`Example`](learning::train::Example), [`TrainConfig`](learning::train::TrainConfig), [`RoundTask`](learning::round::RoundTask) |
 //! | [`privacy`] | `noise`, `privatize`, `wire`, `accountant` | [`Sampler`](privacy::noise::Sampler), [`Update`](privacy::wire::Update), [`Deployment`](privacy::accountant::Deployment) |
+//! | [`measure`] | `layout`, `task`, `tally`, `report`, `hpke_dap`, `prepare` | [`TaskParams`](measure::TaskParams), [`Tally`](measure::Tally), [`AggregateShare`](measure::AggregateShare) |
 //! | [`error`] | | [`HearthError`], [`UpdateError`] |
 //!
 //! # Flow
@@ -24,10 +25,14 @@
 //!           ─► privatize::build_update (clip, noise) ─► Update::encode ─► bytes to upload
 //!
 //! aggregator: Update::decode ─► RoundSum ─► Optimizer::step ─► new Params ─► ModelPack::write ─► next pack
+//!
+//! ad events ─► measure::Tally (per period) ─► build_report (Prio3 + HPKE, DAP) ─► leader / helper
+//!           ─► prepare (proof checked) ─► AggregateShare + each server's noise ─► unshard ─► counts
 //! ```
 //!
 //! Dependencies run one way: `model` needs only `error`; `device` needs `model`; `learning`
-//! needs `device` and `model`; `privacy` needs `model` (parameter bounds) and `error`.
+//! needs `device` and `model`; `privacy` needs `model` (parameter bounds) and `error`; `measure`
+//! needs `privacy` (noise, accountant) and `device` (text bounds).
 
 // hearth-core is the contract the browser module, the aggregator and the simulator share.
 #![warn(missing_docs)]
@@ -36,6 +41,7 @@ pub mod device;
 pub mod error;
 pub mod learning;
 pub mod model;
+pub mod measure;
 pub mod privacy;
 
 pub use error::{HearthError, Result, SecAggError, UpdateError};
