@@ -102,6 +102,7 @@ pub struct Config {
     pub optimizer: Optimizer,
     pub privacy: PrivacyConfig,
     pub secagg: SecAggConfig,
+    pub measure: MeasureConfig,
 }
 
 /// The leader and helper's shared settings; unused by `single`.
@@ -123,6 +124,87 @@ pub struct SecAggConfig {
 impl Default for SecAggConfig {
     fn default() -> Self {
         SecAggConfig { helper_url: None, token: String::new(), noise_multiplier: 8.0, helper_timeout_ms: 30_000 }
+    }
+}
+
+/// Private measurement over DAP + Prio3 (`src/measure/`): per-period counts of impressions,
+/// clicks, conversions and dismissals per campaign and per slot, released only as noised sums of
+/// at least K reports. Leader and helper only; `single` refuses it. Measurement keeps its own
+/// SQLite file whatever `database` is, and runs on one leader replica: behind a PostgreSQL
+/// `database` shared by several leaders, enable it on exactly one of them (each enabled replica
+/// would hold its own reports and collect them on its own).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeasureConfig {
+    pub enabled: bool,
+    /// Measurement's SQLite file (made by `init`, resolved to an absolute path at load): the
+    /// leader's DAP and collector keys, the period's reports until they are collected, and the
+    /// releases; the helper's key, task and counted ids.
+    pub database: PathBuf,
+    /// One report per browser per period; also DAP's time precision. Leader: the task's period.
+    /// Helper: the shortest period it takes (a task with a shorter one is refused: more, smaller
+    /// releases than its noise was set for).
+    pub period_secs: u64,
+    /// Bits per cell: each count is proven in [0, 2^bits), so M = 2^bits − 1 per cell.
+    pub bits: u32,
+    /// Most nonzero cells one report carries (the device keeps the first recorded).
+    pub max_cells: u32,
+    /// K: a period with fewer reports is withheld (no counts), its reports deleted unopened.
+    pub min_reports: u64,
+    /// σ of this server's discrete Gaussian on each cell of its aggregate share, in counts.
+    pub noise: f64,
+    /// Leader only: the helper's σ, stated in the task (the helper refuses a task naming
+    /// another). Devices refuse a task whose ε per period against one curious aggregator, set by
+    /// the smaller σ, exceeds their ceiling (4).
+    pub helper_noise: f64,
+    /// δ of the task's ε statements.
+    pub delta: f64,
+    /// The publisher's slots counted beside the catalog's campaigns.
+    pub slots: Vec<String>,
+    /// Leader only: the bearer token of `POST /v1/measure/collect` (collect a period now). Empty
+    /// (the default): that endpoint refuses every call. Otherwise 16 to 1,024 characters.
+    pub admin_token: String,
+    /// Both roles. Leader: reports per aggregation job sent to the helper. Helper: the most
+    /// reports it takes in one job (a leader provisioning a task with a larger job size is
+    /// refused); a job's body may be this many times the task's honest report part, plus a
+    /// kilobyte.
+    pub job_size: usize,
+    /// Leader only: the largest report upload body, in bytes; checked at start against the
+    /// task's own report size (the helper bounds a job by the task's honest report size).
+    pub max_report_bytes: usize,
+    /// Leader only: reports stored per period at most; an upload beyond is refused
+    /// (`period_full`). Bounds the leader's disk and the helper's work per period.
+    pub max_reports_per_period: u64,
+    /// Leader only: how long one call to the helper (task, aggregation job, aggregate share)
+    /// may take before it is retried later.
+    pub helper_timeout_ms: u64,
+    /// Leader: a period is collected this long after its send window (the next period) has
+    /// ended, for late uploads and clock skew. Helper: a period expires 3 periods and this long
+    /// after its end, and its unreleased aggregate share is deleted; set it at least the
+    /// leader's.
+    pub grace_secs: u64,
+}
+
+impl Default for MeasureConfig {
+    fn default() -> Self {
+        MeasureConfig {
+            enabled: false,
+            database: "target/aggregator/measure.db".into(),
+            period_secs: 86_400,
+            bits: 2,
+            max_cells: 16,
+            min_reports: 100,
+            noise: 50.0,
+            helper_noise: 50.0,
+            delta: 1e-9,
+            slots: vec!["in-article".into(), "sidebar".into()],
+            admin_token: String::new(),
+            job_size: 256,
+            max_report_bytes: 1 << 20,
+            max_reports_per_period: 1_000_000,
+            helper_timeout_ms: 60_000,
+            grace_secs: 600,
+        }
     }
 }
 
@@ -177,6 +259,7 @@ impl Default for Config {
             optimizer: Optimizer::default(),
             privacy: PrivacyConfig::default(),
             secagg: SecAggConfig::default(),
+            measure: MeasureConfig::default(),
         }
     }
 }
@@ -237,6 +320,8 @@ impl Config {
                 std::path::absolute(path).map_err(|e| ConfigError::Invalid(format!("database = {path:?}: {e}")))?,
             );
         }
+        config.measure.database = std::path::absolute(&config.measure.database)
+            .map_err(|e| ConfigError::Invalid(format!("measure.database = {:?}: {e}", config.measure.database)))?;
         config.validate()?;
         if config.replica.is_empty() {
             config.replica = default_replica(&rustix::system::uname().nodename().to_string_lossy(), std::process::id());
@@ -265,6 +350,32 @@ impl Config {
         self.optimizer.validate().map_err(|e| ConfigError::Invalid(format!("optimizer: {e}")))?;
         if self.role != Role::Single {
             self.validate_secagg()?;
+        }
+        if self.measure.enabled {
+            self.validate_measure()?;
+        }
+        Ok(())
+    }
+
+    fn validate_measure(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let m = &self.measure;
+        match self.role {
+            Role::Single => {
+                return bad(
+                    "measure.enabled needs role = \"leader\" or \"helper\": a single server would read every report".into()
+                );
+            }
+            Role::Leader if self.catalog.is_none() => {
+                return bad("measure.enabled on a leader needs `catalog`: its campaigns are the task's".into());
+            }
+            _ => {}
+        }
+        if self.database == Database::Sqlite(m.database.clone()) {
+            return bad(format!("measure.database = {:?} is `database`: measurement keeps a file of its own", m.database));
+        }
+        if let Some(slot) = m.slots.iter().find(|s| s.is_empty() || s.len() > hearth_core::device::event::MAX_TEXT) {
+            return bad(format!("measure.slots: {slot:?} must be 1 to {} bytes", hearth_core::device::event::MAX_TEXT));
         }
         Ok(())
     }
@@ -497,6 +608,24 @@ mod tests {
             (&none, "secagg.noise_multiplier", "3.9"),
             (&none, "secagg.noise_multiplier", "101"),
             (&none, "secagg.helper_timeout_ms", "0"),
+            (&none, "measure.period_secs", "9"),
+            (&none, "measure.period_secs", "2678401"),
+            (&none, "measure.bits", "0"),
+            (&none, "measure.bits", "5"),
+            (&none, "measure.max_cells", "0"),
+            (&none, "measure.max_cells", "65"),
+            (&none, "measure.min_reports", "9"),
+            (&none, "measure.noise", "0.5"),
+            (&none, "measure.noise", "inf"),
+            (&none, "measure.helper_noise", "nan"),
+            (&none, "measure.delta", "1e-4"),
+            (&none, "measure.job_size", "0"),
+            (&none, "measure.max_report_bytes", "1023"),
+            (&none, "measure.max_reports_per_period", "0"),
+            (&none, "measure.max_reports_per_period", "1000000001"),
+            (&none, "measure.helper_timeout_ms", "99"),
+            (&none, "measure.grace_secs", "604801"),
+            (&none, "measure.admin_token", "\"fifteen-chars!!\""),
             (&leader, "secagg.token", "\"fifteen-chars!!\""),
             (&none, "listen", "\"8000\""),
             (&none, "listen", "\"localhost\""),
@@ -523,6 +652,51 @@ mod tests {
     }
 
     #[test]
+    fn measurement_needs_a_leader_with_a_catalog_or_a_helper_and_a_file_of_its_own() {
+        let leader = [
+            ("HEARTH_AGG__ROLE", "\"leader\""),
+            ("HEARTH_AGG__SECAGG__HELPER_URL", "\"http://127.0.0.1:1/\""),
+            ("HEARTH_AGG__SECAGG__TOKEN", "\"0123456789abcdef\""),
+            ("HEARTH_AGG__MEASURE__ENABLED", "true"),
+        ];
+        let single = refusal(&[("HEARTH_AGG__MEASURE__ENABLED", "true")]);
+        assert!(single.contains("measure.enabled needs role"), "{single}");
+        let no_catalog = refusal(&leader);
+        assert!(no_catalog.contains("needs `catalog`"), "{no_catalog}");
+
+        let dir = std::env::temp_dir().join(format!("hearth-config-measure-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let catalog = format!("{:?}", dir.join("catalog.json"));
+        std::fs::write(dir.join("catalog.json"), "{}").unwrap();
+        let with_catalog: Vec<(&str, &str)> = leader.iter().copied().chain([("HEARTH_AGG__CATALOG", catalog.as_str())]).collect();
+        let same_file = format!("{:?}", dir.join("one.db"));
+        let shared: Vec<(&str, &str)> = with_catalog
+            .iter()
+            .copied()
+            .chain([("HEARTH_AGG__DATABASE", same_file.as_str()), ("HEARTH_AGG__MEASURE__DATABASE", same_file.as_str())])
+            .collect();
+        let shared = refusal(&shared);
+        let empty_slot: Vec<(&str, &str)> =
+            with_catalog.iter().copied().chain([("HEARTH_AGG__MEASURE__SLOTS", "[\"sidebar\", \"\"]")]).collect();
+        let empty_slot = refusal(&empty_slot);
+        let leader_ok = Config::load(None, env(&with_catalog));
+        let helper_ok = Config::load(
+            None,
+            env(&[
+                ("HEARTH_AGG__ROLE", "\"helper\""),
+                ("HEARTH_AGG__SECAGG__TOKEN", "\"0123456789abcdef\""),
+                ("HEARTH_AGG__MEASURE__ENABLED", "true"),
+            ]),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(shared.contains("measurement keeps a file of its own"), "{shared}");
+        assert!(empty_slot.starts_with("invalid configuration: measure.slots: \"\""), "{empty_slot}");
+        let leader_ok = leader_ok.unwrap();
+        assert!(leader_ok.measure.database.is_absolute());
+        helper_ok.unwrap();
+    }
+
+    #[test]
     fn the_ends_of_each_range_are_accepted() {
         for (key, value) in [
             ("HEARTH_AGG__ROUND__DEADLINE_SECS", "2592000"),
@@ -540,6 +714,12 @@ mod tests {
             ("HEARTH_AGG__PRIVACY__DELTA", "1e-3"),
             ("HEARTH_AGG__LISTEN", "\"localhost:8000\""),
             ("HEARTH_AGG__LISTEN", "\"[::1]:0\""),
+            ("HEARTH_AGG__MEASURE__PERIOD_SECS", "10"),
+            ("HEARTH_AGG__MEASURE__BITS", "4"),
+            ("HEARTH_AGG__MEASURE__MAX_CELLS", "64"),
+            ("HEARTH_AGG__MEASURE__MIN_REPORTS", "10"),
+            ("HEARTH_AGG__MEASURE__DELTA", "1e-5"),
+            ("HEARTH_AGG__MEASURE__ADMIN_TOKEN", "\"0123456789abcdef\""),
         ] {
             if let Err(e) = Config::load(None, env(&[(key, value)])) {
                 panic!("{key}={value}: {e}");

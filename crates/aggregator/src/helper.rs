@@ -118,8 +118,7 @@ impl Helper {
 
     /// Whether `authorization` is the leader's bearer token (compared in constant time).
     pub fn authorized(&self, authorization: Option<&str>) -> bool {
-        let Some(token) = authorization.and_then(|a| a.strip_prefix("Bearer ")) else { return false };
-        token.len() == self.token.len() && token.bytes().zip(self.token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        bearer_matches(authorization, &self.token)
     }
 
     /// Checks the batch, opens and sums it, adds the helper's noise, records and returns the
@@ -253,4 +252,11 @@ fn batch_digest(b: &Binding, ids: &[[u8; 16]]) -> String {
 fn storage(e: DbError) -> Reject {
     tracing::error!(error = %e, "helper store failed");
     Reject::new(Reason::StorageUnavailable, "the helper's database failed; retry later")
+}
+
+/// Whether an `Authorization` header is `Bearer <token>`, compared in constant time (the
+/// secure-aggregation and the measurement endpoints of a helper share it).
+pub fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
+    let Some(given) = authorization.and_then(|a| a.strip_prefix("Bearer ")) else { return false };
+    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }

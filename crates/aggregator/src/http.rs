@@ -76,6 +76,8 @@ pub struct App {
     pub catalog: Option<Arc<crate::catalog::PublishedCatalog>>,
     /// The media type uploads must have: the plaintext update or, for a leader, the report.
     pub upload_media_type: &'static str,
+    /// A measuring leader's measurement (its store's health joins `/healthz`).
+    pub measure: Option<Arc<crate::measure::leader::MeasureLeader>>,
 }
 
 /// The helper's API state.
@@ -91,11 +93,11 @@ pub struct HelperApp {
 }
 
 /// The helper's routes: its public configuration for devices, the leader's aggregate call,
-/// health and the spec.
-pub fn helper_router(app: HelperApp) -> Router {
+/// health and the spec; and measurement's (`measure`), when it measures.
+pub fn helper_router(app: HelperApp, measure: Option<Router>) -> Router {
     // Devices on any publisher's origin fetch the helper's configuration directly.
     let cors = CorsLayer::new().allow_origin(Any).allow_methods([Method::GET]);
-    Router::new()
+    let routes = Router::new()
         .route("/v1/helper_config", get(helper_config))
         .route("/v1/aggregate", post(aggregate_batch))
         .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
@@ -128,8 +130,10 @@ pub fn helper_router(app: HelperApp) -> Router {
                 readiness(&app.replica, app.helper.store_health().problem(), answers)
             }),
         )
+        .with_state(app);
+    routes
+        .merge(measure.unwrap_or_default())
         .fallback(|| async { reject(Reject::new(Reason::NotFound, "no such resource")) })
-        .with_state(app)
         .layer(cors)
         .layer(nosniff())
 }
@@ -170,12 +174,14 @@ async fn aggregate_batch(State(app): State<HelperApp>, headers: HeaderMap, body:
     }
 }
 
-pub fn router(app: App, www: Option<PathBuf>) -> Router {
-    // Publisher pages on any origin fetch the model and task and upload; `Any` origin forbids
-    // credentials, so no cookie can ride along.
+/// The API of a single server or leader, with measurement's routes (`measure`) when it
+/// measures, and the demo site when `www` is set.
+pub fn router(app: App, www: Option<PathBuf>, measure: Option<Router>) -> Router {
+    // Publisher pages on any origin fetch the model and task and upload (measurement reports by
+    // PUT); `Any` origin forbids credentials, so no cookie can ride along.
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST])
+        .allow_methods([Method::GET, Method::POST, Method::PUT])
         .allow_headers([header::CONTENT_TYPE, header::IF_NONE_MATCH])
         .expose_headers([header::ETAG]);
     let api = Router::new()
@@ -191,7 +197,8 @@ pub fn router(app: App, www: Option<PathBuf>) -> Router {
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(app);
+        .with_state(app)
+        .merge(measure.unwrap_or_default());
     let router = match www {
         // Demo mode: also serves www/, the snippet and its worker among it. A publisher page on
         // another origin loads the snippet as a plain script and the worker, module and wasm by
@@ -336,8 +343,7 @@ async fn health(State(app): State<App>) -> Response {
         "model_version": snap.model.version,
         "round_id": snap.round.as_ref().map(|r| r.expect.round_id),
     });
-    // The store's verdict comes from the round keeper's watchdog: reading it costs a lock.
-    let problem = app.store.problem();
+    let problem = store_problem(&app);
     if let Some(p) = &problem {
         body["status"] = p.status().into();
         body["detail"] = p.detail.clone().into();
@@ -383,7 +389,13 @@ async fn ready(State(app): State<App>) -> Response {
     }
     let reader = app.reader.clone();
     let ping = || tokio::spawn(async move { reader.run(|db| db.ping()).await.is_ok() });
-    readiness(&app.replica, app.store.problem(), app.ready.database_answers(ping).await)
+    readiness(&app.replica, store_problem(&app), app.ready.database_answers(ping).await)
+}
+
+/// What is wrong with the stores, if anything. The verdicts come from the round keeper's watchdog
+/// and measurement's collection thread: reading them costs a lock.
+fn store_problem(app: &App) -> Option<crate::store_health::Problem> {
+    app.store.problem().or_else(|| app.measure.as_ref().and_then(|m| m.health().problem()))
 }
 
 /// The answer of `/readyz` from the store's health and whether the database answers.
@@ -510,7 +522,7 @@ impl BodyLimits {
 
 /// A request body read under its [`BodyLimits`], from the moment its head arrived. Each wait for
 /// a frame ends when the next byte is due by the rules, not on a polling tick.
-struct TimedBody {
+pub(crate) struct TimedBody {
     body: Body,
     limits: BodyLimits,
     head: Instant,
@@ -524,7 +536,7 @@ struct TimedBody {
 }
 
 impl TimedBody {
-    fn new(body: Body, limits: BodyLimits, head: Instant, limit: usize) -> TimedBody {
+    pub(crate) fn new(body: Body, limits: BodyLimits, head: Instant, limit: usize) -> TimedBody {
         TimedBody { body, limits, head, waited: Duration::ZERO, limit, bytes: Vec::new(), ended: false }
     }
 
@@ -541,7 +553,7 @@ impl TimedBody {
 
     /// Reads until `want` bytes are held or the body ends: 413 past the limit, 408 when the
     /// sender falls behind the minimum rate or the deadline passes.
-    async fn read_until(&mut self, want: usize) -> Result<(), Reject> {
+    pub(crate) async fn read_until(&mut self, want: usize) -> Result<(), Reject> {
         self.bytes.reserve_exact(want.min(self.limit).saturating_sub(self.bytes.len()));
         while !self.ended && self.bytes.len() < want {
             let deadline = self.deadline();
@@ -574,14 +586,14 @@ impl TimedBody {
     }
 
     /// The whole body, once it has ended.
-    async fn read_to_end(&mut self) -> Result<Vec<u8>, Reject> {
+    pub(crate) async fn read_to_end(&mut self) -> Result<Vec<u8>, Reject> {
         self.read_until(usize::MAX).await?;
         Ok(std::mem::take(&mut self.bytes))
     }
 
     /// One of `slots`, waited for at most `upload_wait_ms` and never past the deadline; then 503
     /// `busy` with Retry-After.
-    async fn slot<'a>(&mut self, slots: &'a Semaphore) -> Result<SemaphorePermit<'a>, Reject> {
+    pub(crate) async fn slot<'a>(&mut self, slots: &'a Semaphore) -> Result<SemaphorePermit<'a>, Reject> {
         let started = Instant::now();
         let until = (started + self.limits.slot_wait).min(self.deadline());
         let permit = tokio::time::timeout_at(until.into(), slots.acquire()).await;

@@ -37,7 +37,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create the database (and its directory) for the configured role, then exit: the schema, a
-    /// store identity, and the initial model or the helper's key. Refuses if the file exists.
+    /// store identity, and the initial model or the helper's key. Refuses if the file exists. With
+    /// measure.enabled, also measurement's database where it is missing, even beside an existing one.
     Init,
 }
 
@@ -66,17 +67,31 @@ async fn main() -> ExitCode {
         (None, Database::Postgres(_)) if cli.init => Some(false),
         (None, _) => None,
     };
+    // Measurement's own file, made by `init` and `--init` where it is missing: also when the
+    // role's database exists, which is how measurement is turned on in a running deployment.
+    let measure_missing = config.measure.enabled && std::fs::symlink_metadata(&config.measure.database).is_err();
     if let Some(alone) = create {
         // Database calls block (PostgreSQL's client runs a runtime of its own): off the async worker.
         match (tokio::task::block_in_place(|| hearth_aggregator::init(&config)), alone) {
-            (Ok(_), true) => return ExitCode::SUCCESS,
+            (Ok(_), _) => {}
             // With --init, another process that created it first is as good.
-            (Ok(_) | Err(StartError::Store(StoreError::Exists { .. })), false) => {}
+            (Err(StartError::Store(StoreError::Exists { .. })), false) => {}
+            (Err(StartError::Store(StoreError::Exists { .. })), true) if measure_missing => {}
             (Err(e), _) => {
                 eprintln!("hearth-aggregator: {e}");
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if measure_missing
+        && (create.is_some() || cli.init)
+        && let Err(e) = tokio::task::block_in_place(|| hearth_aggregator::init_measure(&config))
+    {
+        eprintln!("hearth-aggregator: measurement database: {e}");
+        return ExitCode::FAILURE;
+    }
+    if create == Some(true) {
+        return ExitCode::SUCCESS;
     }
     let prepared = match tokio::task::block_in_place(|| hearth_aggregator::prepare(config.clone())) {
         Ok(p) => p,

@@ -2,8 +2,10 @@
 //! and one latency histogram need no registry.
 
 use crate::reason::Reason;
+use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the upload latency histogram.
@@ -24,6 +26,24 @@ pub struct Metrics {
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_micros: AtomicU64,
+    /// Whether this leader measures (its `hearth_measure_*` series are rendered).
+    measuring: AtomicBool,
+    measure: MeasureCounters,
+}
+
+/// A leader's measurement counters (`src/measure/`).
+#[derive(Debug, Default)]
+struct MeasureCounters {
+    accepted: AtomicU64,
+    /// Uploads refused, by their problem's `reason`.
+    refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// Reports dropped at aggregation, by DAP's prepare error (or the leader's own step).
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+    released: AtomicU64,
+    withheld: AtomicU64,
+    /// Periods given up: the helper refused their collection `collect::MAX_REFUSALS` times.
+    given_up: AtomicU64,
+    failures: AtomicU64,
 }
 
 impl Metrics {
@@ -60,6 +80,42 @@ impl Metrics {
     pub fn published(&self, model_version: u64, rounds_released: u64) {
         self.model_version.store(model_version, Relaxed);
         self.rounds_released.store(rounds_released, Relaxed);
+    }
+
+    /// Renders the `hearth_measure_*` series from now on.
+    pub fn measuring(&self) {
+        self.measuring.store(true, Relaxed);
+    }
+
+    /// A measurement report was stored.
+    pub fn measure_accepted(&self) {
+        self.measure.accepted.fetch_add(1, Relaxed);
+    }
+
+    /// A measurement report upload was refused for `reason`.
+    pub fn measure_refused(&self, reason: &'static str) {
+        *self.measure.refused.lock().unwrap_or_else(|e| e.into_inner()).entry(reason).or_default() += 1;
+    }
+
+    /// A report was dropped at aggregation, uncounted, for `error`.
+    pub fn measure_rejected(&self, error: &'static str) {
+        *self.measure.rejected.lock().unwrap_or_else(|e| e.into_inner()).entry(error).or_default() += 1;
+    }
+
+    /// A period was released with counts, or withheld (fewer than K).
+    pub fn measure_released(&self, withheld: bool) {
+        let counter = if withheld { &self.measure.withheld } else { &self.measure.released };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// A period's collection was given up (recorded failed, its reports deleted).
+    pub fn measure_given_up(&self) {
+        self.measure.given_up.fetch_add(1, Relaxed);
+    }
+
+    /// A collection attempt failed and will be retried.
+    pub fn measure_failed(&self) {
+        self.measure.failures.fetch_add(1, Relaxed);
     }
 
     pub fn upload_took(&self, d: Duration) {
@@ -111,6 +167,45 @@ impl Metrics {
         latency.push(("_sum", String::new(), get(&self.latency_micros) / 1e6));
         latency.push(("_count", String::new(), get(&self.latency_count)));
         metric("hearth_upload_seconds", "histogram", "Time from request to verdict for uploads.", &latency);
+        if self.measuring.load(Relaxed) {
+            let m = &self.measure;
+            let by = |label: &str, counts: &Mutex<BTreeMap<&'static str, u64>>| -> Vec<(&str, String, f64)> {
+                let counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+                counts.iter().map(|(k, v)| ("", format!("{label}=\"{k}\""), *v as f64)).collect()
+            };
+            metric("hearth_measure_reports_accepted_total", "counter", "Measurement reports stored.", &one(&m.accepted));
+            metric(
+                "hearth_measure_reports_refused_total",
+                "counter",
+                "Measurement report uploads refused, by reason.",
+                &by("reason", &m.refused),
+            );
+            metric(
+                "hearth_measure_reports_rejected_total",
+                "counter",
+                "Stored reports dropped uncounted at aggregation (the proof failed, the helper refused them), by error.",
+                &by("error", &m.rejected),
+            );
+            metric("hearth_measure_periods_released_total", "counter", "Periods released with noised counts.", &one(&m.released));
+            metric(
+                "hearth_measure_periods_withheld_total",
+                "counter",
+                "Periods withheld: fewer than K reports.",
+                &one(&m.withheld),
+            );
+            metric(
+                "hearth_measure_periods_failed_total",
+                "counter",
+                "Periods whose collection the helper kept refusing: recorded failed, not released, reports deleted.",
+                &one(&m.given_up),
+            );
+            metric(
+                "hearth_measure_collection_failures_total",
+                "counter",
+                "Collection attempts that failed (helper unreachable or refusing, storage) and are retried.",
+                &one(&m.failures),
+            );
+        }
         out
     }
 }

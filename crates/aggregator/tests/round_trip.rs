@@ -156,13 +156,18 @@ fn the_openapi_document_lists_every_route_and_each_route_answers() {
         .iter()
         .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| (m.clone(), path.clone())))
         .collect();
+    // The document is one for every role: the leader's and the helper's measurement routes
+    // share `GET /dap/hpke_config`, listed once.
     let mut served: Vec<(String, String)> = hearth_aggregator::http::ROUTES
         .iter()
         .chain(hearth_aggregator::http::HELPER_ROUTES)
+        .chain(hearth_aggregator::measure::routes::ROUTES)
+        .chain(hearth_aggregator::measure::helper::ROUTES)
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     documented.sort();
     served.sort();
+    served.dedup();
     assert_eq!(documented, served);
     let mut documented_codes: Vec<&str> = doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
         .as_array()
@@ -181,9 +186,19 @@ fn the_openapi_document_lists_every_route_and_each_route_answers() {
     }
     let helper_dir = dir.join("helper");
     std::fs::create_dir_all(&helper_dir).unwrap();
-    let helper = Server::start(&helper_dir, &helper_config(K, 4.0));
+    let measure_db = helper_dir.join("measure.db");
+    let helper =
+        Server::start(&helper_dir, &format!("{}[measure]\nenabled = true\ndatabase = {measure_db:?}\n", helper_config(K, 4.0)));
     for (method, path) in hearth_aggregator::http::HELPER_ROUTES {
         let status = if *method == "get" { get(&helper.url(path)).0 } else { post(&helper.url(path), "application/json", b"").0 };
+        assert!(status != 404 && status != 405, "helper: {method} {path} answered {status}");
+    }
+    // Unauthenticated and empty: each answers (200 or a refusal), never 404 or 405.
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    for (method, path) in hearth_aggregator::measure::helper::ROUTES {
+        let url = helper.url(&path.replace("{task_id}", "t").replace("{job_id}", "j"));
+        let request = ureq::http::Request::builder().method(method.to_uppercase().as_str()).uri(url).body(Vec::new()).unwrap();
+        let status = agent.run(request).unwrap().status().as_u16();
         assert!(status != 404 && status != 405, "helper: {method} {path} answered {status}");
     }
     let metrics = String::from_utf8(get(&server.url("/metrics")).2).unwrap();

@@ -6,6 +6,7 @@
 use super::{Config, ConfigError, MIN_CLIENTS_FLOOR, Role};
 use hearth_core::learning::server::Optimizer;
 use hearth_core::learning::train::{Adam, MAX_LR};
+use hearth_core::measure::task as measure;
 use hearth_core::privacy::ledger::DevicePolicy;
 use std::fmt::Debug;
 use std::ops::RangeInclusive;
@@ -108,6 +109,34 @@ const DELTA: Allowed<f64> = Allowed { range: 1e-12..=1e-3, words: "" };
 /// `secagg.token`, in characters: long enough not to be guessed, short enough for a header.
 const TOKEN_CHARS: Allowed<usize> = Allowed { range: 16..=1_024, words: "the same on leader and helper" };
 
+/// `measure.period_secs`: what hearth-core's task allows (tests run seconds, deployments a day).
+const PERIOD_SECS: Allowed<u64> = Allowed { range: measure::MIN_PERIOD_SECS..=measure::MAX_PERIOD_SECS, words: "up to 31 days" };
+/// `measure.bits`: M = 2^bits − 1 per cell; beyond hearth-core's ceiling a report's proof grows
+/// and one browser moves a count by more than any honest page view does.
+const MEASURE_BITS: Allowed<u32> = Allowed { range: 1..=measure::MAX_BITS, words: "" };
+/// `measure.max_cells`: hearth-core's ceiling; Δ and so the noise needed grow as its root.
+const MEASURE_CELLS: Allowed<u32> = Allowed { range: 1..=measure::MAX_CELLS, words: "" };
+/// `measure.min_reports` (K): from the floor up to a billion reports a period.
+const MIN_REPORTS: Allowed<u64> = Allowed { range: measure::MIN_REPORTS_FLOOR..=1_000_000_000, words: "" };
+/// `measure.noise`, `measure.helper_noise` (σ in counts): below 1 a count's noise is below one
+/// browser's own contribution; beyond a million every count is noise.
+const MEASURE_NOISE: Allowed<f64> = Allowed { range: 1.0..=1e6, words: "σ in counts" };
+/// `measure.delta`: far below one in the number of browsers, and at most hearth-core's ceiling.
+const MEASURE_DELTA: Allowed<f64> = Allowed { range: 1e-15..=measure::MAX_DELTA, words: "" };
+/// `measure.job_size`: each report in a job costs the helper a proof check; 10,000 of the
+/// largest reports is a request of several GB.
+const JOB_SIZE: Allowed<usize> = Allowed { range: 1..=10_000, words: "reports per aggregation job" };
+/// `measure.max_report_bytes`: a report of the smallest task is about a kilobyte; 64 MiB holds
+/// hearth-core's largest task (10,000 campaigns at 4 bits) with room to spare.
+const REPORT_BYTES: Allowed<usize> = Allowed { range: 1_024..=64 << 20, words: "1 KiB to 64 MiB" };
+/// `measure.max_reports_per_period`: at least one; up to a billion, as K.
+const REPORTS_PER_PERIOD: Allowed<u64> = Allowed { range: 1..=1_000_000_000, words: "" };
+/// `measure.grace_secs`: beyond a week, periods wait for uploads no device sends any more.
+const GRACE_SECS: Allowed<u64> = Allowed { range: 0..=7 * 86_400, words: "up to 7 days" };
+
+/// `measure.admin_token`, in characters, when set: as `secagg.token`.
+const ADMIN_TOKEN_CHARS: Allowed<usize> = Allowed { range: 16..=1_024, words: "or empty: no collect endpoint" };
+
 /// Every numeric setting within its range, the first one outside named.
 pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
     CONNECTIONS.check("max_connections", c.max_connections)?;
@@ -158,6 +187,24 @@ pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
     // Only the leader and helper use the token; never print it.
     if c.role != Role::Single {
         TOKEN_CHARS.check("secagg.token length", s.token.chars().count())?;
+    }
+
+    let m = &c.measure;
+    PERIOD_SECS.check("measure.period_secs", m.period_secs)?;
+    MEASURE_BITS.check("measure.bits", m.bits)?;
+    MEASURE_CELLS.check("measure.max_cells", m.max_cells)?;
+    MIN_REPORTS.check("measure.min_reports", m.min_reports)?;
+    MEASURE_NOISE.check("measure.noise", m.noise)?;
+    MEASURE_NOISE.check("measure.helper_noise", m.helper_noise)?;
+    MEASURE_DELTA.check("measure.delta", m.delta)?;
+    JOB_SIZE.check("measure.job_size", m.job_size)?;
+    REPORT_BYTES.check("measure.max_report_bytes", m.max_report_bytes)?;
+    REPORTS_PER_PERIOD.check("measure.max_reports_per_period", m.max_reports_per_period)?;
+    TIMEOUT_MS.check("measure.helper_timeout_ms", m.helper_timeout_ms)?;
+    GRACE_SECS.check("measure.grace_secs", m.grace_secs)?;
+    // Empty turns the collect endpoint off; never print it.
+    if !m.admin_token.is_empty() {
+        ADMIN_TOKEN_CHARS.check("measure.admin_token length", m.admin_token.chars().count())?;
     }
     Ok(())
 }
