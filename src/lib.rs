@@ -10,6 +10,10 @@ use hearth_core::device::event::{Event, RawEvent};
 use hearth_core::device::profile::{Profile, ProfileConfig};
 use hearth_core::device::rank::RankOptions;
 use hearth_core::learning::round::{self, HelperConfig, RoundTask};
+use hearth_core::measure::hpke_dap::check_suite;
+use hearth_core::measure::prio::codec::Decode;
+use hearth_core::measure::task::{DEVICE_MAX_EPSILON, DEVICE_REPORT_GAP_SECS};
+use hearth_core::measure::{Kind, Tally, TaskParams, build_report, dap};
 use hearth_core::model::pack::ModelPack;
 use hearth_core::privacy::accountant::{self, Deployment};
 use hearth_core::privacy::ledger::{DevicePolicy, Ledger};
@@ -152,6 +156,20 @@ export interface Deployment {
   sampling: { clients_per_round: number } | { rate: number };
   rounds: number; noise_multiplier: number; delta: number;
 }
+/**
+ * A measurement task this device reports to (`measureTask`): the leader's task document
+ * (GET /v1/measure/task) checked, its id recomputed here.
+ */
+export interface MeasureTask {
+  /** The id this device computed from the parameters (base64url): the upload names it. */
+  taskId: string;
+  /** The period, in seconds: one report per period, sent during the next one. */
+  periodSecs: number;
+  /** The device counts a period only this long (s) after the last period it counted: one report a day at most. */
+  reportGapSecs: number;
+}
+/** How an ad event is counted: the kinds of `EventKind` that measurement counts. */
+export type MeasuredKind = "impression" | "click" | "conversion" | "dismissal";
 export interface PrivacyReport {
   /** ε of the released models over all rounds (add/remove one device, sampling amplifies). */
   central_epsilon: number;
@@ -547,13 +565,116 @@ pub fn ledger_summary(ledger_json: Option<String>, budget: Option<f64>) -> Resul
 /// protect its visitors more than this release does, never less.
 fn device_policy(budget: Option<f64>) -> Result<DevicePolicy, JsError> {
     let mut policy = DevicePolicy::RELEASE;
-    if let Some(b) = budget {
-        if !(b.is_finite() && b > 0.0) {
-            return Err(JsError::new(&format!("invalid privacy budget {b}: ε must be finite and positive")));
-        }
-        policy.epsilon_budget = policy.epsilon_budget.min(b);
-    }
+    policy.epsilon_budget = lowered(policy.epsilon_budget, budget)?;
     Ok(policy)
+}
+
+/// This release's ε limit `own`, or the publisher's `budget` where that is lower. A budget that
+/// is not a finite positive number is refused, never read as "no budget".
+fn lowered(own: f64, budget: Option<f64>) -> Result<f64, JsError> {
+    match budget {
+        None => Ok(own),
+        Some(b) if b.is_finite() && b > 0.0 => Ok(own.min(b)),
+        Some(b) => Err(JsError::new(&format!("invalid privacy budget {b}: ε must be finite and positive"))),
+    }
+}
+
+/// Checks the leader's measurement task document (its parameters and the `task_id` it names
+/// them by) before this device counts for it or reports to it. `budget` is the publisher's
+/// ε ceiling per period (`data-measure-budget`), which can only lower this release's.
+#[wasm_bindgen(js_name = measureTask, unchecked_return_type = "MeasureTask")]
+pub fn measure_task(task_json: &str, budget: Option<f64>) -> Result<JsValue, JsError> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Checked {
+        task_id: String,
+        period_secs: u64,
+        report_gap_secs: u64,
+    }
+    let task = checked_task(task_json, budget)?;
+    to_js(&Checked {
+        task_id: task.task_id().to_string(),
+        period_secs: task.period_secs,
+        report_gap_secs: DEVICE_REPORT_GAP_SECS,
+    })
+}
+
+/// Counts one ad event in the tally of the period starting at `period_start` (seconds): `tally`
+/// is that period's stored tally (JSON), or `null` to start it. Returns the tally to store. The
+/// tally keeps names, not task positions, and its own bounds; the task's apply in `measureReport`.
+#[wasm_bindgen(js_name = measureRecord)]
+pub fn measure_record(
+    tally_json: Option<String>,
+    period_start: f64,
+    #[wasm_bindgen(unchecked_param_type = "MeasuredKind")] kind: &str,
+    campaign: Option<String>,
+    slot: Option<String>,
+) -> Result<String, JsError> {
+    let kind = Kind::parse(kind).ok_or_else(|| JsError::new(&format!("{kind:?} is not an event kind measurement counts")))?;
+    if !(period_start >= 0.0 && period_start.fract() == 0.0 && period_start < u64::MAX as f64) {
+        return Err(JsError::new(&format!("period start {period_start} is not a whole number of seconds")));
+    }
+    let start = period_start as u64;
+    let mut tally = match tally_json {
+        None => Tally::new(start),
+        Some(json) => serde_json::from_str(&json).map_err(|e| JsError::new(&format!("invalid stored tally: {e}")))?,
+    };
+    if tally.period_start != start {
+        return Err(JsError::new(&format!("the stored tally is of the period starting at {}, not {start}", tally.period_start)));
+    }
+    tally.record(kind, campaign.as_deref(), slot.as_deref());
+    serde_json::to_string(&tally).map_err(js_err)
+}
+
+/// The DAP report of a finished period's tally: its measurement under `task_json` (the task
+/// document it was counted for, checked again as `measureTask` does), sharded by Prio3SumVec,
+/// one share sealed to the leader and one to the helper, for `PUT {leader}/dap/tasks/{id}/reports`.
+/// `leader_configs` and `helper_configs` are each server's own `GET /dap/hpke_config` answer.
+#[wasm_bindgen(js_name = measureReport)]
+pub fn measure_report(
+    task_json: &str,
+    tally_json: &str,
+    leader_configs: &[u8],
+    helper_configs: &[u8],
+    budget: Option<f64>,
+) -> Result<Vec<u8>, JsError> {
+    let task = checked_task(task_json, budget)?;
+    let tally: Tally = serde_json::from_str(tally_json).map_err(|e| JsError::new(&format!("invalid stored tally: {e}")))?;
+    let leader = dap_config(leader_configs, "leader")?;
+    let helper = dap_config(helper_configs, "helper")?;
+    build_report(&task, &tally.measurement(&task), tally.period_start, &leader, &helper).map_err(js_err)
+}
+
+/// The task of a leader's task document, when the id it serves is the one its parameters hash
+/// to and the task passes this device's check (`TaskParams::device_check`).
+fn checked_task(json: &str, budget: Option<f64>) -> Result<TaskParams, JsError> {
+    let invalid = |e: &dyn std::fmt::Display| JsError::new(&format!("invalid measurement task: {e}"));
+    let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).map_err(|e| invalid(&e))?;
+    let Some(serde_json::Value::String(served_id)) = doc.remove("task_id") else {
+        return Err(invalid(&"no task_id"));
+    };
+    // The parameters alone, strictly: a field this build does not know is refused.
+    let task: TaskParams = serde_json::from_value(serde_json::Value::Object(doc)).map_err(|e| invalid(&e))?;
+    let id = task.task_id().to_string();
+    if id != served_id {
+        return Err(JsError::new(&format!(
+            "the leader names its measurement task {served_id}, but its parameters are task {id}"
+        )));
+    }
+    task.device_check(lowered(DEVICE_MAX_EPSILON, budget)?).map_err(js_err)?;
+    Ok(task)
+}
+
+/// The first configuration of a server's DAP HPKE configuration list that this device can seal
+/// to (one suite: X25519, HKDF-SHA256, ChaCha20-Poly1305).
+fn dap_config(list: &[u8], server: &str) -> Result<dap::HpkeConfig, JsError> {
+    let list = dap::HpkeConfigList::get_decoded(list)
+        .map_err(|e| JsError::new(&format!("the {server}'s HPKE configuration list: {e}")))?;
+    list.hpke_configs().iter().find(|c| check_suite(c).is_ok()).cloned().ok_or_else(|| {
+        JsError::new(&format!(
+            "the {server} offers no HPKE configuration this device can seal to (X25519, HKDF-SHA256, ChaCha20-Poly1305)"
+        ))
+    })
 }
 
 /// A stored ledger, or an empty one when there is none. One that does not parse, or whose

@@ -3,7 +3,7 @@
 
 // Events and explanations are the wasm module's own types (www/pkg, built by build-wasm.sh).
 import type { Cap, Contribution, HearthEvent, Spent } from './pkg/hearth';
-export type { Cap, Contribution, EventKind, HearthEvent, Spent } from './pkg/hearth';
+export type { Cap, Contribution, EventKind, HearthEvent, MeasuredKind, Spent } from './pkg/hearth';
 
 export interface Creative {
   title: string;
@@ -101,12 +101,21 @@ export interface HearthApi {
   readonly ready: Promise<Status>;
   /** Records a page view and makes its topics and keywords the context of the slots. */
   page(page?: { topics?: string[]; keywords?: string[] }): Promise<boolean>;
-  /** Records any event; resolves false when learning is off (opt-out or GPC). */
+  /**
+   * Records any event; resolves false when learning is off (opt-out or GPC). Measurement counts
+   * only the ad events below.
+   */
   record(event: HearthEvent): Promise<boolean>;
-  impression(adId: string): Promise<boolean>;
-  click(adId: string): Promise<boolean>;
-  conversion(adId: string): Promise<boolean>;
-  dismiss(adId: string): Promise<boolean>;
+  /**
+   * The ad events, for ads a page renders itself (the snippet reports those it renders). Each
+   * goes into the profile and, when the aggregator serves a measurement task, into this period's
+   * private count for the ad's campaign and for `slot` (the `data-hearth-slot` name). Resolve
+   * false when learning is off (opt-out or GPC): then nothing is counted either.
+   */
+  impression(adId: string, slot?: string): Promise<boolean>;
+  click(adId: string, slot?: string): Promise<boolean>;
+  conversion(adId: string, slot?: string): Promise<boolean>;
+  dismiss(adId: string, slot?: string): Promise<boolean>;
   rank(options?: RankOptions): Promise<RankedAd[]>;
   /** Ranks again and re-renders every `[data-hearth-slot]`. */
   fill(): Promise<RankedAd[]>;
@@ -114,9 +123,12 @@ export interface HearthApi {
   profile(): Promise<Profile>;
   /** The whole stored profile as a JSON document. */
   exportProfile(): Promise<string>;
-  /** Erases the profile; the privacy ledger stays (see Privacy). */
+  /** Erases the profile and measurement's counts not yet reported; the privacy ledger stays (see Privacy). */
   erase(): Promise<void>;
-  /** Erases the profile and stops learning and uploads until optIn(); the privacy ledger stays. */
+  /**
+   * Erases the profile and measurement's counts, and stops learning, measurement and uploads
+   * until optIn(); the privacy ledger stays.
+   */
   optOut(): Promise<void>;
   optIn(): Promise<void>;
   status(): Promise<Status>;

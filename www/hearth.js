@@ -13,7 +13,7 @@
 // uploads live in a dedicated worker (hearth/worker.js), started lazily when the page is idle.
 // Nothing here reads or writes cookies, and catalog text reaches the page only as textContent
 // inside a sandboxed iframe.
-/** @import { EventKind, HearthApi, RankedAd, Status } from './hearth' */
+/** @import { HearthApi, MeasuredKind, RankedAd, Status } from './hearth' */
 (() => {
   'use strict';
   if (window.hearth?.version) return; // included twice
@@ -24,6 +24,7 @@
   const catalog = attr('catalog');
   const helper = attr('helper');
   const budget = attr('privacy-budget');
+  const measureBudget = attr('measure-budget');
   const config = {
     aggregator: new URL(attr('aggregator') ?? '/', location.href).href,
     catalog: catalog && new URL(catalog, location.href).href,
@@ -33,6 +34,8 @@
     // An ε budget lower than the SDK's own; anything that is not a positive number is refused
     // by the worker (it never falls back to the higher default).
     privacyBudget: budget == null ? undefined : Number(budget),
+    // The same for measurement: an ε ceiling per period lower than the device's own.
+    measureBudget: measureBudget == null ? undefined : Number(measureBudget),
     // "auto" uses WebGPU when an adapter exists and the catalog is large enough to pay for it.
     gpu: attr('gpu') ?? 'auto',
   };
@@ -166,15 +169,24 @@ $('.close').addEventListener('click', () => { $('.w').hidden = true; });
     });
   }
 
-  // An ad event carries only the ad's id: the worker adds the rest from its catalog (adFields in
-  // hearth/catalog.js), as this classic script cannot import that module.
-  /** @param {EventKind} kind */
-  const adEvent = (kind) => /** @param {string} adId */ (adId) => call('recordAd', kind, adId, Date.now());
+  // An ad event carries only the ad's id and its slot: the worker adds the rest from its catalog
+  // (adFields in hearth/catalog.js), as this classic script cannot import that module.
+  /** @param {MeasuredKind} kind */
+  const adEvent = (kind) =>
+    /**
+     * @param {string} adId
+     * @param {string} [slot]  the `data-hearth-slot` it was shown in, for measurement
+     * @returns {Promise<boolean>}
+     */
+    (adId, slot) => call('recordAd', kind, adId, Date.now(), slot);
+  /** @param {Element} slot */
+  const slotName = (slot) => slot.getAttribute('data-hearth-slot') ?? undefined;
   /**
-   * @param {EventKind} kind
+   * @param {MeasuredKind} kind
    * @param {RankedAd} ad
+   * @param {Element} slot
    */
-  const report = (kind, ad) => adEvent(kind)(ad.ad_id).catch((e) => console.warn(`hearth: ${e.message}`));
+  const report = (kind, ad, slot) => adEvent(kind)(ad.ad_id, slotName(slot)).catch((e) => console.warn(`hearth: ${e.message}`));
 
   // An impression counts once half the ad has been on screen.
   /** @param {Element} slot */
@@ -182,7 +194,7 @@ $('.close').addEventListener('click', () => { $('.w').hidden = true; });
     const state = shown.get(slot);
     if (!state?.ad || state.seen) return;
     state.seen = true;
-    report('impression', state.ad);
+    report('impression', state.ad, slot);
   }
   const visibility = new IntersectionObserver((entries) => {
     for (const e of entries) {
@@ -196,10 +208,10 @@ $('.close').addEventListener('click', () => { $('.w').hidden = true; });
     for (const [slot, state] of shown) {
       if (e.source !== state.frame.contentWindow || !state.ad) continue;
       const what = e.data?.hearth;
-      if (what === 'click') report('click', state.ad);
+      if (what === 'click') report('click', state.ad, slot);
       if (what === 'dismissal') {
         dismissed.add(state.ad.ad_id);
-        report('dismissal', state.ad).then(() => fill());
+        report('dismissal', state.ad, slot).then(() => fill());
       }
       slot.dispatchEvent(new CustomEvent('hearth:' + what, { bubbles: true, detail: { ad_id: state.ad.ad_id } }));
     }

@@ -3,10 +3,11 @@
 // {warn} for the page's console.
 import { adFields } from './catalog.js';
 import { scoreCatalog, scorerFor } from './gpu.js';
+import { count, forget } from './measure.js';
 import { installModel } from './model.js';
 import { helperConfig, participate, privacy } from './participate.js';
 import { blocked, changeProfile, sync } from './tabs.js';
-/** @import { EventKind, HearthEvent, HelperConfig, PageContext, RankedAd, RoundTask, TakePart } from '../pkg/hearth.js' */
+/** @import { HearthEvent, HelperConfig, MeasuredKind, PageContext, RankedAd, RoundTask, TakePart } from '../pkg/hearth.js' */
 /** @import { Backend, RankOptions } from '../hearth.js' */
 /** @import { Config, State } from './state.js' */
 /** @import { Records } from './store.js' */
@@ -43,13 +44,19 @@ const methods = {
     return true;
   },
   /**
+   * An ad event: into the profile, and counted for measurement by its campaign and its slot.
    * @param {State} state
-   * @param {EventKind} kind
+   * @param {MeasuredKind} kind
    * @param {string} adId
    * @param {number} ts
+   * @param {string} [slot]  the slot it was shown in
    */
-  async recordAd(state, kind, adId, ts) {
-    return methods.record(state, { kind, ts, ...adFields(catalogAd(state, adId)) });
+  async recordAd(state, kind, adId, ts, slot) {
+    const ad = adFields(catalogAd(state, adId));
+    const recorded = await methods.record(state, { kind, ts, ...ad });
+    // Measurement failing (the leader unreachable) never fails the event.
+    if (recorded) await count(state, kind, ad.campaign, slot).catch((e) => state.warn(`measurement: ${e.message}`));
+    return recorded;
   },
   /**
    * @param {State} state
@@ -107,16 +114,19 @@ const methods = {
   // Erase and opt-out keep the privacy ledger: it records privacy already spent in released
   // models, which erasing cannot take back, and forgetting it would let the device spend its
   // budget again. It holds no events or pages, only the rounds joined and their noise.
+  // Measurement's tallies and unsent reports go with the profile.
   /** @param {State} state */
   async erase(state) {
     await changeProfile(state, () => state.h.eraseProfile());
     await state.store.delete('rounds'); // nothing pending may leave after an erase
+    await forget(state);
   },
   /** @param {State} state */
   async optOut(state) {
     state.settings = { optedOut: true };
     await changeProfile(state, () => state.h.eraseProfile(), { settings: state.settings });
     await state.store.delete('rounds');
+    await forget(state);
   },
   /** @param {State} state */
   async privacy(state) {

@@ -4,6 +4,7 @@
 // waits for it, so no method can run on a half-started worker.
 /** @import { Hearth, HelperConfig, WebGpuScorer } from '../pkg/hearth.js' */
 /** @import { Catalog } from './catalog.js' */
+/** @import { Active } from './measure.js' */
 /** @import { Settings, Store } from './store.js' */
 
 /**
@@ -13,6 +14,8 @@
  * @property {string} catalog
  * @property {string | null} helper  the helper's base URL (data-helper), where its key comes from
  * @property {number | undefined} privacyBudget  data-privacy-budget: may only lower the release's ε budget
+ * @property {number | undefined} measureBudget  data-measure-budget: may only lower the device's
+ *   ε ceiling per measurement period
  * @property {string} gpu
  * @property {boolean} gpc
  */
@@ -30,6 +33,9 @@
  * @property {Promise<WebGpuScorer | undefined> | undefined} gpuStart  once asked for
  * @property {Promise<HelperConfig> | undefined} helper  the helper's configuration, fetched once
  *   per page view when a secure round first needs it
+ * @property {Promise<Active | null> | undefined} measurement  the measurement task this device
+ *   counts for (null: none), checked once per page view when an ad event first needs it
+ * @property {ReturnType<typeof setTimeout> | undefined} measureTimer  waits for the next report due
  */
 
 /**
@@ -37,4 +43,7 @@
  * @returns {State}
  */
 export const createState = (loaded) =>
-  ({ ...loaded, settings: { optedOut: false }, gpu: undefined, gpuStart: undefined, helper: undefined });
+  ({
+    ...loaded, settings: { optedOut: false }, gpu: undefined, gpuStart: undefined, helper: undefined, measurement: undefined,
+    measureTimer: undefined,
+  });

@@ -5,6 +5,7 @@
 // warning: the device loses its profile, never its ability to run. The privacy ledger is the
 // exception: forgetting it would give the device back the privacy budget it has spent, so it is
 // carried across a reset, and an unreadable one is kept and reported, never dropped.
+/** @import { Measure } from './measure.js' */
 /** @import { Rounds } from './participate.js' */
 
 /** @typedef {{ optedOut: boolean }} Settings */
@@ -23,6 +24,7 @@
  * @property {CatalogRecord} catalog
  * @property {Rounds} rounds
  * @property {string} ledger  hearth-core's privacy ledger (JSON): the rounds this device joined
+ * @property {Measure} measure  measurement's tallies and reports not yet sent
  */
 
 export const DB_NAME = 'hearth';
@@ -44,6 +46,9 @@ export const LIMITS = {
   rounds: 4 << 20,
   // At most DevicePolicy::RELEASE.max_rounds (100) entries of about 160 characters.
   ledger: 64 << 10,
+  // A task of 10,000 campaigns is about 1.3 MB of JSON and its report up to 2.6 MB (4 bits per
+  // cell); a few periods and two tasks at most are kept.
+  measure: 16 << 20,
 };
 
 /**
@@ -70,6 +75,12 @@ const SHAPES = {
   rounds: (v) => typeof v === 'object' && v !== null && !Array.isArray(v) &&
     (v.pending === undefined || (v.pending.update instanceof Uint8Array && typeof v.pending.contentType === 'string')),
   ledger: (v) => typeof v === 'string',
+  // Every period names a task whose document is kept, and a built report is bytes.
+  measure: (v) => typeof v?.tasks === 'object' && v.tasks !== null && Array.isArray(v.periods) &&
+    (v.task === undefined || ((typeof v.task.json === 'string' || v.task.json === null) && typeof v.task.checkedAt === 'number')) &&
+    v.periods.every((/** @type {any} */ p) => Number.isSafeInteger(p?.start) && Number.isSafeInteger(p.periodSecs) &&
+      typeof p.taskId === 'string' && typeof v.tasks[p.taskId] === 'string' && typeof p.tally === 'string' &&
+      typeof p.sendAt === 'number' && (p.report === undefined || p.report instanceof Uint8Array)),
 };
 
 /**

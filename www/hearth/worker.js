@@ -2,10 +2,12 @@
 // Hearth's dedicated worker: everything that costs time or touches the profile runs here, off
 // the publisher's main thread. It owns the wasm module (hearth-core), the IndexedDB store, the
 // model and catalog downloads (model.js), ranking on the CPU or WebGPU (gpu.js), the profile
-// shared with other tabs (tabs.js) and federated rounds (participate.js), all on one state
-// (state.js). The snippet (../hearth.js) talks to it by messages (rpc.js).
+// shared with other tabs (tabs.js), federated rounds (participate.js) and measurement's tallies
+// and reports (measure.js), all on one state (state.js). The snippet (../hearth.js) talks to it by
+// messages (rpc.js).
 import init from '../pkg/hearth.js';
 import { gpuScorer, wantsGpu } from './gpu.js';
+import { resume } from './measure.js';
 import { installCatalog, openModel } from './model.js';
 import { serve, warn } from './rpc.js';
 import { createState } from './state.js';
@@ -19,5 +21,6 @@ serve(async (config) => {
   const { h, profileRev } = await openModel(sources);
   const state = createState({ ...sources, h, profileRev, catalog: await installCatalog({ ...sources, h }) });
   if (wantsGpu(state, 'auto')) gpuScorer(state); // started now, so the first ranking need not wait for it
+  resume(state).catch((e) => warn(`measurement: ${e.message}`)); // a report due waits for its moment
   return state;
 });
