@@ -1,12 +1,13 @@
 // Browser half of `make bench` (scripts/bench.sh runs the native half first).
 // Drives www/bench/ in headless Chromium, measures artifact sizes, merges the
-// native records and writes target/bench/score.json and target/bench/train.json
-// (../shared/BENCH_FORMAT.md).
+// native records and writes target/bench/score.json, target/bench/train.json and
+// target/bench/measure.json (../shared/BENCH_FORMAT.md).
 //
-//   node scripts/bench.mjs [--cold-runs 5] [--out target/bench/score.json] [--only train]
+//   node scripts/bench.mjs [--cold-runs 5] [--out target/bench/score.json] [--only train|measure]
 //
 // --only train: only the training and upload-build pages (target/bench/train.json);
-// score.json is left as it is.
+// --only measure: only the measurement report page (target/bench/measure.json, with the records
+// and the fixture `xtask bench-measure` wrote). The other files are left as they are.
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -23,8 +24,11 @@ const NATIVE = path.resolve(ROOT, 'target/bench/score-native.json');
 const COLD_RUNS = Number(opt('--cold-runs', 5));
 const TRAIN_NATIVE = path.resolve(ROOT, 'target/bench/train-native.json');
 const TRAIN_OUT = path.join(path.dirname(OUT), 'train.json');
+const MEASURE_NATIVE = path.resolve(ROOT, 'target/bench/measure-native.json');
+const MEASURE_FIXTURE = path.resolve(ROOT, 'target/bench/measure-fixture.json');
+const MEASURE_OUT = path.join(path.dirname(OUT), 'measure.json');
 const ONLY = opt('--only', 'all');
-if (!['all', 'train'].includes(ONLY)) throw new Error(`--only ${ONLY}: expected train`);
+if (!['all', 'train', 'measure'].includes(ONLY)) throw new Error(`--only ${ONLY}: expected train or measure`);
 
 function commitId() {
   try {
@@ -37,10 +41,15 @@ const commit = commitId();
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
 
 // Loads a bench page in a fresh browser context (empty HTTP and code caches)
-// and waits for its result.
-async function runPage(browser, url) {
+// and waits for its result. `fixture`, when given, is the page's window.__measureFixture.
+async function runPage(browser, url, fixture) {
   const context = await browser.newContext();
   try {
+    if (fixture !== undefined) {
+      await context.addInitScript((f) => {
+        /** @type {any} */ (window).__measureFixture = f;
+      }, fixture);
+    }
     const page = await openPage(context, url);
     await page.waitForFunction(() => window.__bench && window.__bench.status !== 'running', null, {
       timeout: 10 * 60_000,
@@ -70,7 +79,14 @@ const browser = await launchChromium();
 try {
   console.error(`bench: ${server.url}/bench/ in ${browser.version()}`);
   if (ONLY === 'all') await scoreBench();
+  if (ONLY !== 'measure') await trainBench();
+  if (ONLY !== 'train') await measureBench();
+} finally {
+  await browser.close();
+  await server.close();
+}
 
+async function trainBench() {
   // Training: the browser's trainAndBuildUpdate beside xtask bench-train's native figures.
   const trainRecords = (await runPage(browser, `${server.url}/bench/?mode=train`)).rows.map(({ n, train_update }) => ({
     metric: 'train_update', value: train_update, unit: 'ms', engine: 'wasm', n, commit,
@@ -99,9 +115,29 @@ try {
   fs.mkdirSync(path.dirname(TRAIN_OUT), { recursive: true });
   fs.writeFileSync(TRAIN_OUT, JSON.stringify(trainRecords, null, 2) + '\n');
   printTrain(trainRecords);
-} finally {
-  await browser.close();
-  await server.close();
+}
+
+// Private measurement: the report's build in wasm (measureReport) at each task size of
+// `xtask bench-measure`'s fixture, beside that run's native and prio-native records.
+async function measureBench() {
+  if (!fs.existsSync(MEASURE_FIXTURE) || !fs.existsSync(MEASURE_NATIVE)) {
+    throw new Error(`${path.relative(ROOT, MEASURE_FIXTURE)} or ${path.relative(ROOT, MEASURE_NATIVE)} missing: run \`cargo run -p xtask --release -- bench-measure\` first`);
+  }
+  const fixture = JSON.parse(fs.readFileSync(MEASURE_FIXTURE, 'utf8'));
+  const { rows } = await runPage(browser, `${server.url}/bench/?mode=measure`, fixture);
+  const native = JSON.parse(fs.readFileSync(MEASURE_NATIVE, 'utf8')).map((r) => ({ ...r, commit }));
+  const measureRecords = [...native];
+  for (const { campaigns, report, check } of rows) {
+    const cells = native.find((r) => r.campaigns === campaigns)?.cells;
+    measureRecords.push(
+      { metric: 'report_build', value: report.p50, unit: 'ms', engine: 'wasm', campaigns, cells, commit },
+      { metric: 'report_task_check', value: check.p50, unit: 'ms', engine: 'wasm', campaigns, cells, note: 'measureTask alone: the task document parsed, its id recomputed, the device check; inside every wasm report_build', commit },
+    );
+  }
+  fs.mkdirSync(path.dirname(MEASURE_OUT), { recursive: true });
+  fs.writeFileSync(MEASURE_OUT, JSON.stringify(measureRecords, null, 2) + '\n');
+  printMeasure(measureRecords);
+  console.log(`wrote ${path.relative(ROOT, MEASURE_OUT)} (${measureRecords.length} records, commit ${commit})`);
 }
 
 async function scoreBench() {
@@ -201,5 +237,19 @@ function printTrain(records) {
     const overhead = v('secagg_overhead');
     console.log(`${engine.padEnd(8)} secagg report ${fmt(v('secagg_share'))} (no device noise ${fmt(v('secagg_share_no_device_noise'))}) | f32 update ${fmt(v('privatize', 'f32'))} | ` +
       `report / train_update at 1,000 events ${overhead === undefined ? '-' : `${(overhead * 100).toFixed(1)}%`}`);
+  }
+}
+
+function printMeasure(records) {
+  const v = (metric, keys) => records.find((r) => r.metric === metric && Object.entries(keys).every(([k, x]) => r[k] === x))?.value;
+  const fmt = (x, d = 2) => (x === undefined ? '-' : x.toFixed(d));
+  console.log('\nprivate measurement: report build (ms, p50), size (bytes), verify + aggregate (reports/s)');
+  for (const campaigns of [...new Set(records.map((r) => r.campaigns))]) {
+    const c = { campaigns };
+    console.log(`${String(campaigns).padStart(5)} campaigns | build native ${fmt(v('report_build', { ...c, engine: 'native' }))}, ` +
+      `wasm ${fmt(v('report_build', { ...c, engine: 'wasm' }))}, prio ${fmt(v('report_build', { ...c, engine: 'prio-native' }))} | ` +
+      `size ${v('report_size', { ...c, format: 'dap-report' })} (prio shares ${v('report_size', { ...c, engine: 'prio-native' })}) | ` +
+      `leader ${fmt(v('verify_per_s', { ...c, engine: 'native', role: 'leader' }), 0)} (prio ${fmt(v('verify_per_s', { ...c, engine: 'prio-native', role: 'leader' }), 0)}), ` +
+      `helper ${fmt(v('verify_per_s', { ...c, engine: 'native', role: 'helper' }), 0)} (prio ${fmt(v('verify_per_s', { ...c, engine: 'prio-native', role: 'helper' }), 0)})`);
   }
 }

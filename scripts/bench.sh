@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # `make bench`: native ranking benchmark (xtask), then the browser benchmark
-# (www/bench/ in headless Chromium), then the aggregator under upload load and under attack;
-# writes target/bench/score.json, train.json, aggregator.json and attack.json.
+# (www/bench/ in headless Chromium), then the aggregator under upload load and under attack,
+# then private measurement; writes target/bench/score.json, train.json, aggregator.json,
+# attack.json and measure.json.
 #
-#   scripts/bench.sh [train | aggregator] [scripts/bench.mjs flags]
+#   scripts/bench.sh [train | aggregator | measure] [scripts/bench.mjs flags]
 #
 # `train`: only the device's side (native and browser training, upload builds and sizes:
 # train.json). `aggregator`: only the load generators (plaintext single server and secure-
 # aggregation leader + helper, on SQLite and on a throwaway PostgreSQL cluster with one replica
 # and with three behind nginx, then PostgreSQL's work per upload and a sizing estimate:
 # aggregator.json; slow, idle and download floods beside honest uploads: attack.json), no
-# browser. Without either, everything.
+# browser. `measure`: only private measurement (report build natively and in the browser,
+# report size, verify + aggregate per server, beside the prio crate's own figures in the same
+# run: measure.json). Without any, everything.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 ONLY=all
 case "${1:-}" in
-  train | aggregator)
+  train | aggregator | measure)
     ONLY="$1"
     shift
     ;;
@@ -31,13 +34,19 @@ if [ "$ONLY" = all ]; then
   cargo run -p xtask --release -- bench-native --out target/bench/score-native.json
 fi
 
-if [ "$ONLY" != aggregator ]; then
+if [ "$ONLY" = all ] || [ "$ONLY" = train ]; then
   log "native: xtask bench-train"
   rm -f target/bench/train-native.json
   cargo run -p xtask --release -- bench-train --out target/bench/train-native.json
 fi
 
-if [ "$ONLY" != train ]; then
+if [ "$ONLY" = all ] || [ "$ONLY" = measure ]; then
+  log "measurement: xtask bench-measure (native, prio's own figures, the browser's fixture)"
+  rm -f target/bench/measure-native.json target/bench/measure-fixture.json
+  cargo run -p xtask --release -- bench-measure --out target/bench/measure-native.json
+fi
+
+if [ "$ONLY" = all ] || [ "$ONLY" = aggregator ]; then
   log "aggregator: xtask bench-aggregator (load generator in its own process)"
   cargo build --release -p hearth-aggregator
   rm -f target/bench/aggregator.json
@@ -55,5 +64,9 @@ case "$ONLY" in
   train)
     log "browser: www/bench/ (training and upload builds only)"
     node scripts/bench.mjs --only train "$@"
+    ;;
+  measure)
+    log "browser: www/bench/?mode=measure (measurement reports only)"
+    node scripts/bench.mjs --only measure "$@"
     ;;
 esac

@@ -1,5 +1,5 @@
-// Browser benchmark page. Modes: ?mode=full (the default), ?mode=cold, ?mode=cold-ort, ?mode=gpu, ?mode=train
-// and ?mode=secagg;
+// Browser benchmark page. Modes: ?mode=full (the default), ?mode=cold, ?mode=cold-ort, ?mode=gpu, ?mode=train,
+// ?mode=secagg and ?mode=measure;
 // the outcome is published on window.__bench = {status: 'running'|'done'|'error', result|error}
 // for scripts/bench.mjs (Playwright) and printed on the page for humans.
 //
@@ -256,6 +256,33 @@ async function benchHelperConfig() {
   };
 }
 
+// measure: a private-measurement report, built in wasm as the SDK's worker builds it
+// (`measureReport`: the task document checked and its id recomputed, the tally's measurement,
+// Prio3SumVec shard, HPKE to the leader and to the helper, DAP encoding), at each task size of
+// the fixture `xtask bench-measure` wrote (tasks, tally and both servers' HPKE configuration
+// lists, the same the native figures used), which scripts/bench.mjs puts in
+// window.__measureFixture before the page loads. The task check alone (`measureTask`) is timed
+// too: it is part of every report's build here and not of the native figure.
+async function measure() {
+  const fixture = /** @type {any} */ (window).__measureFixture;
+  if (!fixture) throw new Error('no measurement fixture (scripts/bench.mjs passes the one xtask bench-measure writes)');
+  const { default: init, measureReport, measureTask } = await import('/pkg/hearth.js');
+  await init();
+  const unhex = (/** @type {string} */ s) => Uint8Array.from(s.match(/../g) ?? [], (b) => parseInt(b, 16));
+  const rows = [];
+  for (const { campaigns, task, report_size, leader_configs, helper_configs } of fixture.rows) {
+    const [leader, helper] = [unhex(leader_configs), unhex(helper_configs)];
+    const build = () => measureReport(task, fixture.tally, leader, helper, null);
+    const bytes = build().length;
+    if (bytes !== report_size) throw new Error(`${campaigns} campaigns: a ${bytes}-byte report, natively ${report_size}`);
+    const report = await time(build);
+    const check = await time(() => measureTask(task, null));
+    rows.push({ campaigns, report, check, bytes });
+    say(`${campaigns} campaigns: measureReport p50 ${report.p50.toFixed(2)} ms (of which the task check ${check.p50.toFixed(2)} ms), ${bytes} bytes`);
+  }
+  return { rows };
+}
+
 // gpu: whole-catalog logits, WebGPU (wgpu + WGSL, ad side resident on the GPU) against tract on
 // the CPU, in the same page, at 1,000 and 10,000 ads. Headless Chromium's adapter is SwiftShader,
 // a CPU emulation of a GPU: these figures check the path, they say nothing of a real GPU's speed.
@@ -288,7 +315,7 @@ window.__bench = { status: 'running' };
 const mode = new URLSearchParams(location.search).get('mode') ?? 'full';
 say(`mode=${mode} crossOriginIsolated=${crossOriginIsolated}`);
 try {
-  const result = await ({ cold, 'cold-ort': coldOrt, full, gpu, secagg, train }[mode] ?? full)();
+  const result = await ({ cold, 'cold-ort': coldOrt, full, gpu, measure, secagg, train }[mode] ?? full)();
   window.__bench = { status: 'done', result };
   say('done');
 } catch (e) {

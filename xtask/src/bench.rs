@@ -104,7 +104,7 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Runs `f` for a warm-up, then enough iterations for ~1 s (at least 20); returns (p50, p95) in ms.
-fn time(mut f: impl FnMut()) -> (f64, f64) {
+pub(crate) fn time(mut f: impl FnMut()) -> (f64, f64) {
     for _ in 0..5 {
         f();
     }

@@ -7,6 +7,7 @@ mod demo;
 mod demo_pack;
 mod fixture;
 mod loadgen;
+mod measure;
 mod sink;
 
 use clap::{Parser, Subcommand};
@@ -50,6 +51,8 @@ enum Task {
     HttpSink(sink::Args),
     /// Hostile-load generator: slow, idle and download floods beside honest uploads.
     Attack(attack::Args),
+    /// Private measurement: report build and size, verify + aggregate per server, beside prio's own.
+    BenchMeasure(measure::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -76,6 +79,7 @@ fn main() {
         Task::BenchAggregator(args) => loadgen::run(args),
         Task::HttpSink(args) => sink::run(args),
         Task::Attack(args) => attack::run(args),
+        Task::BenchMeasure(args) => measure::run(args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e}");
@@ -120,6 +124,7 @@ mod tests {
             "bench-aggregator",
             "http-sink",
             "attack",
+            "bench-measure",
         ];
         assert_eq!(names, tasks);
         let help = cli.render_help().to_string();
@@ -184,6 +189,17 @@ mod tests {
                     "[default: 10]",
                 ],
             ),
+            (
+                "bench-measure",
+                &[
+                    "--out <FILE>",
+                    "[default: target/bench/measure-native.json]",
+                    "--fixture <FILE>",
+                    "[default: target/bench/measure-fixture.json]",
+                    "--campaigns <N>",
+                    "[default: 240 5000]",
+                ],
+            ),
         ];
         for (task, wanted) in flags {
             let help = cli.find_subcommand_mut(task).unwrap().render_help().to_string();
@@ -213,6 +229,9 @@ mod tests {
             &["xtask", "attack", "--out", "target/bench/attack.json"],
             &["xtask", "attack", "--attack", "none,download-flood", "--seconds", "2", "--connections", "50"],
             &["xtask", "attack", "--server", "target/debug/hearth-aggregator", "--clients", "2", "--min-clients", "10"],
+            &["xtask", "bench-measure", "--out", "target/bench/measure-native.json"],
+            &["xtask", "bench-measure", "--campaigns", "240"],
+            &["xtask", "bench-measure", "--campaigns", "240,5000", "--fixture", "/tmp/fixture.json"],
         ] {
             Cli::try_parse_from(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
         }
@@ -226,6 +245,8 @@ mod tests {
             &["xtask", "attack", "--seconds", "0"],
             &["xtask", "attack", "--clients", "0"],
             &["xtask", "attack", "--min-clients", "9"],
+            &["xtask", "bench-measure", "--campaigns", "0"],
+            &["xtask", "bench-measure", "--campaigns", "10001"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
