@@ -8,12 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Each group and the groups it may use.
-const ALLOWED: [(&str, &[&str]); 5] = [
+const ALLOWED: [(&str, &[&str]); 6] = [
     ("error", &[]),
     ("model", &["error"]),
     ("device", &["error", "model"]),
     ("privacy", &["error", "model"]),
     ("learning", &["error", "model", "device", "privacy"]),
+    // Measurement reads the event text bound (device) and the noise and accountant (privacy).
+    ("measure", &["error", "device", "privacy"]),
 ];
 
 /// Module path (`model::pack`) -> the module paths its source names through `crate::`.
