@@ -3,12 +3,13 @@
 #   - the helper (crates/aggregator/demo-helper.toml) on http://127.0.0.1:8001/, in the
 #     background: the key devices seal their seeds to, and its half of every sum;
 #   - the leader (crates/aggregator/demo.toml): serves www/ (the demo news site at /demo/, the
-#     snippet at /hearth.js), the catalog (/v1/catalog.json) and the aggregator API (/v1/...).
+#     snippet at /hearth.js), the catalog (/v1/catalog.json), the aggregator API (/v1/...) and
+#     the measurement reports (/reports/).
 # The helper stops when the leader does. The site is committed; `cargo run -p xtask --release --
 # gen-demo` regenerates it. PORT=8080 make demo picks the leader's port (default 8000); the
 # helper stays on 8001, the address the demo pages name in data-helper. The databases are
-# target/demo/hearth.db and target/demo/helper.db, created by --init when missing (delete both to
-# start over).
+# target/demo/hearth.db, measure.db (the leader's), helper.db and helper-measure.db (the
+# helper's), created by --init when missing (delete all four to start over).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 

@@ -1,12 +1,8 @@
 // Shared setup for the browser tests: one static server and one Chromium per
 // test file, and pages that have the built module (www/pkg) loaded.
 import { after, before } from 'node:test';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { startServer } from '../support/serve.mjs';
+import { spawnAggregator } from '../support/aggregator.mjs';
 import { launchChromium, openPage } from '../support/browser.mjs';
 
 export const NOW = 1_750_000_000_000;
@@ -58,44 +54,12 @@ export async function hearthPage(env) {
   return page;
 }
 
-// One hearth-aggregator process with `config` and environment `overrides` on a free port with a
-// fresh database (created by --init); `cargo test` or `cargo build -p hearth-aggregator` builds
-// the binary.
-async function spawnAggregator(config, overrides = {}) {
-  const bin = process.env.HEARTH_AGGREGATOR ?? 'target/debug/hearth-aggregator';
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-agg-'));
-  const child = spawn(bin, ['--config', config, '--init'], {
-    env: {
-      ...process.env,
-      HEARTH_AGG__LISTEN: '"127.0.0.1:0"',
-      HEARTH_AGG__DATABASE: JSON.stringify(path.join(dir, 'hearth.db')),
-      HEARTH_LOG: 'warn',
-      ...overrides,
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const line = await new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`${bin} --config ${config} exited with ${code}`)));
-    createInterface({ input: child.stdout }).once('line', resolve);
-  });
-  const url = line.trim().split(' ').at(-1);
-  return {
-    url,
-    async close() {
-      child.kill('SIGTERM');
-      await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 // The real aggregator with `make demo`'s configuration: the helper (demo-helper.toml) and the
 // leader (demo.toml, serving www/ and the demo catalog) that names it, each on a free port. The
 // result's `url` is the leader's and `helper` the helper's. `role: 'single'` starts demo.toml as
-// one plaintext aggregator instead, with no helper.
+// one plaintext aggregator instead, with no helper (and no measurement, which needs both).
 export async function startAggregator({ role = 'leader' } = {}) {
-  if (role === 'single') return spawnAggregator('crates/aggregator/demo.toml', { HEARTH_AGG__ROLE: '"single"' });
+  if (role === 'single') return spawnAggregator('crates/aggregator/demo.toml', { HEARTH_AGG__ROLE: '"single"', HEARTH_AGG__MEASURE__ENABLED: 'false' });
   const helper = await spawnAggregator('crates/aggregator/demo-helper.toml');
   try {
     const leader = await spawnAggregator('crates/aggregator/demo.toml', { HEARTH_AGG__SECAGG__HELPER_URL: JSON.stringify(`${helper.url}/`) });

@@ -57,6 +57,8 @@ const MAX_PERIODS = 8;
 const LOCK = 'hearth-measure';
 // One tab sends at a time.
 const SEND_LOCK = 'hearth-measure-send';
+// DAP's refusal of a task the server does not know (of a report, or of the key to seal one to).
+const UNRECOGNIZED_TASK = 'urn:ietf:params:ppm:dap:error:unrecognizedTask';
 
 /** A uniform number in [0, 1) from the platform's CSPRNG: the send moment must not be guessable. */
 const uniform = () => crypto.getRandomValues(new Uint32Array(1))[0] / 2 ** 32;
@@ -279,13 +281,16 @@ const updatePeriod = (state, p, change) => update(state, (m) => {
 const drop = (state, p) => updatePeriod(state, p, (q, m) => void m.periods.splice(m.periods.indexOf(q), 1));
 
 /**
- * A server's DAP HPKE configuration list.
+ * A server's DAP HPKE configuration list. A leader whose task changed refuses the old task's key
+ * as it would its report (DAP's unrecognizedTask): that refusal is thrown as is, for send() to
+ * move the tally to the new task.
  * @param {string} base  the server's base URL
  * @param {string} taskId
  */
 async function hpkeConfigs(base, taskId) {
   const url = new URL(`dap/hpke_config?task_id=${taskId}`, base);
   const res = await fetch(url, PRIVATE);
+  if (res.status === 400 && (await problemType(res)) === UNRECOGNIZED_TASK) throw res;
   if (!res.ok) throw new Error(`GET ${url}: HTTP ${res.status}`);
   return new Uint8Array(await res.arrayBuffer());
 }
@@ -336,14 +341,16 @@ async function send(state, p, task) {
       headers: { 'Content-Type': 'application/dap-report' },
       body: /** @type {Uint8Array<ArrayBuffer>} */ (report), // a copy out of wasm memory
     });
-  } catch {
-    res = Response.error(); // status 0: offline, refused, or a server's key unreachable
+  } catch (e) {
+    // A key refused for an unknown task is answered below; else status 0: offline, refused, or
+    // a server's key unreachable.
+    res = e instanceof Response ? e : Response.error();
   }
   if (res.ok) {
     await drop(state, p);
     return true;
   }
-  if (res.status === 400 && (await problemType(res)) === 'urn:ietf:params:ppm:dap:error:unrecognizedTask') {
+  if (res.status === 400 && (await problemType(res)) === UNRECOGNIZED_TASK) {
     // The leader serves another task now (its catalog changed): move the tally to it and build
     // again, once the new task is known and of the same period length; else drop it below.
     const current = await activeTask(state, true).catch(() => null);

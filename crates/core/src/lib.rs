@@ -40,8 +40,8 @@
 pub mod device;
 pub mod error;
 pub mod learning;
-pub mod model;
 pub mod measure;
+pub mod model;
 pub mod privacy;
 
 pub use error::{HearthError, Result, SecAggError, UpdateError};

@@ -2,6 +2,9 @@
 //! a browser's count after preparation is uniform in the field and uncorrelated with the count,
 //! and the leader cannot open the helper's half; the two halves still add up to the count.
 
+mod common;
+use common::correlation;
+
 use hearth_core::measure::hpke_dap::DapKeyPair;
 use hearth_core::measure::prepare::{
     AggregateShare, helper_prepare, leader_finish, leader_init, open_input_share, unshard, verify_key,
@@ -27,15 +30,6 @@ fn chi2(values: &[Field128]) -> f64 {
     }
     let expected = values.len() as f64 / 64.0;
     bins.iter().map(|&c| (f64::from(c) - expected).powi(2) / expected).sum()
-}
-
-fn correlation(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len() as f64;
-    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
-    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
-    let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
-    cov / (vx * vy).sqrt()
 }
 
 /// The first cell of an aggregate share holding one report's output share.

@@ -2,6 +2,9 @@
 //! one report is uniform mod 2^B and uncorrelated with the device's update, and the two
 //! servers' sums still add up to the updates.
 
+mod common;
+use common::correlation;
+
 use hearth_core::privacy::noise::{Sampler, SeededRandom};
 use hearth_core::privacy::seal::{HelperKey, KeyPair};
 use hearth_core::privacy::shares::{Binding, MASK, Report, SHARE_BITS, SecAggTask, ShareSum, build_report, expand};
@@ -28,15 +31,6 @@ fn chi2_uniform(values: &[u32]) -> f64 {
     }
     let expected = values.len() as f64 / 64.0;
     bins.iter().map(|&c| (f64::from(c) - expected).powi(2) / expected).sum()
-}
-
-fn correlation(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len() as f64;
-    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
-    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
-    let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
-    cov / (vx * vy).sqrt()
 }
 
 /// Devices whose first coordinate is either large positive or large negative (the secret), the

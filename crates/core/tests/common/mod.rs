@@ -89,3 +89,14 @@ pub fn sports_fan(now: i64) -> (Profile, Vec<Ad>) {
     }
     (profile, ads)
 }
+
+/// Pearson's correlation of two samples: what the secure-aggregation and measurement view tests
+/// bound to show a server's view says nothing about a secret.
+pub fn correlation(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
+    cov / (vx * vy).sqrt()
+}
