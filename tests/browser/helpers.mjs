@@ -2,7 +2,7 @@
 // test file, and pages that have the built module (www/pkg) loaded.
 import { after, before } from 'node:test';
 import { startServer } from '../support/serve.mjs';
-import { spawnAggregator } from '../support/aggregator.mjs';
+import { spawnAggregator, startPair } from '../support/aggregator.mjs';
 import { launchChromium, openPage } from '../support/browser.mjs';
 
 export const NOW = 1_750_000_000_000;
@@ -60,19 +60,5 @@ export async function hearthPage(env) {
 // one plaintext aggregator instead, with no helper (and no measurement, which needs both).
 export async function startAggregator({ role = 'leader' } = {}) {
   if (role === 'single') return spawnAggregator('crates/aggregator/demo.toml', { HEARTH_AGG__ROLE: '"single"', HEARTH_AGG__MEASURE__ENABLED: 'false' });
-  const helper = await spawnAggregator('crates/aggregator/demo-helper.toml');
-  try {
-    const leader = await spawnAggregator('crates/aggregator/demo.toml', { HEARTH_AGG__SECAGG__HELPER_URL: JSON.stringify(`${helper.url}/`) });
-    return {
-      url: leader.url,
-      helper: helper.url,
-      async close() {
-        await leader.close();
-        await helper.close();
-      },
-    };
-  } catch (e) {
-    await helper.close();
-    throw e;
-  }
+  return startPair();
 }

@@ -54,3 +54,31 @@ export async function spawnAggregator(config, overrides = {}, { dir: owned } = {
     },
   };
 }
+
+/**
+ * The demo's helper (demo-helper.toml) and the leader (demo.toml) that names it, each with its own
+ * `overrides` (as `spawnAggregator` takes them). `url` is the leader's, `helper` the helper's.
+ * @param {Parameters<typeof spawnAggregator>[1]} [helperOverrides]
+ * @param {(dir: string) => Record<string, string>} [leaderOverrides]
+ * @returns {Promise<{ url: string, helper: string, close: () => Promise<void> }>}
+ */
+export async function startPair(helperOverrides = {}, leaderOverrides = () => ({})) {
+  const helper = await spawnAggregator('crates/aggregator/demo-helper.toml', helperOverrides);
+  try {
+    const leader = await spawnAggregator('crates/aggregator/demo.toml', (dir) => ({
+      HEARTH_AGG__SECAGG__HELPER_URL: JSON.stringify(`${helper.url}/`),
+      ...leaderOverrides(dir),
+    }));
+    return {
+      url: leader.url,
+      helper: helper.url,
+      async close() {
+        await leader.close();
+        await helper.close();
+      },
+    };
+  } catch (e) {
+    await helper.close();
+    throw e;
+  }
+}

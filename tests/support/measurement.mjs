@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { initSync, measureRecord, measureReport, measureTask } from '../../www/pkg/hearth.js';
-import { spawnAggregator } from './aggregator.mjs';
+import { startPair } from './aggregator.mjs';
 
 /** The collector's bearer token for POST /v1/measure/collect. */
 export const ADMIN_TOKEN = 'measurement-test-admin-token';
@@ -29,25 +29,10 @@ export const measureEnv = (dir, settings) => Object.fromEntries(
  */
 export async function startMeasurement({ settings, seed }) {
   const noiseSeed = seed === undefined ? {} : { HEARTH_TEST_NOISE_SEED: String(seed) };
-  const helper = await spawnAggregator('crates/aggregator/demo-helper.toml', (dir) => ({ ...measureEnv(dir, settings), ...noiseSeed }));
-  try {
-    const leader = await spawnAggregator('crates/aggregator/demo.toml', (dir) => ({
-      ...measureEnv(dir, { ...settings, helper_noise: settings.noise, admin_token: ADMIN_TOKEN }),
-      ...noiseSeed,
-      HEARTH_AGG__SECAGG__HELPER_URL: JSON.stringify(`${helper.url}/`),
-    }));
-    return {
-      url: leader.url,
-      helper: helper.url,
-      async close() {
-        await leader.close();
-        await helper.close();
-      },
-    };
-  } catch (e) {
-    await helper.close();
-    throw e;
-  }
+  return startPair((dir) => ({ ...measureEnv(dir, settings), ...noiseSeed }), (dir) => ({
+    ...measureEnv(dir, { ...settings, helper_noise: settings.noise, admin_token: ADMIN_TOKEN }),
+    ...noiseSeed,
+  }));
 }
 
 let loaded = false;
