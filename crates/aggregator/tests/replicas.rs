@@ -44,6 +44,8 @@ const ROUND_KILLS: usize = 8;
 /// Uploads one store transaction holds at most (`aggregate::MAX_BATCH`): a single server's round
 /// is released at the batch that brings it to K, so it holds fewer than K + this.
 const MAX_BATCH: u64 = 64;
+/// How long a kill waits for a request in flight to its victim before killing anyway.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
 
 /// `REPLICAS` server directories under `root`, each naming the database `url` (as
 /// [`scratch_on`] names one), so that their servers are replicas of one store.
@@ -203,6 +205,9 @@ struct Slot {
     epoch: u64,
     /// When the replica of this epoch became healthy.
     since: Instant,
+    /// Requests of this epoch sent and not yet answered: a kill waits for one, so that every
+    /// kill interrupts a request in flight rather than only by chance.
+    in_flight: usize,
 }
 
 type Fleet = Arc<Mutex<Vec<Slot>>>;
@@ -218,11 +223,15 @@ fn client(c: u64, fleet: Fleet, stop: Arc<AtomicBool>, mut task: RoundTask, para
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let url = {
-            let fleet = fleet.lock().unwrap();
-            (0..REPLICAS).find_map(|k| fleet[((c + i) as usize + k) % REPLICAS].url.clone())
+        let picked = {
+            let mut fleet = fleet.lock().unwrap();
+            let at = (0..REPLICAS).map(|k| ((c + i) as usize + k) % REPLICAS).find(|&at| fleet[at].url.is_some());
+            at.map(|at| {
+                fleet[at].in_flight += 1;
+                (at, fleet[at].epoch, fleet[at].url.clone().unwrap())
+            })
         };
-        let Some(url) = url else {
+        let Some((at, epoch, url)) = picked else {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         };
@@ -236,6 +245,12 @@ fn client(c: u64, fleet: Fleet, stop: Arc<AtomicBool>, mut task: RoundTask, para
             }
             Err(_) => Outcome::NoAnswer,
         };
+        {
+            let mut fleet = fleet.lock().unwrap();
+            if fleet[at].epoch == epoch {
+                fleet[at].in_flight -= 1;
+            }
+        }
         let refused = outcome != Outcome::Acked;
         if let Outcome::Refused(code) = &outcome
             && matches!(code.as_str(), "wrong_round" | "stale_model" | "busy")
@@ -276,24 +291,32 @@ fn start_clients(
 /// A fleet entry per server, all up since now.
 fn fleet_of(servers: &[Server]) -> Fleet {
     let now = Instant::now();
-    Arc::new(Mutex::new(servers.iter().map(|s| Slot { url: Some(s.url.clone()), epoch: 0, since: now }).collect()))
+    Arc::new(Mutex::new(servers.iter().map(|s| Slot { url: Some(s.url.clone()), epoch: 0, since: now, in_flight: 0 }).collect()))
 }
 
-/// SIGKILLs replica `victim` (out of the fleet first) and starts it again with `toml`, back in
-/// the fleet once healthy; how long the restart took.
+/// SIGKILLs replica `victim` while a request to it is in flight (waiting up to `IN_FLIGHT_WAIT`
+/// for one), out of the fleet first, and starts it again with `toml`, back in the fleet once
+/// healthy; how long the restart took.
 fn kill_and_restart(servers: &mut [Server], victim: usize, dirs: &[PathBuf], toml: &str, fleet: &Fleet) -> Duration {
-    {
+    let waiting = Instant::now();
+    loop {
         let mut fleet = fleet.lock().unwrap();
-        fleet[victim].url = None;
-        fleet[victim].epoch += 1;
+        if fleet[victim].in_flight > 0 || waiting.elapsed() > IN_FLIGHT_WAIT {
+            fleet[victim].url = None;
+            fleet[victim].epoch += 1;
+            // Killed under the lock: no request in flight can be answered and counted first.
+            servers[victim].sigkill();
+            break;
+        }
+        drop(fleet);
+        std::thread::sleep(Duration::from_micros(200));
     }
-    servers[victim].sigkill();
     let t = Instant::now();
     servers[victim] = Server::start(&dirs[victim], toml);
     let took = t.elapsed();
     let mut fleet = fleet.lock().unwrap();
     let epoch = fleet[victim].epoch + 1;
-    fleet[victim] = Slot { url: Some(servers[victim].url.clone()), epoch, since: Instant::now() };
+    fleet[victim] = Slot { url: Some(servers[victim].url.clone()), epoch, since: Instant::now(), in_flight: 0 };
     took
 }
 
