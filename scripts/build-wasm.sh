@@ -25,6 +25,13 @@ RUSTFLAGS="$WASM_RUSTFLAGS" cargo build -p hearth --profile wasm-release --targe
 log "wasm-bindgen --target web"
 rm -rf "$OUT"
 wasm-bindgen --target web --out-dir "$OUT" "$WASM"
+# wasm-bindgen declares `[Symbol.dispose](): void` on every class, which compiles only with
+# TypeScript's esnext.disposable library: a publisher's strict browser project (ES2022 and DOM,
+# no @types/node) fails on it (TS2550), through www/hearth.d.ts's import of these types. The glue
+# sets the method only where the browser has Symbol.dispose, so the line promises what not every
+# browser has; `free()` stays declared (tests/browser/types.test.mjs compiles it in isolation).
+sed -i '/^ *\[Symbol\.dispose\](): void;$/d' "$OUT/hearth.d.ts"
+if grep -q 'Symbol\.dispose' "$OUT/hearth.d.ts"; then die "wasm-bindgen declares Symbol.dispose in a new form: update build-wasm.sh"; fi
 
 # Features rustc 1.95 emits by default for wasm32 (bulk memory, sign-ext,
 # non-trapping float-to-int, multivalue, reference types, mutable globals)

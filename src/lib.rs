@@ -52,12 +52,26 @@ export interface PageContext {
   /** Local hour, 0..=23. */
   hour?: number;
 }
-export interface Cap { max: number; window_ms: number; }
+/**
+ * Most impressions of one ad (or campaign): `day` within the 24 hours before the ranking,
+ * `session` since the session began (a session ends after 30 minutes without any event). A field
+ * left out keeps its default, `null` removes that cap; 0 is refused.
+ */
+export interface CapSpec { day?: number | null; session?: number | null; }
+/**
+ * Defaults: ad 3 a day and 2 a session, campaign 6 a day and 4 a session. `null` removes that
+ * kind's caps. An ad at a cap is left out unless fewer than `k` ads remain.
+ */
+export interface Caps { ad?: CapSpec | null; campaign?: CapSpec | null; }
 export interface RankOptions {
   now_ms: number;
   k?: number;
   explain?: number;
-  caps?: { per_ad?: Cap; per_campaign?: Cap };
+  caps?: Caps;
+  /** Ads to leave out unless fewer than `k` others remain (the last ads of the slots being filled). */
+  avoid?: string[];
+  /** False: rank on the page context alone, as for an empty profile (default true). */
+  personalized?: boolean;
   diversity?: { slots: number; max_per_advertiser?: number; max_per_category?: number };
 }
 export interface Contribution { feature: string; contribution: number; }
@@ -310,6 +324,19 @@ impl Hearth {
         to_js(&self.engine.rank(&context, &options).map_err(js_err)?)
     }
 
+    /// Remembers that `adId` is the ad now shown in `slot`, so that the next fill can avoid it
+    /// there (`RankOptions.avoid`). Kept in the profile: erased with it.
+    #[wasm_bindgen(js_name = noteShown)]
+    pub fn note_shown(&mut self, slot: &str, ad_id: &str) -> Result<(), JsError> {
+        self.engine.note_shown(slot, ad_id).map_err(js_err)
+    }
+
+    /// The ad last shown in `slot`, if the profile remembers one.
+    #[wasm_bindgen(js_name = lastShown)]
+    pub fn last_shown(&self, slot: &str) -> Option<String> {
+        self.engine.profile().last_shown(slot).map(str::to_string)
+    }
+
     /// Ranks a one-off candidate list.
     #[wasm_bindgen(js_name = rankCandidates, unchecked_return_type = "RankedAd[]")]
     pub fn rank_candidates(
@@ -325,7 +352,8 @@ impl Hearth {
     }
 
     /// Ranks the installed catalog with logits computed elsewhere (`WebGpuScorer.logits`): one
-    /// per catalog ad, in catalog order. Caps, diversity and explanations are those of `rank`.
+    /// per catalog ad, in catalog order. Dismissals, caps, diversity and explanations are those of
+    /// `rank`; `personalized: false` is refused (the logits carry the profile): use `rank`.
     #[wasm_bindgen(js_name = rankScored, unchecked_return_type = "RankedAd[]")]
     pub fn rank_scored(
         &self,

@@ -168,7 +168,7 @@ async function visitor({ gpc = false, attributes } = {}) {
     const isPage = (url) => url.origin === main.url && url.pathname.startsWith('/demo/') && /(\/|\.html)$/.test(url.pathname);
     await context.route(isPage, async (route) => {
       const response = await route.fetch();
-      const body = (await response.text()).replace('<script async src="/hearth.js"', `<script async src="/hearth.js" ${attributes}`);
+      const body = (await response.text()).replace('src="/hearth.js"', `src="/hearth.js" ${attributes}`);
       await route.fulfill({ response, body });
     });
   }

@@ -19,6 +19,7 @@
 // yet sent.
 import { measureRecord, measureReport, measureTask } from '../pkg/hearth.js';
 import { PRIVATE } from './net.js';
+import { may } from './state.js';
 /** @import { MeasuredKind, MeasureTask } from '../pkg/hearth.js' */
 /** @import { State } from './state.js' */
 
@@ -68,11 +69,12 @@ const windowEnd = (p) => (p.start + 2 * p.periodSecs) * 1000;
 const when = (p) => new Date(p.start * 1000).toISOString();
 
 /**
- * Whether measurement may run, as the store says now (another tab may have opted out).
+ * Whether measurement may run: the visitor's consent (Purposes 1 and 7, where a CMP asks), and no
+ * opt-out as the store says now (another tab may have opted out).
  * @param {State} state
  */
-async function allowed({ config, store }) {
-  return !config.gpc && !(await store.get('settings'))?.optedOut;
+async function allowed(state) {
+  return !state.config.gpc && may(state, 'measure') && !(await state.store.get('settings'))?.optedOut;
 }
 
 /**
@@ -162,7 +164,7 @@ function activeTask(state, fresh = false) {
 }
 
 /**
- * Counts one ad event in this period's tally (the caller has checked GPC and opt-out).
+ * Counts one ad event in this period's tally (the caller has checked GPC, opt-out and consent).
  * @param {State} state
  * @param {MeasuredKind} kind
  * @param {string | undefined} campaign

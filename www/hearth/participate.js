@@ -11,7 +11,8 @@ import { PRIVATE } from './net.js';
 /** @import { Hearth, HelperConfig, RoundTask, TakePart } from '../pkg/hearth.js' */
 /** @import { Privacy } from '../hearth.js' */
 /** @import { Config, State } from './state.js' */
-/** @import { Records, Store } from './store.js' */
+/** @import { AnyStore } from './consent.js' */
+/** @import { Records } from './store.js' */
 
 /**
  * What this device knows of rounds, as stored: the last task seen and when it was checked, the
@@ -35,7 +36,7 @@ import { PRIVATE } from './net.js';
 /**
  * @typedef {object} Env
  * @property {Hearth} h
- * @property {Store} store
+ * @property {AnyStore} store
  * @property {Config} config
  * @property {(message: string) => void} warn
  * @property {() => boolean} blocked
@@ -53,6 +54,7 @@ const CHECK_EVERY_MS = 10 * 60_000;
 const RETRIES = 4;
 const LATER_MS = 5 * 60_000;
 
+const BLOCKED = 'opted out, Global Privacy Control, or no consent to train';
 /** @param {string} reason */
 const skipped = (reason) => ({ status: 'skipped', reason });
 /** @param {number} round */
@@ -67,7 +69,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * @param {{ background?: boolean }} [options]
  */
 export function participate(env, { background = false } = {}) {
-  if (env.blocked()) return skipped('opted out or Global Privacy Control');
+  if (env.blocked()) return skipped(BLOCKED);
   return navigator.locks.request('hearth-participation', { ifAvailable: background }, (lock) =>
     lock ? attempt(env) : skipped('another tab is taking part'));
 }
@@ -100,7 +102,7 @@ async function attempt(env) {
   if (h.labelledEvents() < (task.min_events ?? 0)) return skipped('not enough local events yet');
   if (task.model_version !== h.modelVersion) await refreshModel();
   if (task.model_version !== h.modelVersion) return skipped(`round ${task.round_id} is for model ${task.model_version}`);
-  if (blocked()) return skipped('opted out or Global Privacy Control');
+  if (blocked()) return skipped(BLOCKED);
 
   /** @type {TakePart} */
   let taken;
@@ -162,7 +164,7 @@ export function helperConfig(state) {
 /**
  * The stored ledger (null: none yet). One the store cannot read throws an Error named
  * LedgerUnreadable, as hearth-core does for one that does not parse.
- * @param {Store} store
+ * @param {AnyStore} store
  */
 async function readLedger(store) {
   try {
@@ -189,12 +191,15 @@ export async function privacy({ store, config }) {
 /**
  * @param {Rounds} rounds
  * @param {Pending} p  `rounds.pending`
- * @param {Pick<Env, 'store' | 'config' | 'warn'>} env
+ * @param {Pick<Env, 'store' | 'config' | 'warn' | 'blocked'>} env
  */
-async function send(rounds, p, { store, config, warn }) {
+async function send(rounds, p, { store, config, warn, blocked }) {
   if (p.deadline_ms !== null && Date.now() > p.deadline_ms) return finish(rounds, store, 'skipped', `round ${p.round_id} closed`);
   if (Date.now() < p.notBefore) return skipped(`upload for round ${p.round_id} waits to retry`);
   for (let i = 0; ; i++) {
+    // An opt-out or a consent withdrawn between retries: nothing more leaves (the upload was
+    // dropped with it).
+    if (blocked()) return skipped(BLOCKED);
     let res;
     try {
       res = await fetch(new URL('v1/updates', config.aggregator), {
@@ -226,7 +231,7 @@ async function send(rounds, p, { store, config, warn }) {
 
 /**
  * @param {Rounds} rounds
- * @param {Store} store
+ * @param {AnyStore} store
  * @param {'uploaded' | 'skipped' | 'refused'} status
  * @param {string} reason
  */

@@ -6,20 +6,22 @@
 // and reports (measure.js), all on one state (state.js). The snippet (../hearth.js) talks to it by
 // messages (rpc.js).
 import init from '../pkg/hearth.js';
+import { applyConsent, openStore } from './consent.js';
 import { gpuScorer, wantsGpu } from './gpu.js';
 import { resume } from './measure.js';
 import { installCatalog, openModel } from './model.js';
 import { serve, warn } from './rpc.js';
 import { createState } from './state.js';
-import { Store } from './store.js';
 
 serve(async (config) => {
   if (!config.catalog) throw new Error('the script tag has no data-catalog');
-  const store = await Store.open(warn);
+  const store = await openStore(config.consent, warn); // IndexedDB only with consent to storage
   await init({ module_or_path: new URL('../pkg/hearth_bg.wasm', import.meta.url) });
   const sources = { config, store, warn };
   const { h, profileRev } = await openModel(sources);
   const state = createState({ ...sources, h, profileRev, catalog: await installCatalog({ ...sources, h }) });
+  // A purpose withdrawn while no page ran Hearth: what it kept goes before anything uses it.
+  await applyConsent(state, config.consent, config.consentAnswered);
   if (wantsGpu(state, 'auto')) gpuScorer(state); // started now, so the first ranking need not wait for it
   resume(state).catch((e) => warn(`measurement: ${e.message}`)); // a report due waits for its moment
   return state;

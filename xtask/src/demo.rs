@@ -15,7 +15,7 @@ pub const SITE: &str = "The Hearth Herald";
 /// The publisher snippet, exactly as a publisher would paste it. `data-helper` is `make demo`'s
 /// helper (scripts/demo.sh), on an origin of its own: devices take its key from there, never from
 /// the leader that serves the page.
-pub const SNIPPET: &str = r#"<script async src="/hearth.js" data-aggregator="/" data-helper="http://127.0.0.1:8001/" data-catalog="/v1/catalog.json"></script>"#;
+pub const SNIPPET: &str = r#"<script async crossorigin="anonymous" src="/hearth.js" data-aggregator="/" data-helper="http://127.0.0.1:8001/" data-catalog="/v1/catalog.json"></script>"#;
 pub const ADS_PER_TOPIC: usize = 30;
 pub const ARTICLES_PER_TOPIC: usize = 6;
 /// Creative limits (plain text, characters).

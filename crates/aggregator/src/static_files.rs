@@ -7,7 +7,8 @@
 //! `www` root: a link inside `www` to a file inside `www` still works, one that leads out is
 //! 404, like a file that does not exist. The file served is the canonical path checked.
 //!
-//! HTML documents also get a Content-Security-Policy and frame protection ([`CSP`]).
+//! HTML documents also get a Content-Security-Policy and frame protection ([`CSP`]), except the
+//! ad renderer, which publisher pages frame: it gets a policy of its own ([`RENDERER_CSP`]).
 
 use crate::http::reject;
 use crate::reason::{Reason, Reject};
@@ -19,44 +20,39 @@ use axum::routing::get;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tower_http::services::ServeFile;
-use tower_http::set_header::SetResponseHeaderLayer;
 
-/// The Content-Security-Policy of every HTML document served, fitted to the demo and bench pages
-/// and the snippet they load:
-/// - scripts only from this origin, plus the ad frame's inline script by its hash (the snippet
-///   writes each ad into a sandboxed `srcdoc` iframe, which inherits this policy: `FRAME`'s
-///   `<script>` in www/hearth.js, a test holds the hash to the file) and WebAssembly compilation (`'wasm-unsafe-eval'`: the bench page runs wasm on the page);
-///   never `eval` or other inline scripts;
-/// - inline styles (the ad frame's and the bench page's `<style>`; styles cannot run code);
+/// The Content-Security-Policy of every HTML document served but the ad renderer, fitted to the
+/// demo and bench pages and the snippet they load:
+/// - scripts only from this origin and WebAssembly compilation (`'wasm-unsafe-eval'`: the bench
+///   page runs wasm on the page); never `eval` or inline scripts;
+/// - inline styles (the bench page's `<style>`; styles cannot run code);
 /// - `img-src data:` for the pages' empty `data:` favicon;
 /// - `connect-src` any http(s) origin: the worker fetches the secure-aggregation helper, which
 ///   runs on another origin each page names (`data-helper`), unknown to this server;
-/// - workers from this origin or `blob:` (the snippet's bootstrap when it is loaded cross-origin);
+/// - workers and frames (the ad renderer, [`RENDERER`]) from this origin only;
 /// - no plugins, no `<base>`, forms post only here, and only this origin may frame the pages.
 pub const CSP: &str = concat!(
-    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval' '",
-    "sha256-EUWP4YjYiCuJLxy3CMpRxA0CEc0fB0p7j8r1T+ivFNo=",
-    "'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self' http: https:; ",
-    "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; ",
+    "img-src 'self' data:; connect-src 'self' http: https:; worker-src 'self'; object-src 'none'; ",
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+);
+
+/// The ad renderer, relative to `www`: the document the snippet frames for each ad, on publisher
+/// pages of any origin.
+pub const RENDERER: &str = "hearth/frame.html";
+
+/// The renderer's own Content-Security-Policy: its one script and stylesheet from this origin and
+/// no other fetch (no connections, images, fonts or form posts); the same sandbox as the snippet's `<iframe sandbox>` even where
+/// it is opened some other way (an opaque origin: no storage, no cookies, no access to a page);
+/// framed by any page (`frame-ancestors *`, and no `X-Frame-Options`).
+pub const RENDERER_CSP: &str = concat!(
+    "default-src 'none'; script-src 'self'; style-src 'self'; base-uri 'none'; form-action 'none'; ",
+    "sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox; frame-ancestors *"
 );
 
 /// The routes that serve `root`'s files, for any path the API does not claim.
 pub fn routes(root: PathBuf) -> Router {
-    Router::new()
-        .route("/{*path}", get(serve))
-        .with_state(Arc::new(root))
-        .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, html_only(CSP)))
-        // For browsers without CSP's frame-ancestors.
-        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, html_only("SAMEORIGIN")))
-}
-
-/// `value` on HTML documents only.
-fn html_only(value: &'static str) -> impl Fn(&Response) -> Option<HeaderValue> + Clone {
-    move |r: &Response| {
-        let html =
-            r.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html"));
-        html.then(|| HeaderValue::from_static(value))
-    }
+    Router::new().route("/{*path}", get(serve)).with_state(Arc::new(root))
 }
 
 /// Where a requested path leads.
@@ -68,19 +64,46 @@ enum Found {
 
 async fn serve(State(root): State<Arc<PathBuf>>, UrlPath(path): UrlPath<String>, request: Request) -> Response {
     let wants_directory = request.uri().path().ends_with('/');
-    let found = tokio::task::spawn_blocking(move || resolve(&root, &path, wants_directory)).await.ok().flatten();
+    let renderer = root.join(RENDERER);
+    let found = tokio::task::spawn_blocking(move || {
+        let found = resolve(&root, &path, wants_directory);
+        // Compared canonical to canonical, as `resolve` returns it.
+        let is_renderer = matches!(&found, Some(Found::File(f)) if renderer.canonicalize().is_ok_and(|r| &r == f));
+        found.map(|f| (f, is_renderer))
+    })
+    .await
+    .ok()
+    .flatten();
     match found {
-        Some(Found::File(file)) => match ServeFile::new(file).try_call(request).await {
-            Ok(resp) => resp.into_response(),
+        Some((Found::File(file), is_renderer)) => match ServeFile::new(file).try_call(request).await {
+            Ok(resp) => with_document_headers(resp.into_response(), is_renderer),
             Err(_) => not_found(),
         },
-        Some(Found::Directory) => {
+        Some((Found::Directory, _)) => {
             let uri = request.uri();
             let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
             Redirect::temporary(&format!("{}/{query}", uri.path())).into_response()
         }
         None => not_found(),
     }
+}
+
+/// An HTML document's Content-Security-Policy and frame protection: the renderer's own
+/// ([`RENDERER_CSP`]), or [`CSP`] and `X-Frame-Options` (for browsers without CSP's
+/// `frame-ancestors`) on every other page.
+fn with_document_headers(mut response: Response, is_renderer: bool) -> Response {
+    let headers = response.headers_mut();
+    let html = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html"));
+    if !html {
+        return response;
+    }
+    if is_renderer {
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(RENDERER_CSP));
+    } else {
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
+    }
+    response
 }
 
 fn not_found() -> Response {

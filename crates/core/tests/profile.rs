@@ -10,7 +10,10 @@ mod common;
 use hearth_core::HearthError;
 use hearth_core::device::catalog::Ad;
 use hearth_core::device::event::{AdRef, Event, EventKind, MAX_TERMS, MAX_TEXT};
-use hearth_core::device::profile::{MAX_EVENTS_CEILING, MAX_FEATURE_NAME, MAX_FEATURES_CEILING, Profile, ProfileConfig, VERSION};
+use hearth_core::device::profile::{
+    MAX_DISMISSED_ADS, MAX_DISMISSED_CAMPAIGNS, MAX_EVENTS_CEILING, MAX_FEATURE_NAME, MAX_FEATURES_CEILING, MAX_SLOTS, Profile,
+    ProfileConfig, VERSION,
+};
 use serde_json::{Value, json};
 
 const HOUR: i64 = 3_600_000;
@@ -596,6 +599,180 @@ fn load_or_reset_keeps_good_profiles_and_explains_dropped_ones() {
     // A fresh profile needs a valid config of its own.
     let e = err_of(Profile::load_or_reset("", config(0.0, 1, 1)));
     assert!(matches!(e, HearthError::InvalidProfileConfig(_)), "{e:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dismissals and slots: kept beside the event log, upgraded from version 1
+
+/// An ad event on ad `id` of campaign `campaign`.
+fn campaign_event(kind: EventKind, ts: i64, id: &str, campaign: &str) -> Event {
+    let ad = Ad { id: id.into(), campaign: Some(campaign.into()), advertiser: None, category: None, features: vec![] };
+    common::ad_event(kind, ts, &ad)
+}
+
+fn dismissed_ads(p: &Profile) -> Vec<&str> {
+    p.dismissed().ads().collect()
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn dismissals_outlive_the_event_log_and_erase_clears_them() {
+    let mut p = Profile::new(config(1e9, 3, 100)).unwrap();
+    p.record(campaign_event(EventKind::Dismissal, 1, "ad-1", "spring")).unwrap();
+    assert!(p.dismissed().campaigns().next().is_none(), "one dismissal does not rule out a campaign");
+    p.record(campaign_event(EventKind::Dismissal, 2, "ad-2", "spring")).unwrap();
+    p.record(campaign_event(EventKind::Click, 3, "ad-3", "autumn")).unwrap();
+    p.record(campaign_event(EventKind::Impression, 4, "ad-4", "winter")).unwrap();
+    for ts in 5..20 {
+        p.record(page(ts, &["news"], &[])).unwrap();
+    }
+    assert!(p.events().all(|e| e.kind == EventKind::PageView), "the dismissal events were dropped from the log");
+    assert_eq!(dismissed_ads(&p), ["ad-1", "ad-2"]);
+    assert_eq!(p.dismissed().campaigns().collect::<Vec<_>>(), ["spring"]);
+    let back = Profile::from_json(&p.to_json()).unwrap();
+    assert_eq!(back, p, "they are stored with the profile");
+    p.note_shown("sidebar", "ad-3").unwrap();
+    p.erase();
+    assert_eq!(dismissed_ads(&p), Vec::<&str>::new());
+    assert_eq!(p.dismissed().campaign_counts().count(), 0);
+    assert_eq!(p.last_shown("sidebar"), None);
+    assert_eq!(p, Profile::new(config(1e9, 3, 100)).unwrap());
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn dismissal_lists_are_bounded_and_drop_the_oldest() {
+    let mut p = profile(1e9);
+    for i in 0..MAX_DISMISSED_ADS + 5 {
+        p.record(campaign_event(
+            EventKind::Dismissal,
+            i as i64,
+            &format!("ad-{i}"),
+            &format!("c-{}", i % (MAX_DISMISSED_CAMPAIGNS + 3)),
+        ))
+        .unwrap();
+    }
+    let ads = dismissed_ads(&p);
+    assert_eq!(ads.len(), MAX_DISMISSED_ADS);
+    assert_eq!(ads[0], "ad-5", "the five dismissed first are forgotten");
+    assert_eq!(*ads.last().unwrap(), format!("ad-{}", MAX_DISMISSED_ADS + 4));
+    assert_eq!(p.dismissed().campaign_counts().count(), MAX_DISMISSED_CAMPAIGNS);
+    // Dismissing an ad again makes it the most recent, not a second entry.
+    p.record(campaign_event(EventKind::Dismissal, 1 << 40, "ad-5", "c-0")).unwrap();
+    assert_eq!(dismissed_ads(&p).iter().filter(|a| **a == "ad-5").count(), 1);
+    assert_eq!(*dismissed_ads(&p).last().unwrap(), "ad-5");
+    assert_eq!(Profile::from_json(&p.to_json()).unwrap(), p);
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn slots_remember_their_last_ad_within_a_bound() {
+    let mut p = profile(1e9);
+    p.note_shown("sidebar", "ad-1").unwrap();
+    p.note_shown("sidebar", "ad-2").unwrap();
+    assert_eq!(p.last_shown("sidebar"), Some("ad-2"));
+    assert_eq!(p.last_shown("footer"), None);
+    for i in 0..MAX_SLOTS {
+        p.note_shown(&format!("slot-{i}"), "ad-9").unwrap();
+    }
+    assert_eq!(p.last_shown("sidebar"), None, "the slot updated longest ago is forgotten");
+    assert_eq!(p.last_shown(&format!("slot-{}", MAX_SLOTS - 1)), Some("ad-9"));
+    assert_eq!(Profile::from_json(&p.to_json()).unwrap(), p);
+    let before = p.clone();
+    for (slot, ad) in [("", "ad-1"), ("sidebar", " "), ("side\u{7}bar", "ad-1"), ("sidebar", &"x".repeat(MAX_TEXT + 1))] {
+        assert!(matches!(p.note_shown(slot, ad), Err(HearthError::InvalidEvent(_))), "{slot:?} {ad:?}");
+    }
+    assert_eq!(p, before, "a refused slot changes nothing");
+}
+
+/// `p` as version 1 wrote it: no dismissal lists, no slots.
+fn as_version_1(p: &Profile) -> String {
+    edited(p, |j| {
+        let doc = j.as_object_mut().unwrap();
+        doc.remove("dismissed");
+        doc.remove("last_shown");
+        doc["version"] = json!(1);
+    })
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn version_1_documents_are_upgraded_with_their_dismissals() {
+    let mut p = busy_profile();
+    p.record(ad_event(EventKind::Dismissal, 1_700_000_000_000 + 6 * HOUR, "ad-3")).unwrap();
+    let v1 = as_version_1(&p);
+    let upgraded = Profile::from_json(&v1).unwrap();
+    assert_eq!(dismissed_ads(&upgraded), ["ad-2", "ad-3"]);
+    assert_eq!(upgraded.dismissed().campaigns().collect::<Vec<_>>(), ["Spring Sale"], "two dismissals in one campaign");
+    assert_eq!(upgraded, p, "nothing else changes");
+    let v: Value = serde_json::from_str(&upgraded.to_json()).unwrap();
+    assert_eq!(v["version"], 2, "it is written back as the current version");
+    // Slots noted since version 2 were unknown to version 1: none after the upgrade.
+    p.note_shown("sidebar", "ad-1").unwrap();
+    assert_eq!(Profile::from_json(&as_version_1(&p)).unwrap().last_shown("sidebar"), None);
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn damaged_version_1_and_dismissal_lists_are_refused() {
+    let p = busy_profile();
+    let v1 = |edit: &dyn Fn(&mut Value)| {
+        let mut j: Value = serde_json::from_str(&as_version_1(&p)).unwrap();
+        edit(&mut j);
+        Profile::from_json(&j.to_string())
+    };
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let corrupt_v1: Vec<(&str, Edit)> = vec![
+        ("events missing", Box::new(|j: &mut Value| drop(j.as_object_mut().unwrap().remove("events")))),
+        ("events not a list", Box::new(|j: &mut Value| j["events"] = json!("x"))),
+        (
+            "dismissal without ad",
+            Box::new(|j: &mut Value| j["events"].as_array_mut().unwrap().push(json!({"kind": "dismissal", "ts": 1}))),
+        ),
+        ("unknown field in a v1 document", Box::new(|j: &mut Value| j["extra"] = json!([]))),
+        ("v2 fields in a v1 document", Box::new(|j: &mut Value| j["last_shown"] = json!([]))),
+    ];
+    for (what, edit) in corrupt_v1 {
+        let e = err_of(v1(&*edit));
+        assert!(matches!(e, HearthError::ProfileCorrupt(_)), "{what}: {e:?}");
+    }
+    for version in [0, 3] {
+        let e = err_of(v1(&|j: &mut Value| j["version"] = json!(version)));
+        assert_eq!(e, HearthError::ProfileVersion { found: version, supported: VERSION });
+    }
+    let corrupt_v2: Vec<(&str, Edit)> = vec![
+        ("dismissed missing", Box::new(|j: &mut Value| drop(j.as_object_mut().unwrap().remove("dismissed")))),
+        ("last_shown missing", Box::new(|j: &mut Value| drop(j.as_object_mut().unwrap().remove("last_shown")))),
+        ("ad listed twice", Box::new(|j: &mut Value| j["dismissed"]["ads"] = json!(["a", "a"]))),
+        ("blank ad", Box::new(|j: &mut Value| j["dismissed"]["ads"] = json!([" "]))),
+        (
+            "campaign with no dismissals",
+            Box::new(|j: &mut Value| j["dismissed"]["campaigns"] = json!([{"campaign": "c", "count": 0}])),
+        ),
+        (
+            "campaign listed twice",
+            Box::new(|j: &mut Value| {
+                j["dismissed"]["campaigns"] = json!([{"campaign": "c", "count": 1}, {"campaign": "c", "count": 2}])
+            }),
+        ),
+        ("negative count", Box::new(|j: &mut Value| j["dismissed"]["campaigns"] = json!([{"campaign": "c", "count": -1}]))),
+        (
+            "slot listed twice",
+            Box::new(|j: &mut Value| j["last_shown"] = json!([{"slot": "s", "ad_id": "a"}, {"slot": "s", "ad_id": "b"}])),
+        ),
+        ("blank slot ad", Box::new(|j: &mut Value| j["last_shown"] = json!([{"slot": "s", "ad_id": ""}]))),
+        ("unknown dismissal field", Box::new(|j: &mut Value| j["dismissed"]["when"] = json!(1))),
+    ];
+    for (what, edit) in corrupt_v2 {
+        let e = err_of(Profile::from_json(&edited(&p, |j| edit(j))));
+        assert!(matches!(e, HearthError::ProfileCorrupt(_)), "{what}: {e:?}");
+    }
+    let many: Vec<String> = (0..=MAX_DISMISSED_ADS).map(|i| format!("ad-{i}")).collect();
+    let e = err_of(Profile::from_json(&edited(&p, |j| j["dismissed"]["ads"] = json!(many))));
+    assert!(matches!(e, HearthError::TooLarge { found, .. } if found == MAX_DISMISSED_ADS + 1), "{e:?}");
+    let slots: Vec<Value> = (0..=MAX_SLOTS).map(|i| json!({"slot": format!("s{i}"), "ad_id": "a"})).collect();
+    let e = err_of(Profile::from_json(&edited(&p, |j| j["last_shown"] = json!(slots))));
+    assert!(matches!(e, HearthError::TooLarge { found, .. } if found == MAX_SLOTS + 1), "{e:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

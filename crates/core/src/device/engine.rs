@@ -7,7 +7,7 @@ use crate::device::explain::Explainer;
 use crate::device::profile::Profile;
 use crate::device::rank::{self, RankOptions, Ranked};
 use crate::error::{HearthError, Result};
-use crate::model::features::FeatureSpec;
+use crate::model::features::{FeatureSpec, Slots};
 use crate::model::forward;
 use crate::model::pack::ModelPack;
 use crate::model::scorer::{Request, Scorer};
@@ -73,6 +73,11 @@ impl Engine {
         self.profile.record(event)
     }
 
+    /// Remembers the ad now shown in a slot (see [`Profile::note_shown`]).
+    pub fn note_shown(&mut self, slot: &str, ad_id: &str) -> Result<()> {
+        self.profile.note_shown(slot, ad_id)
+    }
+
     /// Replaces the profile (another tab of the same device changed the stored one); the local
     /// embedding stays, it belongs to the device.
     pub fn set_profile(&mut self, profile: Profile) {
@@ -129,10 +134,20 @@ impl Engine {
     /// The model's request inputs for this profile and page at `now_ms`, with the names of
     /// the profile features in the user slots.
     pub fn request(&self, context: &Context, now_ms: i64) -> Result<(Request, Vec<String>)> {
+        self.request_as(context, now_ms, true)
+    }
+
+    /// [`Engine::request`], or with `personalized` false the page context alone: empty user
+    /// slots and a zero local embedding, as for a visitor with no profile.
+    fn request_as(&self, context: &Context, now_ms: i64, personalized: bool) -> Result<(Request, Vec<String>)> {
         let spec = self.spec();
+        let context = context.encode(spec)?;
+        if !personalized {
+            let user = Slots::encode(spec, spec.user_slots, &[]);
+            return Ok((Request { user, local_u: vec![0.0; self.local_u.len()], context }, Vec::new()));
+        }
         let (user, names) = self.profile.user_slots(spec, now_ms);
-        let request = Request { user, local_u: self.local_u.clone(), context: context.encode(spec)? };
-        Ok((request, names))
+        Ok((Request { user, local_u: self.local_u.clone(), context }, names))
     }
 
     /// What this profile and page contribute to every ad's logit (see [`forward::logit`]).
@@ -153,8 +168,15 @@ impl Engine {
     }
 
     /// Ranks the installed catalog with logits computed elsewhere (the GPU scorer): one per
-    /// catalog ad, in catalog order. Caps, diversity and explanations are those of [`Engine::rank`].
+    /// catalog ad, in catalog order. Dismissals, caps, diversity and explanations are those of
+    /// [`Engine::rank`]. Those logits carry the profile, so `personalized: false` is
+    /// `InvalidRankOptions` here: rank such a request with [`Engine::rank`].
     pub fn rank_scored(&self, context: &Context, opts: &RankOptions, catalog_logits: &[f32]) -> Result<Vec<Ranked>> {
+        if !opts.personalized {
+            return Err(HearthError::InvalidRankOptions(
+                "logits computed elsewhere carry the profile: rank a request that is not personalized with rank".into(),
+            ));
+        }
         if catalog_logits.len() != self.catalog.len() {
             return Err(HearthError::Shape {
                 name: "catalog logits".into(),
@@ -185,21 +207,19 @@ impl Engine {
         opts: &RankOptions,
         precomputed: Option<&[f32]>,
     ) -> Result<Vec<Ranked>> {
-        if opts.k == 0 {
-            return Err(HearthError::InvalidRankOptions("k must be at least 1".into()));
-        }
-        let (req, names) = self.request(context, opts.now_ms)?;
+        opts.validate()?;
+        let (req, names) = self.request_as(context, opts.now_ms, opts.personalized)?;
         let width = self.scorer.width();
-        let candidates = rank::eligible(&self.profile, &catalog.ads, &opts.caps, opts.now_ms);
+        let candidates = rank::eligible(&self.profile, &catalog.ads, opts);
         let all_eligible = candidates.len() == catalog.len();
         let scores: Cow<[f32]> = match precomputed {
             Some(all) if all_eligible => Cow::Borrowed(all),
-            Some(all) => Cow::Owned(candidates.iter().map(|&i| all[i]).collect()),
+            Some(all) => Cow::Owned(candidates.iter().map(|&(i, _)| all[i]).collect()),
             None => {
                 let rows: Cow<[f32]> = if all_eligible {
                     Cow::Borrowed(side)
                 } else {
-                    Cow::Owned(candidates.iter().flat_map(|&i| &side[i * width..(i + 1) * width]).copied().collect())
+                    Cow::Owned(candidates.iter().flat_map(|&(i, _)| &side[i * width..(i + 1) * width]).copied().collect())
                 };
                 Cow::Owned(self.scorer.logits(&req, &rows)?)
             }
@@ -208,7 +228,7 @@ impl Engine {
         let keep = if opts.diversity.is_some() { None } else { Some(opts.k) };
         let mut order = rank::by_score(&candidates, &scores, &catalog.ads, keep);
         if let Some(rule) = &opts.diversity {
-            order = rank::diversify(&order, |pos| &catalog.ads[candidates[pos]], rule);
+            order = rank::diversify(&order, |pos| &catalog.ads[candidates[pos].0], rule);
         }
         let p = &self.pack.params;
         // A ranking that asks for no explanation skips the request side and the shares.
@@ -217,7 +237,7 @@ impl Engine {
             .into_iter()
             .take(opts.k)
             .map(|pos| {
-                let (i, score) = (candidates[pos], scores[pos]);
+                let (i, score) = (candidates[pos].0, scores[pos]);
                 let row = &side[i * width..(i + 1) * width];
                 Ranked {
                     ad_id: catalog.ads[i].id.clone(),
