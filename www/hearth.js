@@ -154,11 +154,6 @@
   /** @type {Set<string>} */
   const dismissed = new Set();
 
-  // The worker words it (hearth/explain.js), from the catalog and the profile this script never sees.
-  /** @param {RankedAd} ad */
-  function whyText(ad) {
-    return ad.explanation;
-  }
 
   /**
    * @param {HTMLElement} slot
@@ -190,7 +185,7 @@
       const { title, body, cta, url } = ad.creative;
       // '*': the sandboxed frame's origin is opaque, so no origin can name it; it is this frame's
       // window that receives it.
-      state.frame.contentWindow?.postMessage({ ad: { ad_id: ad.ad_id, title, body, cta, url, why: whyText(ad) } }, '*');
+      state.frame.contentWindow?.postMessage({ ad: { ad_id: ad.ad_id, title, body, cta, url, why: ad.explanation } }, '*');
     });
   }
 

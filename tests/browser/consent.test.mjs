@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { startAggregator, useBrowser } from './helpers.mjs';
 import { openPage } from '../support/browser.mjs';
+import { routeDemoHelper } from '../support/aggregator.mjs';
 
 const env = useBrowser(startAggregator);
-const DEMO_HELPER = 'http://127.0.0.1:8001';
 const GVL_ID = 755;
 
 const articles = (topic) =>
@@ -85,10 +85,7 @@ function stubCmp() {
  */
 async function visitor({ choice, attributes } = {}) {
   const context = await env.browser.newContext({ viewport: { width: 1280, height: 900 } });
-  await context.route(`${DEMO_HELPER}/**`, async (route) => {
-    const { pathname, search } = new URL(route.request().url());
-    await route.fulfill({ response: await route.fetch({ url: `${env.server.helper}${pathname}${search}` }) });
-  });
+  await routeDemoHelper(context, env.server.helper);
   if (attributes) {
     const isPage = (url) => url.origin === env.server.url && url.pathname.startsWith('/demo/') && /(\/|\.html)$/.test(url.pathname);
     await context.route(isPage, async (route) => {

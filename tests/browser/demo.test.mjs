@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import { startAggregator, useBrowser } from './helpers.mjs';
 import { launchChromium, openPage } from '../support/browser.mjs';
+import { routeDemoHelper, DEMO_HELPER } from '../support/aggregator.mjs';
 
 const env = useBrowser(startAggregator);
 const SHOTS = 'target/e2e';
@@ -16,7 +17,6 @@ const REPORT_BYTES = 123 + 3 * 280_129;
 const REPORT_TYPE = 'application/vnd.hearth.report';
 // The demo pages' data-helper: `make demo`'s helper. The tests' helper listens on a free port
 // instead, so this address is answered by it (demoContext).
-const DEMO_HELPER = 'http://127.0.0.1:8001';
 
 const catalog = JSON.parse(fs.readFileSync('www/demo/catalog.json', 'utf8'));
 const articles = (topic) =>
@@ -39,10 +39,7 @@ async function visit(page, path, server = env.server.url) {
 // A browser context whose requests to the demo pages' data-helper reach the tests' helper.
 async function demoContext(options) {
   const context = await env.browser.newContext(options);
-  await context.route(`${DEMO_HELPER}/**`, async (route) => {
-    const { pathname, search } = new URL(route.request().url());
-    await route.fulfill({ response: await route.fetch({ url: `${env.server.helper}${pathname}${search}` }) });
-  });
+  await routeDemoHelper(context, env.server.helper);
   return context;
 }
 

@@ -23,6 +23,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { launchChromium, openPage } from '../support/browser.mjs';
 import { browserModule, collect, simulatedBrowsers, startMeasurement, storedMeasure } from '../support/measurement.mjs';
+import { routeDemoHelper, DEMO_HELPER } from '../support/aggregator.mjs';
 
 const PERIOD = 60;
 const SETTINGS = { period_secs: PERIOD, bits: 1, max_cells: 4, min_reports: 10, noise: 4.0 };
@@ -31,7 +32,6 @@ const SEED = 170_017n;
 // Browsing must end inside the period it starts in; it takes about half this on two cores.
 const BROWSE_SECS = 45;
 // The demo pages' data-helper (`make demo`'s helper), answered by the test's helper.
-const DEMO_HELPER = 'http://127.0.0.1:8001';
 const SHOTS = 'target/e2e';
 // z of a two-sided 99% normal interval.
 const Z99 = 2.5758293035489004;
@@ -159,10 +159,7 @@ async function visitor({ gpc = false, attributes } = {}) {
     { name: 'session', value: 'publisher-secret', url: main.url },
     { name: 'session', value: 'helper-secret', url: DEMO_HELPER },
   ]);
-  await context.route(`${DEMO_HELPER}/**`, async (route) => {
-    const { pathname, search } = new URL(route.request().url());
-    await route.fulfill({ response: await route.fetch({ url: `${main.helper}${pathname}${search}` }) });
-  });
+  await routeDemoHelper(context, main.helper);
   if (attributes) {
     // As a publisher would set them on its snippet tag.
     const isPage = (url) => url.origin === main.url && url.pathname.startsWith('/demo/') && /(\/|\.html)$/.test(url.pathname);

@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnAggregator } from '../support/aggregator.mjs';
+import { spawnAggregator, routeDemoHelper } from '../support/aggregator.mjs';
 import { measureEnv, storedMeasure } from '../support/measurement.mjs';
 import { launchChromium, openPage } from '../support/browser.mjs';
 
@@ -29,7 +29,6 @@ const SETTINGS = { period_secs: PERIOD, bits: 1, max_cells: 4, min_reports: 10, 
 // What the visits and the restart take at most (a few seconds each on two loaded cores).
 const NEEDED_SECS = 30;
 // The demo pages' data-helper (`make demo`'s helper), answered by the test's helper.
-const DEMO_HELPER = 'http://127.0.0.1:8001';
 const UNRECOGNIZED = 'urn:ietf:params:ppm:dap:error:unrecognizedTask';
 // How often the SDK asks the leader for its task (measure.js's CHECK_EVERY_MS).
 const CHECK_EVERY_MS = 10 * 60_000;
@@ -104,10 +103,7 @@ async function waitFor(read, done, until, what) {
  */
 async function visitor() {
   const context = await env.browser.newContext({ viewport: { width: 1280, height: 900 } });
-  await context.route(`${DEMO_HELPER}/**`, async (route) => {
-    const { pathname, search } = new URL(route.request().url());
-    await route.fulfill({ response: await route.fetch({ url: `${env.helper.url}${pathname}${search}` }) });
-  });
+  await routeDemoHelper(context, env.helper.url);
   /** @type {{ method: string, url: string, status: Promise<number | undefined>, body: Buffer | null }[]} */
   const requests = [];
   context.on('request', (r) => requests.push({

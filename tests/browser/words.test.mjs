@@ -11,9 +11,9 @@ import { startAggregator, useBrowser } from './helpers.mjs';
 import { openPage } from '../support/browser.mjs';
 import { checkCatalog } from '../../www/hearth/catalog.js';
 import { advertiserName, whyInWords } from '../../www/hearth/explain.js';
+import { routeDemoHelper } from '../support/aggregator.mjs';
 
 const SHOTS = 'target/e2e';
-const DEMO_HELPER = 'http://127.0.0.1:8001'; // the demo pages' data-helper (see demo.test.mjs)
 const catalog = checkCatalog(fs.readFileSync('www/demo/catalog.json', 'utf8'), 'http://demo.example/v1/catalog.json');
 // What must never reach a visitor: ad ids, campaign slugs, and advertiser slugs that are not
 // also a word of the advertiser's name ("arenapass" is ArenaPass; "wayfarer-rail" is no word).
@@ -95,10 +95,7 @@ async function visit(page, path) {
 // A browser context whose requests to the demo pages' data-helper reach the tests' helper.
 async function demoContext() {
   const context = await env.browser.newContext({ viewport: { width: 1280, height: 900 } });
-  await context.route(`${DEMO_HELPER}/**`, async (route) => {
-    const { pathname, search } = new URL(route.request().url());
-    await route.fulfill({ response: await route.fetch({ url: `${env.server.helper}${pathname}${search}` }) });
-  });
+  await routeDemoHelper(context, env.server.helper);
   return context;
 }
 

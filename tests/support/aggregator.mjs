@@ -82,3 +82,14 @@ export async function startPair(helperOverrides = {}, leaderOverrides = () => ({
     throw e;
   }
 }
+
+// The demo pages' data-helper (www/demo, xtask's SNIPPET): a fixed address no test listens on.
+export const DEMO_HELPER = 'http://127.0.0.1:8001';
+
+// Sends `context`'s requests to the demo pages' helper on to the tests' helper at `helper`.
+export async function routeDemoHelper(context, helper) {
+  await context.route(`${DEMO_HELPER}/**`, async (route) => {
+    const { pathname, search } = new URL(route.request().url());
+    await route.fulfill({ response: await route.fetch({ url: `${helper}${pathname}${search}` }) });
+  });
+}
